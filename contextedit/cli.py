@@ -1,0 +1,286 @@
+"""The ``contextedit`` command line: parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .errors import ContextEditError
+
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+log = logging.getLogger("contextedit")
+
+
+class _Group(TyperGroup):
+    """Maps every failure to one ``Error: …`` line and an exit code (2 usage/input, 1 running)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args
+        try:
+            rv = super().main(args=args, prog_name=prog_name or "contextedit", complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except ContextEditError as exc:
+            code = _fail(exc, str(exc), exc.exit_code, debug)
+        except ClickException as exc:
+            code = _fail(exc, exc.format_message(), exc.exit_code, debug)
+        except typer.Abort as exc:
+            code = _fail(exc, "interrupted", 130, debug)
+        except KeyboardInterrupt as exc:
+            code = _fail(exc, "interrupted; outputs written so far are kept (tune: run again with --resume)", 130, debug)
+        except Exception as exc:  # noqa: BLE001 — the last line of defence: one line, no traceback
+            code = _fail(exc, f"unexpected {type(exc).__name__}: {exc}; rerun with --debug for the traceback", 1, debug)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(exc: BaseException, message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    message = " ".join(str(message).split())
+    print(f"Error: {message}", file=sys.stderr)
+    return code
+
+
+app = typer.Typer(
+    cls=_Group, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help="Text-guided video editing and image generation with contextualized diffusion (ContextDiff).",
+)
+
+# Options shared by every command that loads a model.
+Model = Annotated[Optional[str], typer.Option("--model", help="Hub id, local diffusers folder, or 'tiny' (embedded). Default: $CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5.")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")]
+Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same outputs.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"contextedit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Tune on a clip, edit it with new prompts, generate images, evaluate with CLIP."""
+
+
+def _setup(quiet: bool, debug: bool):
+    """Logging to stderr, library chatter silenced; returns the progress factory."""
+    from .progress import progress_bar, silent
+
+    for name, level in (("diffusers", "error"), ("transformers", "error")):
+        os.environ.setdefault(f"{name.upper()}_VERBOSITY", level)
+    logging.getLogger("diffusers").setLevel(logging.ERROR)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    return silent if quiet else progress_bar
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)
+
+
+@app.command()
+def tune(
+    video: Annotated[Path, typer.Argument(help="Source clip: mp4/mov/webm/avi/gif or a folder of frames.")],
+    prompt: Annotated[Optional[str], typer.Option(help="Source prompt; captioned with BLIP-2 when omitted.")] = None,
+    frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
+    stride: Annotated[int, typer.Option(help="Take every S-th frame (the paper's sample rate is 2).")] = 2,
+    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
+    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8. Default: source aspect, short side at the model's native size.")] = None,
+    steps: Annotated[int, typer.Option(help="Tuning steps.")] = 500,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-5,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder. Default: runs/<video-stem>/.")] = None,
+    overwrite: Overwrite = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted tune from its checkpoint.")] = False,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Tune without the context adapter (Tune-A-Video baseline).")] = False,
+    checkpointing: Annotated[bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing (less memory, a little slower).")] = True,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
+    caption_model: Annotated[str, typer.Option(help="BLIP-2 model for captions: hub id, folder or 'tiny'.")] = "Salesforce/blip2-opt-2.7b",
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Tune the adapter and the video UNet on one clip; writes a run folder for `edit`."""
+    progress = _setup(quiet, debug)
+    from .pipelines.tune import TuneOptions, tune as run_tune
+
+    result = run_tune(TuneOptions(
+        video=str(video), prompt=prompt, frames=frames, stride=stride, start=start, size=size, steps=steps, lr=lr,
+        out=str(out) if out else None, overwrite=overwrite, resume=resume, adapter=not no_adapter,
+        checkpointing=checkpointing, checkpoint_every=checkpoint_every, caption_model=caption_model,
+        model=model, device=device, dtype=dtype, seed=seed), progress=progress)
+    m = result.manifest
+    _say(quiet, f"source prompt: {m['source_prompt']}")
+    _say(quiet, f"tuned {m['frames']} frames at {m['width']}x{m['height']} for {m['steps']} steps "
+                f"in {m['timings']['train_s']:.1f} s (final loss {m['final_loss']:.4f})")
+    print(result.run_dir)
+
+
+@app.command()
+def edit(
+    prompt: Annotated[Optional[list[str]], typer.Option("--prompt", help="Target prompt (repeatable).")] = None,
+    prompts_file: Annotated[Optional[Path], typer.Option(help="JSON prompt set (see prompts/).")] = None,
+    run: Annotated[Optional[Path], typer.Option(help="Tuned run folder. Default: the latest run.")] = None,
+    source_prompt: Annotated[Optional[str], typer.Option(help="Override the run's source prompt.")] = None,
+    steps: Annotated[int, typer.Option(help="DDIM steps T for inversion and sampling.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    fusion_start: Annotated[float, typer.Option(help="Fuse source attention for t in [f*T, T].")] = 0.5,
+    no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: no attention fusion.")] = False,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Ablation: ignore the tuned adapter.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: <run>/edits/.")] = None,
+    format: Annotated[str, typer.Option("--format", help="mp4 | gif | frames.")] = "mp4",
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write source | edit side by side.")] = False,
+    overwrite: Overwrite = False,
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Edit the latest (or --run) tuned clip with one or more target prompts."""
+    progress = _setup(quiet, debug)
+    from .pipelines.edit import EditOptions, edit as run_edit
+    from .prompts import load_prompt_file
+
+    prompts = list(prompt or [])
+    if prompts_file is not None:
+        file_source, file_prompts = load_prompt_file(prompts_file)
+        prompts += file_prompts
+        source_prompt = source_prompt or file_source
+    result = run_edit(EditOptions(
+        prompts=prompts, run=str(run) if run else None, source_prompt=source_prompt, steps=steps, guidance=guidance,
+        fusion_start=fusion_start, fusion=not no_fusion, adapter=not no_adapter, out=str(out) if out else None,
+        format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype,
+        seed=seed), progress=progress)
+    t = result.record["timings"]
+    _say(quiet, f"inversion {t['inversion_s']:.1f} s, sampling {sum(t['sampling_s_per_prompt']):.1f} s for "
+                f"{len(result.files)} prompt(s); fusion store {t['fusion_store_mib']:.1f} MiB")
+    for path in result.files:
+        print(path)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[list[str], typer.Option("--prompt", help="Prompt (repeatable).")],
+    n: Annotated[int, typer.Option("--n", help="Images per prompt (seeds seed, seed+1, …).")] = 1,
+    sampler: Annotated[str, typer.Option(help="ddim | ddpm.")] = "ddim",
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Width (multiple of 8). Default: native.")] = None,
+    height: Annotated[Optional[int], typer.Option(help="Height (multiple of 8). Default: native.")] = None,
+    adapter: Annotated[Optional[Path], typer.Option(help="Image context adapter from `train-adapter` (.safetensors).")] = None,
+    grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png.")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: outputs/generate/<timestamp>/.")] = None,
+    overwrite: Overwrite = False,
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Text-to-image with the contextual DDIM/DDPM samplers."""
+    progress = _setup(quiet, debug)
+    from .pipelines.generate import GenerateOptions, generate as run_generate
+
+    result = run_generate(GenerateOptions(
+        prompts=prompt, n=n, sampler=sampler, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
+        width=width, height=height, adapter=str(adapter) if adapter else None, grid=grid,
+        out=str(out) if out else None, overwrite=overwrite, model=model, device=device, dtype=dtype, seed=seed),
+        progress=progress)
+    for path in result.files:
+        print(path)
+
+
+@app.command("train-adapter")
+def train_adapter(
+    data: Annotated[Path, typer.Argument(help="Image folder with metadata.jsonl or same-stem .txt captions.")],
+    out: Annotated[Path, typer.Option(help="Adapter file to write (.safetensors).")],
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
+    batch: Annotated[int, typer.Option(help="Images per step.")] = 4,
+    size: Annotated[Optional[int], typer.Option(help="Square training size (multiple of 8). Default: native.")] = None,
+    tune_unet: Annotated[str, typer.Option(help="none | attn (also tune the UNet's attention queries).")] = "none",
+    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside --out.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
+    overwrite: Overwrite = False,
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Train the image context adapter on image–caption pairs."""
+    progress = _setup(quiet, debug)
+    from .pipelines.train_adapter import TrainAdapterOptions, train_adapter as run_train
+
+    path = run_train(TrainAdapterOptions(
+        data=str(data), out=str(out), steps=steps, lr=lr, batch=batch, size=size, tune_unet=tune_unet,
+        resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, model=model, device=device,
+        dtype=dtype, seed=seed), progress=progress)
+    print(path)
+
+
+@app.command("eval")
+def evaluate(
+    paths: Annotated[list[Path], typer.Argument(help="Videos, frame folders, images, image folders, or edit/generate output folders.")],
+    metrics: Annotated[str, typer.Option(help="Comma list: clip (clip_text + clip_temporal), psnr.")] = "clip",
+    prompt: Annotated[Optional[str], typer.Option(help="Prompt to score against (else read from edits.json / generate.json).")] = None,
+    clip_model: Annotated[str, typer.Option(help="CLIP model: hub id, folder, or 'tiny'.")] = "openai/clip-vit-large-patch14",
+    temporal: Annotated[str, typer.Option(help="consecutive | all (frame pairs for clip_temporal).")] = "consecutive",
+    source: Annotated[Optional[Path], typer.Option(help="Source video for psnr.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON.")] = None,
+    device: Device = "auto", debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """CLIP-text and CLIP-temporal (the paper's Table 2), and PSNR against a source."""
+    _setup(quiet, debug)
+    from rich.console import Console
+
+    from .device import resolve_device
+    from .fileio import write_json
+    from .metrics.evaluate import evaluate as run_eval, results_table
+
+    result = run_eval([str(p) for p in paths], metrics=metrics, prompt=prompt, clip_model=clip_model,
+                      temporal=temporal, source=str(source) if source else None, device=str(resolve_device(device)))
+    Console().print(results_table(result))
+    if json_out is not None:
+        write_json(json_out, result)
+        _say(quiet, f"wrote {json_out}")
+
+
+@app.command()
+def caption(
+    video: Annotated[Path, typer.Argument(help="Clip to caption.")],
+    caption_model: Annotated[str, typer.Option(help="BLIP-2 model: hub id, folder or 'tiny'.")] = "Salesforce/blip2-opt-2.7b",
+    frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
+    stride: Annotated[int, typer.Option(help="Frame stride.")] = 2,
+    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
+    device: Device = "auto", debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Print a BLIP-2 caption of the clip (what `tune` uses when --prompt is omitted)."""
+    _setup(quiet, debug)
+    from .captioning import caption_frames
+    from .device import resolve_device
+    from .video import read_video
+
+    clip = read_video(str(video), frames=frames, stride=stride, start=start)
+    print(caption_frames(clip.frames, model_id=caption_model, device=str(resolve_device(device))))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Exception classes: every known failure carries a user message and an exit code.
+
+The CLI maps them to ``Error: <message>`` on stderr; library users catch them by class.
+"""
+
+from __future__ import annotations
+
+
+class ContextEditError(Exception):
+    """Base class. ``exit_code`` 1: a failure while running."""
+
+    exit_code = 1
+
+
+class UsageError(ContextEditError):
+    """A bad option value or combination (exit 2)."""
+
+    exit_code = 2
+
+
+class InputError(ContextEditError):
+    """A missing, unreadable or malformed input file or folder (exit 2)."""
+
+    exit_code = 2
+
+
+class ModelNotFoundError(InputError):
+    """A model id or folder that cannot be loaded here (exit 2)."""
+
+
+class UnsafeFileError(InputError):
+    """A pickle-based weight file, or a path escaping its run folder (exit 2)."""
+
+
+class OutputExistsError(UsageError):
+    """An output location that exists and would be overwritten (exit 2)."""
+
+
+class RunFailure(ContextEditError):
+    """A failure while running (exit 1)."""
+
+
+class OutOfMemoryError(RunFailure):
+    """CUDA ran out of memory; the message says what to lower (exit 1)."""

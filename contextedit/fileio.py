@@ -1,0 +1,117 @@
+"""Atomic writes, safetensors-only loading and run-folder path safety.
+
+Every file the tool writes goes to a temporary name in the destination folder and is renamed
+into place, so an interrupted run never leaves a partial file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import InputError, UnsafeFileError, UsageError
+
+PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def ensure_writable_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and parents) or raise a UsageError saying it is not writable."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}; choose a writable --out") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {folder} is not writable; choose a writable --out")
+    return folder
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path} is not valid JSON ({exc}); regenerate it") from exc
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    suffix = Path(path).suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise UnsafeFileError(
+            f"{path} is a pickle-based weight file ({suffix}); only .safetensors files are loaded — "
+            "convert it with safetensors first"
+        )
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_safetensors(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Load a safetensors file; pickle files, missing and truncated files become InputErrors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    refuse_pickle(path)
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{path} is not a valid safetensors file ({exc}); it may be truncated — re-create it") from exc
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    from safetensors import SafetensorError, safe_open
+
+    refuse_pickle(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{path} is not a valid safetensors file ({exc}); it may be truncated — re-create it") from exc
+
+
+def inside(root: str | os.PathLike, relative: str) -> Path:
+    """Resolve ``relative`` under ``root``; refuse paths that escape it (manifests are untrusted)."""
+    root = Path(root).resolve()
+    target = (root / relative).resolve()
+    if target != root and root not in target.parents:
+        raise UnsafeFileError(f"path {relative!r} in {root} points outside its folder; the manifest was tampered with")
+    return target

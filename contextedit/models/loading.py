@@ -1,0 +1,149 @@
+"""Load the Stable-Diffusion components from a hub id, a local diffusers folder, or ``tiny``.
+
+One function, :func:`load_components`, serves the CLI, the library and the tests: the embedded
+models go through the same classes, and a ``save_pretrained`` folder of them loads through the
+same ``from_pretrained`` calls as a real checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from ..errors import InputError, ModelNotFoundError
+from ..fileio import refuse_pickle
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+EMBEDDED = ("tiny", "tiny-random")
+
+
+@dataclass
+class Components:
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler_config: dict
+    model_id: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def native_size(self) -> int:
+        """The base model's native pixel resolution (512 for SD 1.x)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    def to(self, device: torch.device, dtype: torch.dtype) -> "Components":
+        for module in (self.vae, self.unet, self.text_encoder):
+            module.to(device=device, dtype=dtype)
+        return self
+
+
+def default_model() -> str:
+    return os.environ.get("CONTEXTEDIT_MODEL") or DEFAULT_MODEL
+
+
+def load_components(model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Components:
+    """Return vae, unet, text_encoder, tokenizer and scheduler config for ``model``."""
+    model = model or default_model()
+    if model in EMBEDDED:
+        from . import tiny
+
+        parts = tiny.build_tiny(model)
+        comps = Components(model_id=model, **parts)
+    else:
+        comps = _load_pretrained(model)
+    for module in (comps.vae, comps.unet, comps.text_encoder):
+        module.requires_grad_(False).eval()
+    return comps.to(torch.device(device), dtype)
+
+
+def _load_pretrained(model: str) -> Components:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(model).expanduser()
+    is_folder = path.exists()
+    if is_folder:
+        refuse_pickle(path)
+        if not path.is_dir():
+            raise InputError(f"--model {model} is a file; pass a diffusers folder (with model_index.json), a hub id, or 'tiny'")
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} has no model_index.json, so it is not a diffusers model folder; "
+                "pass a folder saved with save_pretrained, a hub id, or --model tiny"
+            )
+        source, local_only = str(path), True
+    else:
+        if model.count("/") != 1 or model.startswith(("/", ".", "~")):
+            raise ModelNotFoundError(f"model {model!r} is neither a local folder nor a hub id (owner/name); pass a diffusers folder or --model tiny")
+        source, local_only = model, _offline()
+    kw = {"local_files_only": local_only}
+    try:
+        try:
+            parts = _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
+        except OSError:
+            if local_only or not _hub_reachable():
+                raise
+            parts = _from_pretrained(source, {"local_files_only": False}, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
+    except OSError as exc:
+        if is_folder:
+            raise ModelNotFoundError(f"cannot load the diffusers folder {path}: {str(exc).splitlines()[0]}; check that it holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/ with .safetensors weights") from exc
+        raise ModelNotFoundError(
+            f"model {model!r} is not in the local Hugging Face cache and the hub cannot be reached (offline); "
+            "download it on a connected machine, pass a local diffusers folder with --model PATH, or use --model tiny"
+        ) from exc
+    return Components(model_id=model if not is_folder else str(path.resolve()), **parts)
+
+
+def _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler) -> dict:
+    return {
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw),
+        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
+        "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
+    }
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP probe, so that an unreachable hub fails in seconds rather than after retries."""
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def save_components(comps: Components, folder: str | os.PathLike) -> Path:
+    """Write ``comps`` as a diffusers Stable Diffusion folder (model_index.json + subfolders)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
+        scheduler=DDIMScheduler.from_config(comps.scheduler_config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(folder), safe_serialization=True)
+    return Path(folder)

@@ -1,0 +1,125 @@
+"""The embedded ``tiny-random`` model: Stable-Diffusion-shaped, built in code from a fixed seed.
+
+Same classes as a real SD folder (AutoencoderKL, UNet2DConditionModel, CLIPTextModel,
+CLIPTokenizer), so every loading and pipeline path runs unchanged on it. The vocabulary is
+written here: byte-level characters plus whole-word merges for the words the tests and the
+shapes world use.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Words that get a single token; anything else still tokenises, character by character.
+WORDS = """
+a an the of on in with and is are at to by from moving left right up down background
+black white gray grey red green blue yellow circle square triangle shape object
+man woman person dog cat tiger lion car jeep porsche robot surfing surf wave waves beach road
+street snow sea sky water city forest desert night day sunset painting style watercolor
+cartoon anime photo video clip frame rabbit bird horse boat bike running walking jumping
+""".split()
+
+TINY_SAMPLE_SIZE = 64  # native pixel size: 64x64 frames, 16x16 latents (VAE factor 4)
+
+
+def _bytes_to_unicode() -> list[str]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def tiny_vocab(words: list[str] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Return (vocab, merges) for a CLIP BPE that keeps each of ``words`` whole."""
+    chars = _bytes_to_unicode()
+    tokens = chars + [c + "</w>" for c in chars]
+    merges: list[tuple[str, str]] = []
+    seen = set(tokens)
+    for word in words or WORDS:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        left = pieces[0]
+        for right in pieces[1:]:
+            merged = left + right
+            if merged not in seen:
+                merges.append((left, right))
+                tokens.append(merged)
+                seen.add(merged)
+            left = merged
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {tok: i for i, tok in enumerate(tokens)}, merges
+
+
+def tiny_tokenizer(words: list[str] | None = None):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tiny_vocab(words)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def tiny_text_encoder(tokenizer, hidden_size: int = 32, seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, projection_dim=hidden_size,
+    )
+    torch.manual_seed(seed)
+    return CLIPTextModel(config).eval()
+
+
+def tiny_unet(cross_attention_dim: int = 32, seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=TINY_SAMPLE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+    ).eval()
+
+
+def tiny_vae(seed: int = 0):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32, 32), sample_size=TINY_SAMPLE_SIZE,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    ).eval()
+
+
+def tiny_scheduler_config() -> dict:
+    """SD-1.5's scheduler config (PNDM's, as SD folders ship it)."""
+    return {
+        "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": False,
+        "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "clip_sample": False,
+        "prediction_type": "epsilon", "timestep_spacing": "leading",
+    }
+
+
+def build_tiny_random(seed: int = 0) -> dict:
+    """The components of ``tiny-random`` as a dict keyed like a diffusers SD folder."""
+    tokenizer = tiny_tokenizer()
+    return {
+        "vae": tiny_vae(seed),
+        "unet": tiny_unet(seed=seed),
+        "text_encoder": tiny_text_encoder(tokenizer, seed=seed),
+        "tokenizer": tokenizer,
+        "scheduler_config": tiny_scheduler_config(),
+    }
+
+
+def build_tiny(name: str = "tiny-random", seed: int = 0) -> dict:
+    """``tiny`` and ``tiny-random`` (the trained shapes-world model replaces ``tiny`` when it ships)."""
+    return build_tiny_random(seed)

@@ -1,0 +1,56 @@
+"""Pieces every pipeline shares: prompt checks and encoding, and the VAE latent codec."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..errors import UsageError
+
+log = logging.getLogger("contextedit")
+
+
+def check_prompt(prompt: str, what: str = "--prompt") -> str:
+    if prompt is None or not str(prompt).strip():
+        raise UsageError(f"{what} is empty; give a text prompt such as \"a red square moving right\"")
+    return str(prompt).strip()
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: torch.device | None = None) -> torch.Tensor:
+    """Text-encoder hidden states (N, L, D), tokenised as StableDiffusionPipeline does.
+
+    Prompts longer than the encoder's window are truncated with a warning, not refused.
+    """
+    max_len = tokenizer.model_max_length
+    for prompt in prompts:
+        n = len(tokenizer(prompt, truncation=False).input_ids)
+        if n > max_len:
+            log.warning("prompt has %d tokens; the text encoder reads %d, so it was truncated: %r", n, max_len, prompt[:60] + "…")
+    ids = token_ids(tokenizer, prompts)
+    device = device or next(text_encoder.parameters()).device
+    mask = None
+    if getattr(text_encoder.config, "use_attention_mask", False):
+        mask = tokenizer(prompts, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt").attention_mask.to(device)
+    return text_encoder(ids.to(device), attention_mask=mask)[0]
+
+
+def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def encode_latents(vae, pixels: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Pixels (F, 3, H, W) in [-1, 1] → scaled latents; the posterior mean, so a clip always encodes the same."""
+    param = next(vae.parameters())
+    chunks = [vae.encode(p.to(param.device, param.dtype)).latent_dist.mean for p in pixels.split(batch)]
+    return torch.cat(chunks) * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Scaled latents → pixels (F, 3, H, W) in [-1, 1] (float32, on the CPU)."""
+    param = next(vae.parameters())
+    latents = latents.to(param.device, param.dtype) / vae.config.scaling_factor
+    return torch.cat([vae.decode(z).sample.float().cpu() for z in latents.split(batch)]).clamp(-1, 1)

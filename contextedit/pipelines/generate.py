@@ -1,0 +1,178 @@
+"""Text-to-image with the contextual samplers (paper §3.2): plain SD DDIM/DDPM without an adapter,
+contextual DDIM/DDPM with r_φ evaluated on x̂0 and the prompt when one is given."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..device import cpu_generator, oom_guard, peak_memory_gib, resolve_device, resolve_dtype
+from ..errors import InputError, UsageError
+from ..fileio import atomic_path, ensure_writable_dir, load_safetensors, safetensors_metadata, write_json
+from ..models.adapter import ContextAdapter
+from ..models.loading import Components, load_components
+from ..progress import ProgressFactory, silent
+from ..runs import check_new_output, slugify
+from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
+from .. import video as vio
+from .common import check_prompt, decode_latents, encode_prompts
+from .loop import Denoiser, sample
+
+SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
+ADAPTER_META = "contextedit.adapter_config"
+
+
+@dataclass
+class GenerateOptions:
+    prompts: list[str]
+    n: int = 1
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 7.5
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    adapter: str | None = None
+    grid: bool = False
+    out: str | None = None
+    overwrite: bool = False
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.prompts:
+            raise UsageError("no prompt; pass --prompt TEXT (repeatable)")
+        self.prompts = [check_prompt(p) for p in self.prompts]
+        if self.n < 1:
+            raise UsageError(f"--n must be at least 1 (got {self.n})")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
+        if not math.isfinite(self.guidance):
+            raise UsageError(f"--guidance must be a finite number (got {self.guidance}); 7.5 is usual")
+        if self.width is not None or self.height is not None:
+            if self.width is None or self.height is None:
+                raise UsageError("give both --width and --height, or neither")
+            vio.check_size(self.width, self.height)
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    files: list[Path]
+    record: dict = field(default_factory=dict)
+
+
+def load_image_adapter(path: str | Path, device: torch.device) -> tuple[ContextAdapter, dict[str, torch.Tensor], dict]:
+    """An adapter file from ``train-adapter``: the adapter, tuned UNet tensors (maybe none), metadata."""
+    meta = safetensors_metadata(path)
+    if ADAPTER_META not in meta:
+        raise InputError(f"{path} is not a contextedit adapter file (no {ADAPTER_META} metadata); make one with `contextedit train-adapter`")
+    tensors = load_safetensors(path)
+    adapter = ContextAdapter.from_config(json.loads(meta[ADAPTER_META]))
+    adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
+    unet_sd = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.")}
+    return adapter.to(device).eval(), unet_sd, meta
+
+
+def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> GenerateResult:
+    opts.validate()
+    out_dir = Path(opts.out) if opts.out else Path("outputs/generate") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    names = [f"{slugify(p)}-s{opts.seed + k}.png" for p in opts.prompts for k in range(opts.n)]
+    if len(set(names)) < len(names):
+        raise UsageError("two prompts give the same file name; remove the duplicate --prompt")
+    for name in names + (["grid.png"] if opts.grid else []):
+        check_new_output(out_dir / name, opts.overwrite)
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, device)
+    adapter, unet_sd, meta = (load_image_adapter(opts.adapter, device) if opts.adapter else (None, {}, {}))
+    t0 = time.perf_counter()
+    comps = comps or load_components(opts.model, device, dtype)
+    if meta.get("model") and meta["model"] != comps.model_id:
+        raise UsageError(f"adapter {opts.adapter} was trained on {meta['model']!r}, not {comps.model_id!r}; pass --model {meta['model']}")
+    if unet_sd:
+        comps.unet.load_state_dict({k: v.to(device, dtype) for k, v in unet_sd.items()}, strict=False)
+    ensure_writable_dir(out_dir)
+    width, height = (opts.width, opts.height) if opts.width else (comps.native_size, comps.native_size)
+    scheduler = SAMPLERS[opts.sampler].from_config(comps.scheduler_config)
+    uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [opts.negative_prompt or ""])
+    shape = (1, comps.unet.config.in_channels, height // comps.vae_scale_factor, width // comps.vae_scale_factor)
+    images, entries, times = [], [], []
+    with oom_guard(device, "generation"):
+        for prompt in opts.prompts:
+            text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+            context = _image_context(adapter, text)
+            for k in range(opts.n):
+                t1 = time.perf_counter()
+                seed = opts.seed + k
+                generator = cpu_generator(seed)
+                scheduler.set_timesteps(opts.steps, device=device)
+                latents = initial_latents(shape, generator, device, dtype) * scheduler.init_noise_sigma
+                with progress(f"{prompt[:40]} (seed {seed})", opts.steps) as advance:
+                    latents = sample(scheduler, Denoiser(comps.unet, text, uncond, opts.guidance), latents,
+                                     context=context, generator=generator, callback=lambda **_: advance())
+                image = vio.to_frames(decode_latents(comps.vae, latents))[0]
+                name = f"{slugify(prompt)}-s{seed}.png"
+                _write_png(image, out_dir / name)
+                images.append(image)
+                times.append(time.perf_counter() - t1)
+                entries.append({"prompt": prompt, "seed": seed, "file": name, "seconds": times[-1]})
+    files = [out_dir / e["file"] for e in entries]
+    if opts.grid:
+        files.append(_write_png(make_grid(images, rows=len(opts.prompts)), out_dir / "grid.png"))
+    record = {
+        "model": comps.model_id, "images": entries,
+        "settings": {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
+                     "negative_prompt": opts.negative_prompt, "width": width, "height": height, "n": opts.n,
+                     "adapter": str(opts.adapter) if opts.adapter else None, "seed": opts.seed,
+                     "device": str(device), "dtype": str(dtype).replace("torch.", "")},
+        "timings": {"load_s": t1 - t0 if entries else None, "seconds_per_image": sum(times) / max(len(times), 1),
+                    "peak_gib": peak_memory_gib(device)},
+    }
+    write_json(out_dir / "generate.json", record)
+    return GenerateResult(out_dir=out_dir, files=files, record=record)
+
+
+def initial_latents(shape, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """x_T drawn as diffusers' randn_tensor draws it with a CPU generator."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+
+def _image_context(adapter, text):
+    if adapter is None:
+        return None
+
+    def context(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        r = adapter(x0_hat.float(), text.float(), torch.tensor([t], device=x0_hat.device), num_frames=1)
+        return r.to(x0_hat.dtype)
+    return context
+
+
+def make_grid(images: list[np.ndarray], rows: int) -> np.ndarray:
+    cols = math.ceil(len(images) / rows)
+    h, w = images[0].shape[:2]
+    grid = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    return grid
+
+
+def _write_png(image: np.ndarray, path: Path) -> Path:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+    return path

@@ -1,0 +1,86 @@
+"""The one denoising loop (edit and generate) and its inverse (DDIM inversion for edit).
+
+Read like k-diffusion's samplers: a loop over timesteps calling the model (with guidance), the
+scheduler's step and a callback. Everything specific — the adapter context, attention fusion,
+progress — comes in as arguments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, ContextManager, Optional
+
+import torch
+
+Context = Optional[Callable[[torch.Tensor, int], torch.Tensor]]
+StepContext = Optional[Callable[[int, int], ContextManager]]
+Callback = Optional[Callable[..., None]]
+
+
+@dataclass
+class Denoiser:
+    """ε_θ (or v_θ) of latents (B·F, C, H, W) with classifier-free guidance in one UNet call.
+
+    ``num_frames`` is None for the plain image UNet and F for the inflated video UNet, whose
+    processors read it from ``cross_attention_kwargs``.
+    """
+
+    unet: torch.nn.Module
+    text: torch.Tensor                     # (1, L, D) conditional text states
+    uncond: torch.Tensor | None = None     # (1, L, D) unconditional / negative text states
+    guidance: float = 1.0
+    num_frames: int | None = None
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond is not None and self.guidance != 1.0
+
+    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
+        per_item = x.shape[0]
+        states = [self.uncond, self.text] if self.guided else [self.text]
+        states = torch.cat([s.expand(per_item, -1, -1) for s in states])
+        x_in = torch.cat([x] * (2 if self.guided else 1))
+        kwargs = {"num_frames": self.num_frames} if self.num_frames is not None else None
+        out = self.unet(x_in, t, encoder_hidden_states=states.to(x.dtype), cross_attention_kwargs=kwargs, return_dict=False)[0]
+        if not self.guided:
+            return out
+        uncond, cond = out.chunk(2)
+        return uncond + self.guidance * (cond - uncond)
+
+
+def _step_scope(step_context: StepContext, i: int, t: int) -> ContextManager:
+    return step_context(i, t) if step_context is not None else contextlib.nullcontext()
+
+
+@torch.no_grad()
+def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Context = None,
+           generator: torch.Generator | None = None, step_context: StepContext = None,
+           callback: Callback = None) -> torch.Tensor:
+    """Reverse process over ``scheduler.timesteps`` (contextual DDIM or DDPM)."""
+    for i, t in enumerate(scheduler.timesteps):
+        with _step_scope(step_context, i, int(t)):
+            model_output = model(scheduler.scale_model_input(latents, t), t)
+        latents = scheduler.step(model_output, t, latents, context=context, generator=generator).prev_sample
+        if callback is not None:
+            callback(i=i, t=int(t))
+    return latents
+
+
+@torch.no_grad()
+def invert(scheduler, model: Callable, latents: torch.Tensor, *, context: Context = None,
+           step_context: StepContext = None, callback: Callback = None) -> torch.Tensor:
+    """Contextual DDIM inversion x_0 → x_T over the sampler's timesteps, reversed.
+
+    Step j maps level s to level t (the exact inverse of sampling step T−1−j); the model is
+    evaluated on x_s at timestep t, as Tune-A-Video and FateZero do, so inversion step j and
+    sampling step T−1−j condition the UNet on the same timestep (fusion pairs them).
+    """
+    for j, t in enumerate(scheduler.timesteps.flip(0)):
+        with _step_scope(step_context, j, int(t)):
+            model_output = model(latents, t)
+        latents = scheduler.invert_step(model_output, t, latents, context=context)
+        latents = getattr(latents, "prev_sample", latents)
+        if callback is not None:
+            callback(j=j, t=int(t))
+    return latents

@@ -1,0 +1,157 @@
+"""Training the image context adapter (paper §3.2) on an image–caption folder.
+
+The same adapter class as ``tune`` with one frame, the same contextual loss and the same
+trainer; the UNet stays frozen (``--tune-unet none``) or tunes its attention queries (``attn``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype
+from ..errors import InputError, UsageError
+from ..fileio import read_json, refuse_pickle, save_safetensors, write_json
+from ..models.adapter import ContextAdapter, count_parameters
+from ..models.inflate import trainable_parameters
+from ..models.loading import load_components
+from ..progress import ProgressFactory, silent
+from ..runs import check_new_output
+from ..schedulers import ContextualDDPMScheduler
+from .. import video as vio
+from .common import encode_latents, encode_prompts
+from .generate import ADAPTER_META
+from .training import Batch, Trainer, contextual_loss
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+
+@dataclass
+class TrainAdapterOptions:
+    data: str
+    out: str
+    steps: int = 1000
+    lr: float = 1e-4
+    batch: int = 4
+    size: int | None = None
+    tune_unet: str = "none"
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: int = 100
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("steps", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a positive number (got {self.lr})")
+        if self.tune_unet not in ("none", "attn"):
+            raise UsageError(f"--tune-unet must be none or attn (got {self.tune_unet!r})")
+        if self.size is not None:
+            vio.check_size(self.size, self.size)
+        if not str(self.out).endswith(".safetensors"):
+            raise UsageError(f"--out {self.out} must end in .safetensors (only safetensors are written)")
+
+
+def read_image_captions(folder: str | Path) -> list[tuple[Path, str]]:
+    """(image, caption) pairs from ``metadata.jsonl`` or from same-stem ``.txt`` files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"data folder {folder} not found; pass a folder of images with captions")
+    meta = folder / "metadata.jsonl"
+    if meta.is_file():
+        pairs = []
+        for n, line in enumerate(meta.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                pairs.append((folder / row["file_name"], str(row["text"])))
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise InputError(f"{meta} line {n} is not {{\"file_name\": …, \"text\": …}}: {exc}") from exc
+        missing = [str(p.name) for p, _ in pairs if not p.is_file()]
+        if missing:
+            raise InputError(f"{meta} names images that are not in {folder}: {', '.join(missing[:3])}; fix metadata.jsonl")
+    else:
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        captions = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".txt")
+        if captions and not images:
+            raise InputError(f"{folder} has captions (.txt) but no images; add the images (png/jpg) beside them")
+        uncaptioned = [p.name for p in images if not p.with_suffix(".txt").is_file()]
+        if uncaptioned:
+            raise InputError(f"{folder}: {len(uncaptioned)} image(s) have no caption (e.g. {uncaptioned[0]}); add same-stem .txt files or a metadata.jsonl")
+        pairs = [(p, p.with_suffix(".txt").read_text().strip()) for p in images]
+    if not pairs:
+        raise InputError(f"{folder} holds no images with captions; add images with same-stem .txt captions or a metadata.jsonl")
+    empty = [p.name for p, c in pairs if not c.strip()]
+    if empty:
+        raise InputError(f"caption of {empty[0]} is empty; every image needs a caption")
+    return pairs
+
+
+def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent) -> Path:
+    opts.validate()
+    out = Path(opts.out)
+    refuse_pickle(out)
+    ckpt = out.with_name(out.stem + ".checkpoint.safetensors")
+    if opts.resume:
+        if not ckpt.is_file():
+            raise InputError(f"nothing to resume: {ckpt} does not exist; run without --resume")
+    else:
+        check_new_output(out, opts.overwrite, "adapter file")
+    pairs = read_image_captions(opts.data)
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, device)
+    comps = load_components(opts.model, device, dtype)
+    size = opts.size or comps.native_size
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        pixels = np.stack([vio.resize_crop(np.asarray(Image.open(p).convert("RGB"))[None], size, size)[0] for p, _ in pairs])
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read an image in {opts.data}: {exc}") from exc
+    t0 = time.perf_counter()
+    with oom_guard(device, "adapter training"):
+        x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
+        texts = torch.cat([encode_prompts(comps.tokenizer, comps.text_encoder, [c]) for _, c in pairs])
+        unet = comps.unet
+        adapter = ContextAdapter(latent_channels=unet.config.in_channels, text_dim=unet.config.cross_attention_dim).to(device)
+        params = {f"adapter.{n}": p for n, p in adapter.named_parameters()}
+        if opts.tune_unet == "attn":
+            for name, p in trainable_parameters(unet).items():  # the attention queries
+                p.requires_grad_(True)
+                p.data = p.data.float()
+                params[f"unet.{name}"] = p
+        trainer = Trainer(params, lr=opts.lr)
+        if opts.resume:
+            trainer.load(ckpt)
+        scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
+
+        def loss_fn(step_seed: int) -> torch.Tensor:
+            idx = torch.randint(0, len(pairs), (opts.batch,), generator=cpu_generator(step_seed + 1))
+            return contextual_loss(unet, adapter, scheduler, Batch(x0[idx], texts[idx], None), step_seed)
+
+        with progress("training adapter", opts.steps - trainer.step) as advance:
+            losses = trainer.run(opts.steps, loss_fn, seed=opts.seed, checkpoint=ckpt, every=opts.checkpoint_every, advance=advance)
+    config = adapter.config
+    meta = {ADAPTER_META: json.dumps(config), "model": comps.model_id, "contextedit": __version__}
+    save_safetensors({k: p.detach().float() for k, p in params.items()}, out, metadata=meta)
+    write_json(out.with_suffix(".json"), {
+        "model": comps.model_id, "data": str(Path(opts.data).resolve()), "images": len(pairs), "size": size,
+        "steps": opts.steps, "lr": opts.lr, "batch": opts.batch, "tune_unet": opts.tune_unet, "seed": opts.seed,
+        "adapter_config": config, "adapter_parameters": count_parameters(adapter),
+        "final_loss": losses[-1] if losses else None, "train_s": time.perf_counter() - t0,
+    })
+    ckpt.unlink(missing_ok=True)
+    return out

@@ -1,0 +1,135 @@
+"""The one training step and loop shared by ``tune`` (video) and ``train-adapter`` (images).
+
+The contextual forward process (Eq. 1) draws x_t with the adapter's bias inside, so gradients
+reach r_φ through x_t and through the ε̃/v target (DESIGN §2; Eq. 6 with λ_t = ᾱ_t/(1−ᾱ_t)).
+Checkpoints hold the trained tensors and the AdamW state, and each step's randomness comes from
+its own seed, so a resumed run ends on the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..device import cpu_generator
+from ..fileio import load_safetensors, save_safetensors, safetensors_metadata
+from ..schedulers import q_sample, training_target
+
+log = logging.getLogger("contextedit")
+
+
+@dataclass
+class Batch:
+    x0: torch.Tensor            # (B·F, C, h, w) scaled clean latents
+    text: torch.Tensor          # (B, L, D) text states, one per clip / image
+    num_frames: int | None      # F for the inflated video UNet, None for the image UNet
+
+
+def contextual_loss(unet, adapter, scheduler, batch: Batch, step_seed: int) -> torch.Tensor:
+    """‖model(x_t) − target‖² with x_t = √ᾱ_t x0 + k_t r_φ(x0, c, t) + √(1−ᾱ_t) ε (Eq. 1)."""
+    x0 = batch.x0
+    per_clip = batch.num_frames or 1
+    clips = x0.shape[0] // per_clip
+    gen = cpu_generator(step_seed)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (clips,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
+    t_items = t.repeat_interleave(per_clip).to(x0.device)
+    r = None
+    if adapter is not None:
+        r = adapter(x0.float(), batch.text.float(), t.to(x0.device), num_frames=per_clip).to(x0.dtype)
+    x_t = q_sample(scheduler, x0, noise, t_items, r)
+    target = training_target(scheduler, x0, x_t, t_items)
+    states = batch.text.repeat_interleave(per_clip, dim=0).to(x0.dtype)
+    kwargs = {"num_frames": batch.num_frames} if batch.num_frames is not None else None
+    pred = unet(x_t, t_items, encoder_hidden_states=states, cross_attention_kwargs=kwargs, return_dict=False)[0]
+    return F.mse_loss(pred.float(), target.float())
+
+
+class Trainer:
+    """AdamW over named parameters, with atomic safetensors checkpoints of weights and state."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float = 1e-2,
+                 betas: tuple[float, float] = (0.9, 0.999)):
+        self.params = params
+        self.optimizer = torch.optim.AdamW(list(params.values()), lr=lr, betas=betas, weight_decay=weight_decay)
+        self.step = 0
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = {f"param/{name}": p.data for name, p in self.params.items()}
+        for name, p in self.params.items():
+            for key, value in self.optimizer.state.get(p, {}).items():
+                out[f"opt/{name}/{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        return out
+
+    def save(self, path: Path) -> None:
+        save_safetensors(self.state_tensors(), path, metadata={"step": str(self.step)})
+
+    def load(self, path: Path) -> None:
+        state = load_safetensors(path)
+        device_of = {name: p.device for name, p in self.params.items()}
+        for name, p in self.params.items():
+            p.data.copy_(state[f"param/{name}"].to(p.device, p.dtype))
+            opt = {key.rsplit("/", 1)[1]: value.to(device_of[name]) for key, value in state.items()
+                   if key.startswith(f"opt/{name}/")}
+            if opt:
+                if "step" in opt:
+                    opt["step"] = opt["step"].cpu()
+                self.optimizer.state[p] = opt
+        self.step = int(safetensors_metadata(path)["step"])
+
+    def run(self, steps: int, loss_fn: Callable[[int], torch.Tensor], *, seed: int,
+            checkpoint: Path | None = None, every: int = 100, advance: Callable[..., None] | None = None,
+            autocast: contextlib.AbstractContextManager | None = None) -> list[float]:
+        """Train from ``self.step`` to ``steps``.
+
+        Ctrl-C is taken between steps (a second one aborts at once): the last finished step is
+        checkpointed, so ``--resume`` continues exactly where it stopped.
+        """
+        losses: list[float] = []
+        with _interrupt_between_steps() as interrupted:
+            while self.step < steps:
+                with autocast or contextlib.nullcontext():
+                    loss = loss_fn(seed * 1_000_003 + self.step)
+                loss.backward()
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                losses.append(float(loss.detach()))
+                if advance is not None:
+                    advance(loss=losses[-1])
+                due = checkpoint is not None and every and self.step % every == 0 and self.step < steps
+                if checkpoint is not None and (due or interrupted()):
+                    self.save(checkpoint)
+                if interrupted():
+                    log.warning("interrupted after step %d of %d; checkpoint saved — run the same command with --resume to continue", self.step, steps)
+                    raise KeyboardInterrupt
+        return losses
+
+
+@contextlib.contextmanager
+def _interrupt_between_steps():
+    """Defer the first SIGINT to the end of the current step (main thread only)."""
+    import signal
+    import threading
+
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: flag["hit"]
+    finally:
+        signal.signal(signal.SIGINT, previous)

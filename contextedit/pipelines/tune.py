@@ -1,0 +1,197 @@
+"""One-shot tuning on a clip (DESIGN §5.1–5.4): inflate the UNet, attach the adapter, train jointly.
+
+The run folder holds only what was tuned (safetensors), the preprocessed clip, its VAE latents
+and a JSON manifest, so ``edit`` never decodes the video again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
+from ..errors import InputError, UsageError
+from ..fileio import save_safetensors
+from ..models.adapter import ContextAdapter, adapter_flop_share, count_parameters
+from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters
+from ..models.loading import Components, load_components
+from ..progress import ProgressFactory, silent
+from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file, write_manifest
+from ..schedulers import ContextualDDPMScheduler
+from .. import video as vio
+from .common import check_prompt, encode_latents, encode_prompts
+from .training import Batch, Trainer, contextual_loss
+
+CHECKPOINT = "checkpoint.safetensors"
+FILES = {"tuned": "tuned.safetensors", "adapter": "adapter.safetensors", "latents": "latents.safetensors", "clip": "source.mp4"}
+
+
+@dataclass
+class TuneOptions:
+    video: str
+    prompt: str | None = None
+    frames: int = 8
+    stride: int = 2
+    start: int = 0
+    size: str | None = None            # "WxH"; default: source aspect, short side native
+    steps: int = 500
+    lr: float = 1e-5
+    out: str | None = None
+    overwrite: bool = False
+    resume: bool = False
+    adapter: bool = True
+    checkpointing: bool = True
+    checkpoint_every: int = 100
+    caption_model: str = "Salesforce/blip2-opt-2.7b"
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("frames", "stride", "steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.start < 0:
+            raise UsageError(f"--start must be 0 or more (got {self.start})")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"--lr must be a positive number (got {self.lr}); the paper uses 1e-5")
+        if self.prompt is not None:
+            self.prompt = check_prompt(self.prompt)
+        if self.size is not None:
+            vio.parse_size(self.size)
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite contradict each other; pick one")
+
+
+@dataclass
+class TuneResult:
+    run_dir: Path
+    manifest: dict
+    losses: list[float] = field(default_factory=list)
+
+
+def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> TuneResult:
+    """Tune on ``opts.video``; returns the run folder and its manifest."""
+    opts.validate()
+    t_start = time.perf_counter()
+    run_dir = Path(opts.out) if opts.out else default_run_dir(opts.video)
+    if opts.resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise InputError(f"nothing to resume in {run_dir} (no {CHECKPOINT}); run without --resume")
+    else:
+        check_new_output(run_dir, opts.overwrite, "run folder")
+    device = resolve_device(opts.device)
+    dtype = resolve_dtype(opts.dtype, device)
+
+    clip = vio.read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
+    comps = comps or load_components(opts.model, device, dtype)
+    height, width = clip.frames.shape[1:3]
+    size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, comps.native_size)
+    frames = vio.resize_crop(clip.frames, *size)
+    prompt = opts.prompt or _caption(frames, opts)
+    timings = {"load_s": time.perf_counter() - t_start}
+
+    if opts.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with oom_guard(device, "tuning"):
+        x0 = encode_latents(comps.vae, vio.to_tensor(frames))
+        text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+        unet, adapter = build_video_model(comps, opts.adapter, opts.checkpointing)
+        params = trainable_parameters(unet)
+        if adapter is not None:
+            params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
+        trainer = Trainer(params, lr=opts.lr)
+        if opts.resume:
+            trainer.load(run_dir / CHECKPOINT)
+        scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
+        batch = Batch(x0=x0, text=text, num_frames=len(frames))
+        unet.train()
+        t0 = time.perf_counter()
+        first = trainer.step
+        with progress("tuning", opts.steps - trainer.step) as advance:
+            losses = trainer.run(
+                opts.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed), seed=opts.seed,
+                checkpoint=run_dir / CHECKPOINT, every=opts.checkpoint_every, advance=advance,
+                autocast=_autocast(device, dtype),
+            )
+        unet.eval()
+        timings["train_s"] = time.perf_counter() - t0
+        timings["steps_per_s"] = (trainer.step - first) / max(timings["train_s"], 1e-9)
+
+    save_safetensors({n: p for n, p in trainable_parameters(unet).items()}, run_dir / FILES["tuned"])
+    if adapter is not None:
+        save_safetensors(dict(adapter.state_dict()), run_dir / FILES["adapter"])
+    save_safetensors({"latents": x0.float().cpu()}, run_dir / FILES["latents"])
+    vio.write_video(frames, run_dir / FILES["clip"], clip.fps)
+    manifest = _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dtype, losses)
+    write_manifest(run_dir, manifest)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    set_latest(run_dir)
+    return TuneResult(run_dir=run_dir, manifest=load_manifest(run_dir), losses=losses)
+
+
+def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False):
+    """The inflated UNet (trainable parameters in fp32) and a fresh zero-headed adapter."""
+    unet = inflate_unet(comps.unet)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    for p in mark_trainable(unet).values():
+        p.data = p.data.float()
+    adapter = None
+    if with_adapter:
+        adapter = ContextAdapter(latent_channels=unet.config.in_channels, text_dim=unet.config.cross_attention_dim)
+        adapter.to(next(unet.parameters()).device)
+    return unet, adapter
+
+
+def _caption(frames, opts: TuneOptions) -> str:
+    from ..captioning import caption_frames
+
+    return caption_frames(frames, model_id=opts.caption_model, device=str(resolve_device(opts.device)))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast("cuda", dtype=dtype)
+    return None
+
+
+def _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dtype, losses) -> dict:
+    import diffusers
+    import transformers
+
+    share = None
+    if adapter is not None:
+        with contextlib.suppress(Exception):
+            share = adapter_flop_share(adapter, comps.unet, tuple(x0.shape[1:]), 77, len(x0))
+    timings["peak_gib"] = peak_memory_gib(device)
+    return {
+        "model": comps.model_id,
+        "prediction_type": comps.prediction_type,
+        "source_video": str(Path(opts.video).resolve()),
+        "source_sha256": sha256_file(opts.video) if Path(opts.video).is_file() else None,
+        "source_prompt": prompt,
+        "frames": int(len(x0)), "stride": opts.stride, "start": opts.start,
+        "width": size[0], "height": size[1], "fps": clip.fps,
+        "steps": opts.steps, "lr": opts.lr, "seed": opts.seed,
+        "checkpointing": opts.checkpointing, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+        "adapter": adapter is not None,
+        "adapter_config": adapter.config if adapter is not None else None,
+        "adapter_parameters": count_parameters(adapter) if adapter is not None else 0,
+        "adapter_flop_share": share,
+        "final_loss": losses[-1] if losses else None,
+        "files": {k: v for k, v in FILES.items() if k != "adapter" or adapter is not None},
+        "versions": {"contextedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+        "timings": timings,
+    }

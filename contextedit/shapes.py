@@ -1,0 +1,205 @@
+"""The synthetic "shapes world": clips of one coloured shape moving on a plain background.
+
+Everything is fixed here so that anyone can make test clips of it and check a generated or
+edited frame with a pixel oracle instead of a learned metric:
+
+- frames are 64x64 RGB; background black, white or gray;
+- one object: circle (diameter 20 px), square (side 20 px) or triangle (side 22 px, point up),
+  filled with red, green, blue or yellow, drawn with hard edges;
+- it moves left, right, up or down by 2 px per frame, from a start that keeps it fully inside
+  the frame for the whole clip;
+- caption ``a {colour} {shape} moving {direction} on a {background} background`` (images drop
+  ``moving {direction}``).
+
+Coordinates are continuous with pixel (row i, column j) centred at (x, y) = (j + 0.5, i + 0.5),
+so a shape centred on an integer point is rendered symmetrically and the oracle's centroid of a
+circle or square equals that point exactly. A triangle's ``center`` is its centroid.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+SIZE = 64
+STEP = 2  # pixels per frame
+FRAMES = 16
+MARGIN = 1  # pixels of background kept between the object and the frame edge
+
+BACKGROUNDS: dict[str, tuple[int, int, int]] = {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 200, 40),
+}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+
+CIRCLE_DIAMETER = 20
+SQUARE_SIDE = 20
+TRIANGLE_SIDE = 22
+# Area / bounding-box area of each shape: the oracle names the shape by the nearest one.
+FILL_RATIOS = {"circle": math.pi / 4, "square": 1.0, "triangle": 0.5}
+
+PALETTE_NAMES = tuple(BACKGROUNDS) + tuple(COLOURS)
+PALETTE = np.array([*BACKGROUNDS.values(), *COLOURS.values()], dtype=np.float32)
+
+
+def clip_caption(shape: str, colour: str, background: str, direction: str) -> str:
+    return f"a {colour} {shape} moving {direction} on a {background} background"
+
+
+def image_caption(shape: str, colour: str, background: str) -> str:
+    return f"a {colour} {shape} on a {background} background"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def shape_mask(shape: str, center: tuple[float, float]) -> np.ndarray:
+    """Boolean (64, 64) mask of ``shape`` centred at ``center`` = (x, y), hard edges."""
+    _check(shape, SHAPES, "shape")
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5
+    dx, dy = xs - center[0], ys - center[1]
+    if shape == "circle":
+        return dx**2 + dy**2 <= (CIRCLE_DIAMETER / 2) ** 2
+    if shape == "square":
+        half = SQUARE_SIDE / 2
+        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    # Equilateral triangle, point up, centroid at ``center``: apex 2h/3 above, base h/3 below.
+    height = TRIANGLE_SIDE * math.sqrt(3) / 2
+    below_apex = dy >= -2 * height / 3
+    above_base = dy <= height / 3
+    inside_sides = np.abs(dx) <= (dy + 2 * height / 3) / math.sqrt(3)
+    return below_apex & above_base & inside_sides
+
+
+def render_frame(shape: str, colour: str, background: str, center: tuple[float, float]) -> np.ndarray:
+    """One (64, 64, 3) uint8 frame: ``shape`` filled with ``colour`` at ``center`` on ``background``."""
+    _check(colour, COLOURS, "colour")
+    _check(background, BACKGROUNDS, "background")
+    frame = np.empty((SIZE, SIZE, 3), dtype=np.uint8)
+    frame[:] = BACKGROUNDS[background]
+    frame[shape_mask(shape, center)] = COLOURS[colour]
+    return frame
+
+
+@lru_cache(maxsize=None)
+def _extent(shape: str) -> tuple[int, int, int, int]:
+    """Pixel offsets (left, right, top, bottom) of the shape's mask from an integer centre."""
+    c = SIZE // 2
+    rows, cols = np.nonzero(shape_mask(shape, (c, c)))
+    return int(cols.min()) - c, int(cols.max()) - c, int(rows.min()) - c, int(rows.max()) - c
+
+
+def start_range(shape: str, direction: str, frames: int = FRAMES) -> tuple[range, range]:
+    """Integer start centres (x range, y range) that keep the object inside for ``frames`` frames."""
+    _check(direction, DIRECTIONS, "direction")
+    left, right, top, bottom = _extent(shape)
+    vx, vy = DIRECTIONS[direction]
+    travel = STEP * (frames - 1)
+    xs = _axis_range(left, right, vx * travel)
+    ys = _axis_range(top, bottom, vy * travel)
+    if not xs or not ys:
+        raise ValueError(f"a {shape} moving {direction} cannot stay inside a {SIZE}px frame for {frames} frames")
+    return xs, ys
+
+
+def _axis_range(lo: int, hi: int, travel: int) -> range:
+    """Centres c with c + lo + min(0, travel) >= MARGIN and c + hi + max(0, travel) <= SIZE-1-MARGIN."""
+    return range(MARGIN - lo - min(0, travel), SIZE - MARGIN - hi - max(0, travel))
+
+
+def make_clip(
+    shape: str, colour: str, background: str, direction: str,
+    start: tuple[int, int] | None = None, frames: int = FRAMES, rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, str]:
+    """A (frames, 64, 64, 3) uint8 clip and its caption; a random valid ``start`` when None."""
+    xs, ys = start_range(shape, direction, frames)
+    if start is None:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        start = (int(rng.choice(xs)), int(rng.choice(ys)))
+    vx, vy = DIRECTIONS[direction]
+    clip = np.stack([
+        render_frame(shape, colour, background, (start[0] + STEP * vx * f, start[1] + STEP * vy * f))
+        for f in range(frames)
+    ])
+    return clip, clip_caption(shape, colour, background, direction)
+
+
+def make_image(
+    shape: str, colour: str, background: str,
+    center: tuple[int, int] | None = None, rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, str]:
+    """A single (64, 64, 3) uint8 frame anywhere inside the frame, and its image caption."""
+    if center is None:
+        xs, ys = start_range(shape, "right", frames=1)
+        rng = rng if rng is not None else np.random.default_rng(0)
+        center = (int(rng.choice(xs)), int(rng.choice(ys)))
+    return render_frame(shape, colour, background, center), image_caption(shape, colour, background)
+
+
+def random_spec(rng: np.random.Generator) -> dict[str, str]:
+    """Random ``shape, colour, background, direction`` keywords for :func:`make_clip`."""
+    return {
+        "shape": str(rng.choice(SHAPES)),
+        "colour": str(rng.choice(list(COLOURS))),
+        "background": str(rng.choice(list(BACKGROUNDS))),
+        "direction": str(rng.choice(list(DIRECTIONS))),
+    }
+
+
+def _check(value: str, allowed, what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pixel oracle
+
+
+def classify_pixels(frame: np.ndarray) -> np.ndarray:
+    """Index into ``PALETTE_NAMES`` of the nearest palette colour, per pixel: (H, W) int."""
+    rgb = np.asarray(frame, dtype=np.float32)[..., :3]
+    dist = ((rgb[..., None, :] - PALETTE) ** 2).sum(-1)
+    return dist.argmin(-1)
+
+
+def oracle(frame: np.ndarray) -> dict:
+    """Read background, colour, shape, centroid (x, y), mask and area off one RGB frame.
+
+    Background is the most common class on the frame border; the object is every other pixel;
+    its colour is the majority object colour inside it; its shape is the one whose fill ratio
+    (area / bounding-box area) is nearest. Fields are None when no object is found.
+    """
+    classes = classify_pixels(frame)
+    border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
+    background = int(np.bincount(border, minlength=len(PALETTE_NAMES)).argmax())
+    mask = classes != background
+    area = int(mask.sum())
+    result = {"background": PALETTE_NAMES[background], "colour": None, "shape": None, "centroid": None, "mask": mask, "area": area}
+    if area == 0:
+        return result
+    counts = np.bincount(classes[mask], minlength=len(PALETTE_NAMES))[len(BACKGROUNDS):]
+    if counts.any():
+        result["colour"] = tuple(COLOURS)[int(counts.argmax())]
+    rows, cols = np.nonzero(mask)
+    fill = area / ((rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1))
+    result["shape"] = min(FILL_RATIOS, key=lambda name: abs(FILL_RATIOS[name] - fill))
+    result["centroid"] = (float(cols.mean() + 0.5), float(rows.mean() + 0.5))
+    return result
+
+
+def oracle_clip(frames: np.ndarray) -> list[dict]:
+    """:func:`oracle` on each frame of a (F, H, W, 3) clip."""
+    return [oracle(frame) for frame in frames]
+
+
+def agrees(reading: dict, shape: str, colour: str, background: str) -> dict[str, bool]:
+    """Which of shape, colour and background an oracle reading gets right."""
+    return {
+        "shape": reading["shape"] == shape,
+        "colour": reading["colour"] == colour,
+        "background": reading["background"] == background,
+    }

@@ -1,0 +1,103 @@
+"""The shapes world: generator geometry, captions, and the pixel oracle on generated frames."""
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from contextedit import shapes
+
+COMBOS = list(itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.BACKGROUNDS))
+
+
+def test_world_constants_match_the_spec():
+    assert shapes.BACKGROUNDS == {"black": (0, 0, 0), "white": (255, 255, 255), "gray": (128, 128, 128)}
+    assert shapes.COLOURS == {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220), "yellow": (230, 200, 40)}
+    assert set(shapes.DIRECTIONS) == {"left", "right", "up", "down"}
+    assert len(COMBOS) == 36
+
+
+def test_shape_sizes():
+    square = shapes.shape_mask("square", (32, 32))
+    circle = shapes.shape_mask("circle", (32, 32))
+    triangle = shapes.shape_mask("triangle", (32, 32))
+    assert square.sum() == 20 * 20
+    assert np.nonzero(circle.any(0))[0].size == 20 and np.nonzero(circle.any(1))[0].size == 20
+    # Point up: the top row of the triangle is narrower than its bottom row.
+    rows = np.nonzero(triangle.any(1))[0]
+    assert triangle[rows[0]].sum() < triangle[rows[-1]].sum()
+    assert np.nonzero(triangle.any(0))[0].size in (21, 22)
+
+
+@pytest.mark.parametrize("shape", shapes.SHAPES)
+@pytest.mark.parametrize("direction", list(shapes.DIRECTIONS))
+def test_object_stays_inside_for_16_frames_from_every_start(shape, direction):
+    xs, ys = shapes.start_range(shape, direction)
+    full_area = shapes.shape_mask(shape, (32, 32)).sum()
+    # The extreme starts are the hardest cases; every start in between lies between them.
+    for start in itertools.product((xs[0], xs[-1]), (ys[0], ys[-1])):
+        clip, _ = shapes.make_clip(shape, "red", "black", direction, start=start)
+        assert clip.shape == (16, 64, 64, 3) and clip.dtype == np.uint8
+        drawn = clip.any(-1)
+        assert (drawn.sum((1, 2)) == full_area).all()
+        border = np.concatenate([drawn[:, 0], drawn[:, -1], drawn[:, :, 0], drawn[:, :, -1]], axis=1)
+        assert not border.any()
+
+
+def test_random_start_is_deterministic_with_a_seed():
+    spec = shapes.random_spec(np.random.default_rng(3))
+    a, cap_a = shapes.make_clip(**spec, rng=np.random.default_rng(7))
+    b, cap_b = shapes.make_clip(**spec, rng=np.random.default_rng(7))
+    assert cap_a == cap_b and np.array_equal(a, b)
+    assert spec == shapes.random_spec(np.random.default_rng(3))
+
+
+def test_captions_have_the_exact_format():
+    _, caption = shapes.make_clip("triangle", "yellow", "gray", "up")
+    assert caption == "a yellow triangle moving up on a gray background"
+    _, caption = shapes.make_image("circle", "blue", "white")
+    assert caption == "a blue circle on a white background"
+    pattern = r"a (red|green|blue|yellow) (circle|square|triangle) moving (left|right|up|down) on a (black|white|gray) background"
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        _, caption = shapes.make_clip(**shapes.random_spec(rng), frames=2, rng=rng)
+        assert re.fullmatch(pattern, caption)
+
+
+@pytest.mark.parametrize("shape,colour,background", COMBOS)
+def test_oracle_recovers_every_combination(shape, colour, background):
+    image, _ = shapes.make_image(shape, colour, background, center=(30, 34))
+    reading = shapes.oracle(image)
+    assert (reading["shape"], reading["colour"], reading["background"]) == (shape, colour, background)
+    assert reading["area"] == shapes.shape_mask(shape, (30, 34)).sum()
+    # Exact for the symmetric shapes; a rasterised triangle's centroid is within a quarter pixel.
+    tolerance = 0.25 if shape == "triangle" else 1e-9
+    assert np.allclose(reading["centroid"], (30, 34), atol=tolerance)
+
+
+@pytest.mark.parametrize("direction", list(shapes.DIRECTIONS))
+def test_oracle_centroid_moves_2px_per_frame(direction):
+    clip, _ = shapes.make_clip("triangle", "green", "white", direction, rng=np.random.default_rng(1))
+    centroids = np.array([r["centroid"] for r in shapes.oracle_clip(clip)])
+    steps = np.diff(centroids, axis=0)
+    assert np.allclose(steps, 2 * np.array(shapes.DIRECTIONS[direction]))
+
+
+def test_oracle_on_an_empty_frame_finds_no_object():
+    reading = shapes.oracle(np.full((64, 64, 3), 128, np.uint8))
+    assert reading["background"] == "gray" and reading["area"] == 0 and reading["shape"] is None
+
+
+def test_oracle_tolerates_mild_noise():
+    image, _ = shapes.make_image("circle", "yellow", "black", center=(20, 40))
+    noisy = np.clip(image + np.random.default_rng(0).normal(0, 12, image.shape), 0, 255)
+    reading = shapes.oracle(noisy)
+    assert (reading["shape"], reading["colour"], reading["background"]) == ("circle", "yellow", "black")
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown colour"):
+        shapes.render_frame("circle", "purple", "black", (32, 32))
+    with pytest.raises(ValueError, match="unknown direction"):
+        shapes.make_clip("circle", "red", "black", "sideways")
