@@ -14,7 +14,7 @@ Each stage checkpoints into ``--work`` (safetensors folders), so a killed run re
 folder is written atomically at the end. ``--eval-only`` samples the saved model with diffusers'
 StableDiffusionPipeline (DDIM, guidance 7.5) and scores it with the pixel oracle.
 
-    nice -n 19 python bench/train_tiny.py --vae-steps 600 --unet-steps 2400
+    nice -n 19 python bench/train_tiny.py --vae-minutes 7 --unet-minutes 28
 """
 
 from __future__ import annotations
@@ -26,17 +26,23 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from contextedit import shapes
-from contextedit.fileio import read_json, write_json
-from contextedit.models import tiny
-from contextedit.models.loading import Components, _load_pretrained, save_components
+# On a shared, busy CPU, OpenMP threads that spin at barriers while their sibling is descheduled
+# made each step ~15x slower; passive waiting avoids that. Must be set before torch starts OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from contextedit import shapes  # noqa: E402
+from contextedit.fileio import read_json, write_json  # noqa: E402
+from contextedit.models import tiny  # noqa: E402
+from contextedit.models.loading import Components, _load_pretrained, save_components  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "contextedit" / "assets" / "tiny"
@@ -61,6 +67,14 @@ def image_batch(rng: np.random.Generator, batch: int) -> tuple[torch.Tensor, lis
         captions.append(caption)
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return pixels, captions
+
+
+def random_crops(pixels: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random ``size``x``size`` crop of each image: the VAE is convolutional, and crops cost less."""
+    if size >= pixels.shape[-1]:
+        return pixels
+    corners = rng.integers(0, pixels.shape[-1] - size + 1, size=(len(pixels), 2))
+    return torch.stack([p[:, y:y + size, x:x + size] for p, (y, x) in zip(pixels, corners)])
 
 
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
@@ -97,10 +111,10 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
     rng = np.random.default_rng(args.seed)
     vae = tiny.tiny_vae(args.seed).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
-    losses = []
-    for step in range(args.vae_steps):
-        _set_lr(opt, args.vae_lr, step, args.vae_steps)
-        pixels, _ = image_batch(rng, args.batch)
+    losses, started, step = [], time.time(), 0
+    while (progress := _progress(step, args.vae_steps, time.time() - started, args.vae_minutes)) < 1:
+        _set_lr(opt, args.vae_lr, step, progress)
+        pixels = random_crops(image_batch(rng, args.vae_batch)[0], args.vae_crop, rng)
         posterior = vae.encode(pixels).latent_dist
         recon = vae.decode(posterior.sample()).sample
         loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + KL_WEIGHT * posterior.kl().mean()
@@ -108,11 +122,12 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        if (step + 1) % args.log_every == 0:
-            log(f"vae step {step + 1}/{args.vae_steps} loss {np.mean(losses[-args.log_every:]):.4f}")
+        step += 1
+        if step % args.log_every == 0:
+            log(f"vae step {step} ({progress:.0%}) loss {np.mean(losses[-args.log_every:]):.4f}")
     vae.eval().requires_grad_(False)
     info = _vae_check(vae, rng)
-    info.update(steps=args.vae_steps, final_loss=float(np.mean(losses[-args.log_every:])))
+    info.update(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-args.log_every:])), loss_curve=_curve(losses))
     vae.register_to_config(scaling_factor=info["scaling_factor"])
     log(f"vae: {info}")
     vae.save_pretrained(folder, safe_serialization=True)
@@ -150,11 +165,11 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
 
     tokenizer = tiny.tiny_tokenizer()
     ckpt = Path(args.work) / "denoiser"
-    start = 0
+    start, elapsed = 0, 0.0
     losses: list[float] = []
     if (ckpt / "state.json").is_file():
         state = read_json(ckpt / "state.json")
-        start, losses = state["step"], state["losses"]
+        start, losses, elapsed = state["step"], state["losses"], state["elapsed_s"]
         unet = UNet2DConditionModel.from_pretrained(ckpt / "unet")
         text_encoder = CLIPTextModel.from_pretrained(ckpt / "text_encoder")
         log(f"denoiser: resuming at step {start} (optimizer state restarts)")
@@ -169,8 +184,9 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
     scale = vae.config.scaling_factor
     torch.manual_seed(args.seed + 1 + start)
     rng = np.random.default_rng([args.seed, start])
-    for step in range(start, args.unet_steps):
-        _set_lr(opt, args.lr, step, args.unet_steps)
+    started, step = time.time() - elapsed, start
+    while (progress := _progress(step, args.unet_steps, time.time() - started, args.unet_minutes)) < 1:
+        _set_lr(opt, args.lr, step, progress)
         pixels, captions = image_batch(rng, args.batch)
         captions = ["" if rng.random() < UNCOND_PROB else c for c in captions]
         with torch.no_grad():
@@ -185,19 +201,21 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         losses.append(loss.item())
-        if (step + 1) % args.log_every == 0:
-            log(f"unet step {step + 1}/{args.unet_steps} loss {np.mean(losses[-args.log_every:]):.4f}")
-        if (step + 1) % args.ckpt_every == 0 or step + 1 == args.unet_steps:
-            _checkpoint(ckpt, unet, text_encoder, step + 1, losses)
-    info = {"steps": args.unet_steps, "final_loss": float(np.mean(losses[-args.log_every:])), "loss_curve": _curve(losses)}
+        step += 1
+        if step % args.log_every == 0:
+            log(f"unet step {step} ({progress:.0%}) loss {np.mean(losses[-args.log_every:]):.4f}")
+        if step % args.ckpt_every == 0:
+            _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started)
+    _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started)
+    info = {"steps": step, "seconds": round(time.time() - started, 1), "final_loss": float(np.mean(losses[-args.log_every:])), "loss_curve": _curve(losses)}
     return tokenizer, unet.eval(), text_encoder.eval(), info
 
 
-def _checkpoint(folder: Path, unet, text_encoder, step: int, losses: list[float]) -> None:
+def _checkpoint(folder: Path, unet, text_encoder, step: int, losses: list[float], elapsed_s: float) -> None:
     """Weights first, then the state file that marks them complete."""
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    write_json(folder / "state.json", {"step": step, "losses": losses})
+    write_json(folder / "state.json", {"step": step, "losses": losses, "elapsed_s": elapsed_s})
 
 
 def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
@@ -206,13 +224,19 @@ def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
     return [[int(b), float(np.mean(losses[a:b]))] for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _set_lr(opt, peak: float, step: int, total: int, warmup: int = 100) -> None:
-    """Linear warm-up then cosine decay to 10% of ``peak``."""
-    if step < warmup:
-        lr = peak * (step + 1) / warmup
-    else:
-        progress = (step - warmup) / max(1, total - warmup)
-        lr = peak * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+def _progress(step: int, total: int, elapsed_s: float, minutes: float | None) -> float:
+    """Fraction of the stage done: by steps, or by wall time when a time budget is set.
+
+    The machine is shared, so a time budget keeps the run inside its slot whatever the load.
+    """
+    by_steps = step / total
+    return max(by_steps, elapsed_s / (60 * minutes)) if minutes else by_steps
+
+
+def _set_lr(opt, peak: float, step: int, progress: float, warmup: int = 50) -> None:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of ``peak`` over ``progress``."""
+    cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    lr = peak * min(1.0, (step + 1) / warmup) * cosine
     for group in opt.param_groups:
         group["lr"] = lr
 
@@ -278,17 +302,22 @@ def folder_size_mb(folder: Path) -> float:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vae-steps", type=int, default=600)
-    p.add_argument("--unet-steps", type=int, default=2400)
+    p.add_argument("--vae-steps", type=int, default=3000)
+    p.add_argument("--vae-minutes", type=float, default=None, help="stop stage A after this wall time")
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops this size")
+    p.add_argument("--unet-steps", type=int, default=20000)
+    p.add_argument("--unet-minutes", type=float, default=None, help="stop stage B after this wall time")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--work", default=str(ROOT / ".cache" / "train-tiny"), help="checkpoints for resuming")
+    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "contextedit-train-tiny"), help="checkpoints for resuming")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--results", default=str(DEFAULT_RESULTS))
+    p.add_argument("--eval-steps", type=int, default=50)
     p.add_argument("--eval-only", action="store_true", help="only sample the saved --out folder and score it")
     p.add_argument("--grid", default=None, help="also save the evaluation samples as a PNG grid here")
     return p.parse_args(argv)
@@ -310,7 +339,7 @@ def main(argv=None) -> None:
         save_atomically(comps, Path(args.out))
         train_s = time.time() - t0
         log(f"saved {args.out} ({folder_size_mb(Path(args.out)):.1f} MB) after {train_s:.0f}s")
-    scores, images = evaluate(Path(args.out), seed=args.seed)
+    scores, images = evaluate(Path(args.out), steps=args.eval_steps, seed=args.seed)
     log(f"oracle agreement: {scores}")
     if args.grid:
         _save_grid(images, Path(args.grid))
@@ -323,7 +352,7 @@ def main(argv=None) -> None:
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch.set_num_threads({args.threads}), nice 19",
         "torch": torch.__version__, "python": sys.version.split()[0], "seed": args.seed,
         "data": "on the fly from contextedit.shapes: random_spec + make_image (uniform shape/colour/background, uniform valid centre), image captions",
-        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL, AdamW lr {args.vae_lr}, batch {args.batch}", **vae_info},
+        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, batch {args.vae_batch}, warm-up + cosine", **vae_info},
         "denoiser": {"recipe": f"eps-prediction DDPM loss on scaled latents, {UNCOND_PROB:.0%} empty captions, AdamW lr {args.lr} wd 1e-2, warm-up + cosine, batch {args.batch}, grad clip 1.0",
                      "text_hidden": TEXT_HIDDEN, **unet_info},
         "params": {name: sum(p.numel() for p in m.parameters()) for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))},

@@ -62,6 +62,6 @@ def caption_frames(
     text = captioner.caption(frames[len(frames) // 2], max_new_tokens=max_new_tokens)
     if not text:
         raise RunFailure(
-            f"{captioner.model_id} produced an empty caption for this clip; pass the source prompt yourself with --source-prompt"
+            f"{captioner.model_id} produced an empty caption for this clip; pass the source prompt yourself with --prompt"
         )
     return text

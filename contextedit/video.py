@@ -129,7 +129,7 @@ def check_size(width: int, height: int) -> tuple[int, int]:
 
 
 def _round8(value: float) -> int:
-    return max(8, int(round(value / 8)) * 8)
+    return max(8, int(value / 8 + 0.5) * 8)  # half up: 500 → 504
 
 
 def default_size(src_w: int, src_h: int, native: int) -> tuple[int, int]:
@@ -171,8 +171,14 @@ def to_frames(x: torch.Tensor) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-def read_video(path: str | os.PathLike, frames: int = 8, stride: int = 2, start: int = 0, backend: str = "auto") -> Clip:
-    """Read ``frames`` frames, every ``stride``-th from index ``start``, at the source size."""
+def read_video(
+    path: str | os.PathLike, frames: int = 8, stride: int = 2, start: int = 0, backend: str = "auto"
+) -> Clip:
+    """Read ``frames`` frames, every ``stride``-th from index ``start``, at the source size.
+
+    ``backend`` picks the container decoder ("auto": decord, falling back to ffmpeg); GIFs and
+    frame folders are always read with Pillow.
+    """
     path = Path(path)
     select_indices(10**9, frames, stride, start)  # option errors first, before any decoding
 
@@ -247,15 +253,15 @@ def _read_decord(path: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
     try:
         with _quiet_stderr():
             reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-            count, fps = len(reader), float(reader.get_avg_fps())
-            first = reader[0].asnumpy() if count else None
-            if first is None:
+            if len(reader) == 0:
                 raise _DecodeFailed("decord: no video frames")
-            indices = choose(VideoInfo(count, fps, first.shape[1], first.shape[0]))
+            first = reader[0].asnumpy()  # decord does not report the size without decoding
+            info = VideoInfo(len(reader), float(reader.get_avg_fps()), first.shape[1], first.shape[0])
+            indices = choose(info)
             pixels = reader.get_batch(indices).asnumpy() if indices else _empty(first)
     except (RuntimeError, decord.DECORDError, IndexError) as exc:
         raise _DecodeFailed(f"decord: {_reason(str(exc))}") from exc
-    return VideoInfo(count, fps, first.shape[1], first.shape[0]), pixels
+    return info, pixels
 
 
 def _read_ffmpeg(path: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
@@ -269,23 +275,33 @@ def _read_ffmpeg(path: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
         raise _DecodeFailed(f"ffmpeg: {_reason(str(exc))}") from exc
     width, height = meta["size"]
     info = VideoInfo(count, float(meta["fps"]), width, height)
-    wanted = set()
     try:
-        wanted = set(choose(info))
-        kept = {}
+        wanted = _choose_decodable(choose, info, float(meta.get("duration") or 0))
         # stream in order and stop after the last wanted frame: memory holds only the selection
-        for index, raw in enumerate(stream):
+        kept = []
+        for index, raw in zip(range(max(wanted, default=-1) + 1), stream):
             if index in wanted:
-                kept[index] = np.frombuffer(raw, np.uint8).reshape(height, width, 3)
-            if len(kept) == len(wanted):
-                break
+                kept.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
     except (OSError, RuntimeError) as exc:
         raise _DecodeFailed(f"ffmpeg: {_reason(str(exc))}") from exc
     finally:
         stream.close()
     if len(kept) < len(wanted):
-        raise _DecodeFailed(f"ffmpeg: only {len(kept)} of the {count} frames could be decoded; the file may be truncated")
-    return info, np.stack([kept[i] for i in sorted(kept)]) if kept else np.zeros((0, height, width, 3), np.uint8)
+        raise _DecodeFailed(f"ffmpeg: only {len(kept)} of the {count} frames decode; the file is truncated")
+    return info, np.stack(kept) if kept else np.zeros((0, height, width, 3), np.uint8)
+
+
+def _choose_decodable(choose: Chooser, info: VideoInfo, duration: float) -> set[int]:
+    """``choose``, but a clip that is short because only part of it decodes is called truncated."""
+    try:
+        return set(choose(info))
+    except InputError as exc:
+        listed = round(duration * info.fps)
+        if listed > info.frames:
+            raise _DecodeFailed(
+                f"ffmpeg: only {info.frames} of the {listed} frames its header lists decode; the file is truncated"
+            ) from exc
+        raise
 
 
 def _read_gif(path: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
@@ -311,9 +327,7 @@ def _read_folder(folder: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
     if not files:
         raise InputError(f"no .png or .jpg frames in folder {folder}; put the frames there or pass a video file")
     first = _open_frame(files[0])
-    meta = folder / FOLDER_META
-    fps = float(read_json(meta, "clip metadata").get("fps", DEFAULT_FPS)) if meta.is_file() else DEFAULT_FPS
-    info = VideoInfo(len(files), fps, first.shape[1], first.shape[0])
+    info = VideoInfo(len(files), _folder_fps(folder), first.shape[1], first.shape[0])
     pixels = []
     for index in choose(info):
         frame = _open_frame(files[index])
@@ -326,14 +340,29 @@ def _read_folder(folder: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
     return info, np.stack(pixels) if pixels else _empty(first)
 
 
+def _folder_fps(folder: Path) -> float:
+    """The fps :func:`write_video` recorded in the folder, else :data:`DEFAULT_FPS`."""
+    meta = folder / FOLDER_META
+    if not meta.is_file():
+        return DEFAULT_FPS
+    data = read_json(meta, "clip metadata")
+    fps = data.get("fps") if isinstance(data, dict) else None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+        raise InputError(f"{meta} has no valid fps (a positive number); fix or delete it")
+    return float(fps)
+
+
 def frame_files(folder: Path) -> list[Path]:
     """The folder's png/jpg files in natural order (``frame2`` before ``frame10``)."""
     files = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".")]
-    return sorted(files, key=_natural_key)
+    return sorted(files, key=natural_key)
 
 
-def _natural_key(path: Path) -> list:
+def natural_key(path: Path) -> list:
+    """Sort key that orders numbers by value: ``frame2`` < ``frame10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
 
 
 def _open_frame(path: Path) -> np.ndarray:
@@ -449,7 +478,7 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
     """
     ensure_writable_dir(path.parent)
     if path.exists() and not _is_frame_folder(path):
-        raise OutputExistsError(f"{path} exists and is not a frame folder written by contextedit; choose another output")
+        raise OutputExistsError(f"{path} exists and is not a frame folder written by contextedit; choose another --out")
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()  # unlike mkdtemp (0700) this honours the umask, so the result is shareable
     try:
@@ -467,10 +496,12 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
 
 
 def _is_frame_folder(path: Path) -> bool:
+    """An empty folder, or one holding only what :func:`_write_folder` writes."""
     if not path.is_dir():
         return False
-    names = [p for p in path.iterdir()]
-    return (path / FOLDER_META).is_file() and all(p.name == FOLDER_META or p.suffix == ".png" for p in names)
+    entries = list(path.iterdir())
+    ours = (path / FOLDER_META).is_file() and all(p.name == FOLDER_META or p.suffix == ".png" for p in entries)
+    return ours or not entries
 
 
 def side_by_side(*clips: np.ndarray) -> np.ndarray:
@@ -479,5 +510,5 @@ def side_by_side(*clips: np.ndarray) -> np.ndarray:
         raise ValueError("side_by_side needs at least one clip")
     shapes = {(len(c), c.shape[1]) for c in clips}
     if len(shapes) != 1:
-        raise UsageError(f"clips for a side-by-side must share frame count and height; got (frames, height) {sorted(shapes)}")
+        raise UsageError(f"side-by-side clips need one frame count and height; got (frames, height) {sorted(shapes)}")
     return np.concatenate(clips, axis=2)

@@ -88,7 +88,8 @@ def test_auto_falls_back_to_imageio_without_decord(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("suffix,codec", [(".mov", "libx264"), (".avi", "mpeg4"), (".webm", "libvpx")])
 def test_reads_other_containers(tmp_path, suffix, codec):
-    path = encode(gray_frames(6, 64, 96), tmp_path / f"clip{suffix}", codec=codec, extra=["-q:v", "2"] if codec == "mpeg4" else [])
+    quality = ["-q:v", "2"] if codec == "mpeg4" else []
+    path = encode(gray_frames(6, 64, 96), tmp_path / f"clip{suffix}", codec=codec, extra=quality)
     for backend in BACKENDS:
         clip = video.read_video(path, frames=3, stride=2, backend=backend)
         assert clip.frames.shape == (3, 64, 96, 3) and decoded_indices(clip.frames) == [0, 2, 4]
@@ -109,6 +110,13 @@ def test_frame_folder_without_frames(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no .png or .jpg frames in folder .*empty"):
         video.read_video(tmp_path / "empty")
+
+
+def test_frame_folder_with_bad_fps(tmp_path):
+    out = video.write_video(noise_frames(2, 16, 16), tmp_path / "frames", fps=8)
+    (out / video.FOLDER_META).write_text('{"fps": "fast"}')
+    with pytest.raises(InputError, match="clip.json has no valid fps"):
+        video.read_video(out, frames=2, stride=1)
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -134,7 +142,7 @@ def test_too_few_frames_says_how_many(tmp_path):
     path = video.write_video(gray_frames(10, 64, 64), tmp_path / "short.mp4", fps=8)
     with pytest.raises(InputError, match=r"short.mp4 has 10 frames .* needs 15; try --frames 5 or --stride 1"):
         video.read_video(path, frames=8, stride=2)
-    with pytest.raises(InputError, match=r"needs 12; try --start 1 or --frames 4"):
+    with pytest.raises(InputError, match=r"needs 12; try --start 0 or --frames 3 or --stride 2"):
         video.read_video(path, frames=4, stride=3, start=2)
 
 
@@ -211,17 +219,20 @@ def test_write_read_round_trip(tmp_path, name):
     path = video.write_video(frames, tmp_path / name, fps=8)
     clip = video.read_video(path, frames=8, stride=1)
     assert clip.frames.shape == frames.shape and clip.total_frames == 8
-    assert clip.fps == pytest.approx(8)
-    assert np.abs(clip.frames.astype(int) - frames).mean() < 2
+    assert clip.fps == pytest.approx(8, rel=0.02)  # GIF delays are whole 1/100 s
+    assert np.abs(clip.frames.astype(int) - frames).mean() < 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp files left behind
 
 
 def test_mp4_round_trip_is_close_on_texture(tmp_path):
-    frames = np.clip(noise_frames(4, 64, 64) // 4 + 96, 0, 255).astype(np.uint8)  # a mild texture
+    # smooth colour waves, like real footage (fast colour changes would only measure 4:2:0 chroma loss)
+    y, x = np.mgrid[0:64, 0:64] / 64
+    waves = [np.sin(2 * np.pi * (x + y + t / 4) + c) for t in range(4) for c in range(3)]
+    frames = (127 + 100 * np.stack(waves).reshape(4, 3, 64, 64).transpose(0, 2, 3, 1)).astype(np.uint8)
     path = video.write_video(frames, tmp_path / "tex.mp4", fps=12.5)
     clip = video.read_video(path, frames=4, stride=1)
     assert clip.fps == pytest.approx(12.5)
-    assert np.abs(clip.frames.astype(int) - frames).mean() < 6
+    assert np.abs(clip.frames.astype(int) - frames).mean() < 3
 
 
 def test_write_mp4_sizes(tmp_path):
@@ -251,7 +262,7 @@ def test_side_by_side():
     grid = video.side_by_side(a, b, c)
     assert grid.shape == (3, 16, 56, 3)
     np.testing.assert_array_equal(grid[:, :, 24:32], b)
-    with pytest.raises(UsageError, match="frame count and height"):
+    with pytest.raises(UsageError, match="one frame count and height"):
         video.side_by_side(a, noise_frames(2, 16, 24))
 
 

@@ -88,6 +88,8 @@ class FusionStore:
         self.alignment = torch.tensor(token_alignment(source_ids, target_ids), dtype=torch.long)
 
     def clear(self) -> None:
+        """Forget the recorded source pass (the alignment, which belongs to the target, stays)."""
+        self._on_cpu = self.offload == "cpu"
         self.self_qk.clear()
         self.cross_q.clear()
         self.source_text_states = None

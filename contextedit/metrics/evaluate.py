@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError, UsageError
 from ..fileio import inside, read_json
 from ..progress import ProgressFactory, progress_bar
-from ..video import FRAME_SUFFIXES, _natural_key
+from ..video import FRAME_SUFFIXES, natural_key
 from .clip import DEFAULT_CLIP_MODEL, TEMPORAL_MODES, ClipScorer, clip_temporal_score, clip_text_score, load_clip
 from .psnr import psnr
 
@@ -47,7 +47,8 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
     names = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
     unknown = [n for n in names if n not in KNOWN_METRICS]
     if unknown or not names:
-        raise UsageError(f"unknown metric {', '.join(unknown) or '(none)'!s}; --metrics takes a comma list of: {', '.join(KNOWN_METRICS)}")
+        what = f"unknown metric {', '.join(unknown)}" if unknown else "no metric given"
+        raise UsageError(f"{what}; --metrics takes a comma list of: {', '.join(KNOWN_METRICS)}")
     return names
 
 
@@ -56,7 +57,7 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
 
 def _media_files(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES), key=_natural_key)
+    return sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES), key=natural_key)
 
 
 def _is_frame_sequence(files: list[Path]) -> bool:

@@ -89,13 +89,13 @@ def _load_pretrained(model: str) -> Components:
     else:
         if model.count("/") != 1 or model.startswith(("/", ".", "~")):
             raise ModelNotFoundError(f"model {model!r} is neither a local folder nor a hub id (owner/name); pass a diffusers folder or --model tiny")
-        source, local_only = model, _offline()
+        source, local_only = model, offline()
     kw = {"local_files_only": local_only}
     try:
         try:
             parts = _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
         except OSError:
-            if local_only or not _hub_reachable():
+            if local_only or not hub_reachable():
                 raise
             parts = _from_pretrained(source, {"local_files_only": False}, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
     except OSError as exc:
@@ -118,13 +118,13 @@ def _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextMo
     }
 
 
-def _offline() -> bool:
+def offline() -> bool:
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP probe, so that an unreachable hub fails in seconds rather than after retries."""
     from huggingface_hub import constants
 

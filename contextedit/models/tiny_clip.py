@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
-from .loading import _offline
+from .loading import hub_reachable, offline
 from .tiny import tiny_tokenizer
 
 TINY_IMAGE_SIZE = 32
@@ -105,19 +105,27 @@ def load_model_and_processor(model_cls, processor_cls, model_id: str, option: st
     path = Path(model_id).expanduser()
     if path.exists():
         source = str(_checked_folder(path, option))
-        local_only = True
+    elif model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
+        raise ModelNotFoundError(f"{option} {model_id!r} is neither a local folder nor a hub id (owner/name); pass a local folder with {option} PATH or use {option} tiny")
     else:
-        if model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
-            raise ModelNotFoundError(f"{option} {model_id!r} is neither a local folder nor a hub id (owner/name); pass a local folder with {option} PATH or use {option} tiny")
-        source, local_only = model_id, _offline()
+        source = model_id
     try:
-        model = model_cls.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
-        processor = processor_cls.from_pretrained(source, local_files_only=local_only)
+        try:  # the local cache first: no network round trip when the model is already there
+            return _from_pretrained(model_cls, processor_cls, source, local_only=True)
+        except OSError:
+            if path.exists() or offline() or not hub_reachable():
+                raise
+            return _from_pretrained(model_cls, processor_cls, source, local_only=False)
     except (OSError, ValueError) as exc:
         where = "cannot be loaded" if path.exists() else "is not in the local Hugging Face cache and could not be downloaded"
         raise ModelNotFoundError(
             f"{option} {model_id!r} {where} ({str(exc).splitlines()[0][:200]}); pass a local folder with {option} PATH or use {option} tiny"
         ) from exc
+
+
+def _from_pretrained(model_cls, processor_cls, source: str, local_only: bool):
+    model = model_cls.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
+    processor = processor_cls.from_pretrained(source, local_files_only=local_only)
     return model.eval(), processor
 
 

@@ -111,7 +111,7 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(opts.steps, device=device)
     n_fused = fused_steps(opts.steps, opts.fusion_start) if opts.fusion else 0
-    store = FusionStore(source_text=src_text)
+    store = FusionStore()
     timings = {"load_s": time.perf_counter() - t0}
 
     with oom_guard(device, "editing"):

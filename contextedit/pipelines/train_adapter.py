@@ -19,7 +19,8 @@ from .. import __version__
 from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype
 from ..errors import InputError, UsageError
 from ..fileio import read_json, refuse_pickle, save_safetensors, write_json
-from ..models.adapter import ContextAdapter, count_parameters
+from ..models.adapter import ContextAdapter, config_for_unet
+from ..models.flops import count_parameters
 from ..models.inflate import trainable_parameters
 from ..models.loading import load_components
 from ..progress import ProgressFactory, silent
@@ -126,7 +127,7 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
         x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
         texts = torch.cat([encode_prompts(comps.tokenizer, comps.text_encoder, [c]) for _, c in pairs])
         unet = comps.unet
-        adapter = ContextAdapter(latent_channels=unet.config.in_channels, text_dim=unet.config.cross_attention_dim).to(device)
+        adapter = ContextAdapter(config_for_unet(unet)).to(device)
         params = {f"adapter.{n}": p for n, p in adapter.named_parameters()}
         if opts.tune_unet == "attn":
             for name, p in trainable_parameters(unet).items():  # the attention queries

@@ -20,7 +20,8 @@ from .. import __version__
 from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
 from ..errors import InputError, UsageError
 from ..fileio import save_safetensors
-from ..models.adapter import ContextAdapter, adapter_flop_share, count_parameters
+from ..models.adapter import ContextAdapter, config_for_unet
+from ..models.flops import adapter_flop_share, count_parameters
 from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
@@ -149,7 +150,7 @@ def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool
         p.data = p.data.float()
     adapter = None
     if with_adapter:
-        adapter = ContextAdapter(latent_channels=unet.config.in_channels, text_dim=unet.config.cross_attention_dim)
+        adapter = ContextAdapter(config_for_unet(unet))
         adapter.to(next(unet.parameters()).device)
     return unet, adapter
 

@@ -54,7 +54,7 @@ class ContextualSchedulerMixin:
         if context is None or k == 0:
             return None
         r = context(x0_hat, max(level, 0))  # the level below the first timestep asks for t = 0
-        return k.to(device=r.device, dtype=r.dtype) * r
+        return (k.to(device=r.device, dtype=r.dtype) * r).to(x0_hat.dtype)  # keep the sample's dtype
 
 
 class ContextualDDIMScheduler(ContextualSchedulerMixin, DDIMScheduler):

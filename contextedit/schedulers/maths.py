@@ -58,9 +58,9 @@ class Schedule:
 
     def alpha_bar(self, t: Level) -> Tensor:
         """ᾱ at level(s) t (float64); ``final_alpha_cumprod`` where t < 0."""
-        t = torch.as_tensor(t, device="cpu").long()
-        inside = self.alphas_cumprod[t.clamp(min=0)]
-        return torch.where(t >= 0, inside, self.final_alpha_cumprod)
+        t = torch.as_tensor(t).long()
+        inside = self.alphas_cumprod.to(t.device)[t.clamp(min=0)]
+        return torch.where(t >= 0, inside, self.final_alpha_cumprod.to(t.device))
 
     def k(self, t: Level) -> Tensor:
         """k_t, the scale of the context bias at level(s) t (Eq. 1)."""

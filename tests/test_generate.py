@@ -1,0 +1,79 @@
+"""generate and train-adapter on the tiny-random model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contextedit.errors import InputError
+from contextedit.fileio import load_safetensors, safetensors_metadata, save_safetensors
+from contextedit.pipelines.generate import GenerateOptions, generate
+from contextedit.pipelines.train_adapter import TrainAdapterOptions, train_adapter
+
+from helpers import MODEL, tiny, write_images
+
+PROMPT = "a red circle on a black background"
+
+
+def _generate(tmp_path, name, **kw):
+    opts = dict(prompts=[PROMPT], steps=5, out=str(tmp_path / name), model=MODEL, device="cpu", seed=3)
+    opts.update(kw)
+    result = generate(GenerateOptions(**opts))
+    from PIL import Image
+    return [np.asarray(Image.open(p)) for p in result.files if p.name != "grid.png"], result
+
+
+def test_no_adapter_equals_stable_diffusion_pipeline(tmp_path):
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    comps = tiny()
+    pipe = StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
+                                   scheduler=DDIMScheduler.from_config(comps.scheduler_config), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    ref = pipe(PROMPT, num_inference_steps=5, guidance_scale=7.5, height=64, width=64,
+               generator=torch.Generator("cpu").manual_seed(3), output_type="np").images[0]
+    images, _ = _generate(tmp_path, "ours")
+    ref_u8 = (ref * 255).round().astype(np.uint8)
+    assert np.abs(images[0].astype(int) - ref_u8.astype(int)).max() <= 1
+
+
+def test_same_seed_same_image_and_n_seeds(tmp_path):
+    a, result = _generate(tmp_path, "a", n=2, grid=True)
+    b, _ = _generate(tmp_path, "b", n=2)
+    assert len(a) == 2 and all((x == y).all() for x, y in zip(a, b))
+    assert not (a[0] == a[1]).all()
+    assert [e["seed"] for e in result.record["images"]] == [3, 4]
+    assert (result.out_dir / "grid.png").exists() and (result.out_dir / "generate.json").exists()
+
+
+def test_train_adapter_then_generate_ddim_and_ddpm(tmp_path):
+    data = write_images(tmp_path / "data", n=4)
+    out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / "ad.safetensors"), steps=2, batch=2,
+                                            lr=1e-3, model=MODEL, device="cpu"))
+    assert out.exists() and out.with_suffix(".json").exists()
+    assert "contextedit.adapter_config" in safetensors_metadata(out)
+    plain, _ = _generate(tmp_path, "plain")
+    for sampler in ("ddim", "ddpm"):
+        images, _ = _generate(tmp_path, f"adapted-{sampler}", adapter=str(out), sampler=sampler)
+        assert images[0].shape == (64, 64, 3)
+    adapted, _ = _generate(tmp_path, "adapted-again", adapter=str(out))
+    assert not (adapted[0] == plain[0]).all()
+    # A zero head gives exactly the no-adapter image.
+    tensors = load_safetensors(out)
+    zeroed = {k: (torch.zeros_like(v) if ".head." in k or k.startswith("adapter.head") else v) for k, v in tensors.items()}
+    save_safetensors(zeroed, tmp_path / "zero.safetensors", metadata=safetensors_metadata(out))
+    zero, _ = _generate(tmp_path, "zero", adapter=str(tmp_path / "zero.safetensors"))
+    assert (zero[0] == plain[0]).all()
+
+
+def test_train_adapter_refuses_missing_captions_or_images(tmp_path):
+    uncaptioned = write_images(tmp_path / "nocap", n=2, captions=False)
+    with pytest.raises(InputError, match="no caption"):
+        train_adapter(TrainAdapterOptions(data=str(uncaptioned), out=str(tmp_path / "x.safetensors"), steps=1, model=MODEL, device="cpu"))
+    captions_only = tmp_path / "caponly"
+    captions_only.mkdir()
+    (captions_only / "a.txt").write_text("a red circle")
+    with pytest.raises(InputError, match="no images"):
+        train_adapter(TrainAdapterOptions(data=str(captions_only), out=str(tmp_path / "y.safetensors"), steps=1, model=MODEL, device="cpu"))
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

@@ -1,0 +1,150 @@
+"""tune then edit on the tiny-random model: artifacts, resume, one inversion for many prompts, fusion window."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+
+from contextedit.attention.fusion import FusionStore
+from contextedit.errors import InputError
+from contextedit.fileio import load_safetensors
+from contextedit.models.inflate import inflate_unet, load_tuned
+from contextedit.pipelines.edit import EditOptions, edit, fused_steps
+from contextedit.pipelines.tune import TuneOptions, tune
+from contextedit import video as vio
+
+from helpers import MODEL, tiny, write_clip
+
+
+@pytest.fixture()
+def runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
+    return tmp_path / "runs"
+
+
+def _tune(tmp_path, comps=None, **kw):
+    clip = write_clip(tmp_path / "clip.mp4", frames=8)
+    opts = dict(video=str(clip), prompt="a red circle moving right on a black background", frames=4, stride=2,
+                steps=3, lr=1e-3, out=str(tmp_path / "run"), model=MODEL, device="cpu", checkpointing=False)
+    opts.update(kw)
+    return tune(TuneOptions(**opts), comps=comps)
+
+
+def test_tune_writes_run_and_artifact_reproduces_predictions(tmp_path, runs):
+    comps = tiny()
+    result = _tune(tmp_path, comps=comps)
+    run = result.run_dir
+    m = result.manifest
+    assert {"tuned.safetensors", "adapter.safetensors", "latents.safetensors", "source.mp4", "manifest.json"} <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoint.safetensors").exists()
+    assert (m["frames"], m["width"], m["height"], m["model"]) == (4, 64, 64, MODEL)
+    assert m["adapter"] and m["adapter_parameters"] > 0 and len(m["source_sha256"]) == 64
+    assert (runs / "latest").read_text().strip() == str(run.resolve())
+    # The saved artifact on a fresh inflated UNet gives the tuned UNet's predictions exactly.
+    fresh = load_tuned(inflate_unet(tiny().unet), load_safetensors(run / "tuned.safetensors"))
+    x = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(4, 77, 32, generator=torch.Generator().manual_seed(1))
+    kw = dict(encoder_hidden_states=text, cross_attention_kwargs={"num_frames": 4})
+    with torch.no_grad():
+        assert torch.equal(comps.unet(x, 500, **kw).sample, fresh(x, 500, **kw).sample)
+    clip = vio.read_video(run / "source.mp4", frames=4, stride=1)
+    assert clip.frames.shape == (4, 64, 64, 3)
+
+
+def test_resume_after_interrupt_ends_on_same_weights(tmp_path, runs):
+    full = _tune(tmp_path / "a", steps=4, checkpoint_every=2)
+    calls = {"n": 0}
+
+    def interrupting_progress(description, total):
+        import contextlib
+
+        @contextlib.contextmanager
+        def bar():
+            def advance(**_):
+                calls["n"] += 1
+                if calls["n"] == 2:
+                    os.kill(os.getpid(), signal.SIGINT)  # taken at the end of step 2
+            yield advance
+        return bar()
+
+    clip_dir = tmp_path / "b"
+    with pytest.raises(KeyboardInterrupt):
+        tune(TuneOptions(video=str(write_clip(clip_dir / "clip.mp4")), prompt="a red circle moving right on a black background",
+                         frames=4, stride=2, steps=4, lr=1e-3, out=str(clip_dir / "run"), model=MODEL, device="cpu",
+                         checkpointing=False, checkpoint_every=100), progress=interrupting_progress)
+    assert (clip_dir / "run" / "checkpoint.safetensors").exists()
+    assert not (clip_dir / "run" / "manifest.json").exists()
+    resumed = tune(TuneOptions(video=str(clip_dir / "clip.mp4"), prompt="a red circle moving right on a black background",
+                               frames=4, stride=2, steps=4, lr=1e-3, out=str(clip_dir / "run"), model=MODEL, device="cpu",
+                               checkpointing=False, resume=True))
+    for name in ("tuned.safetensors", "adapter.safetensors"):
+        a, b = load_safetensors(full.run_dir / name), load_safetensors(resumed.run_dir / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def _count_unet_calls(comps):
+    calls = []
+    original = comps.unet.forward
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+    comps.unet.forward = counting
+    return calls
+
+
+def test_two_prompts_one_inversion_and_outputs_decode(tmp_path, runs):
+    _tune(tmp_path)
+    comps = tiny()
+    calls = _count_unet_calls(comps)
+    prompts = ["a blue circle moving right on a black background", "a red square moving right on a white background"]
+    result = edit(EditOptions(prompts=prompts, steps=4, device="cpu"), comps=comps)  # no --run: the latest
+    assert len(result.files) == 2 and all(p.exists() for p in result.files)
+    assert calls == [4] * 4 + [8] * 8  # one inversion (batch F), then T guided calls (batch 2F) per prompt
+    for path in result.files:
+        clip = vio.read_video(path, frames=4, stride=1)
+        assert clip.frames.shape == (4, 64, 64, 3) and clip.fps == pytest.approx(8.0)
+    record = result.record
+    assert [o["prompt"] for o in record["outputs"]] == prompts
+    assert record["timings"]["inversion_s"] > 0 and len(record["timings"]["sampling_s_per_prompt"]) == 2
+    assert (result.out_dir / "edits.json").exists()
+
+
+def test_fusion_active_exactly_inside_window_and_restored(tmp_path, runs):
+    _tune(tmp_path)
+    comps = tiny()
+    attn = comps.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    seen = []
+    comps.unet.register_forward_pre_hook(lambda module, args: seen.append(type(attn.processor).__name__))
+    edit(EditOptions(prompts=["a blue circle moving right on a black background"], steps=6, device="cpu",
+                     out=str(tmp_path / "e")), comps=comps)
+    n = fused_steps(6, 0.5)
+    inversion, sampling = seen[:6], seen[6:]
+    assert all(name == "InflatedSelfAttnProcessor" for name in inversion[: 6 - n])
+    assert all(name != "InflatedSelfAttnProcessor" for name in inversion[6 - n:])  # recording
+    assert all(name != "InflatedSelfAttnProcessor" for name in sampling[:n])       # fusing
+    assert all(name == "InflatedSelfAttnProcessor" for name in sampling[n:])
+    assert type(attn.processor).__name__ == "InflatedSelfAttnProcessor"
+
+
+def test_ablations_change_the_result_and_seed_reproduces(tmp_path, runs):
+    _tune(tmp_path)
+    prompt = ["a blue circle moving right on a black background"]
+
+    def frames(name, **kw):
+        result = edit(EditOptions(prompts=prompt, steps=4, device="cpu", out=str(tmp_path / name), format="frames", **kw))
+        return vio.read_video(result.files[0], frames=4, stride=1).frames
+
+    base = frames("base")
+    assert (base == frames("again")).all()
+    assert not (base == frames("nofusion", fusion=False)).all()
+    assert not (base == frames("noadapter", adapter=False)).all()
+
+
+def test_edit_without_any_run_is_a_clear_error(tmp_path, runs):
+    with pytest.raises(InputError, match="contextedit tune"):
+        edit(EditOptions(prompts=["a cat"], device="cpu"))
