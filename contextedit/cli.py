@@ -82,17 +82,33 @@ def _setup(quiet: bool, debug: bool):
     """Logging to stderr, library chatter silenced; returns the progress factory."""
     from .progress import progress_bar, silent
 
-    for name, level in (("diffusers", "error"), ("transformers", "error")):
-        os.environ.setdefault(f"{name.upper()}_VERBOSITY", level)
-    logging.getLogger("diffusers").setLevel(logging.ERROR)
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    # Library failures reach the user as our one Error: line, so their own logs stay silent
+    # (the env var covers a library imported later, setLevel one imported already).
+    for name in ("diffusers", "transformers"):
+        os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
+        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
     log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     return silent if quiet else progress_bar
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (redirections and test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -133,6 +149,10 @@ def tune(
     _say(quiet, f"source prompt: {m['source_prompt']}")
     _say(quiet, f"tuned {m['frames']} frames at {m['width']}x{m['height']} for {m['steps']} steps "
                 f"in {m['timings']['train_s']:.1f} s (final loss {m['final_loss']:.4f})")
+    if m["adapter"]:
+        share = m["adapter_flop_share"]
+        _say(quiet, f"adapter: {m['adapter_parameters']:,} parameters"
+                    + (f", {100 * share:.1f}% of the UNet's FLOPs per call" if share is not None else ""))
     print(result.run_dir)
 
 

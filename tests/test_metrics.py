@@ -176,3 +176,21 @@ def test_pickle_only_model_folder_is_refused(tmp_path):
 def test_uncached_hub_model_offline_says_what_to_do():
     with pytest.raises(ModelNotFoundError, match="--clip-model PATH or use --clip-model tiny"):
         load_clip("nobody/no-such-clip-model")
+
+
+def test_eval_command_json_equals_hand_computation(tmp_path, clip_folder):
+    from typer.testing import CliRunner
+
+    from contextedit.cli import app
+
+    frames = random_clip(3, seed=1)
+    write_video(frames, tmp_path / "clip", fps=8)
+    prompt = "a blue square"
+    text, consecutive, _ = hand_scores(clip_folder, frames, prompt)
+    out = tmp_path / "scores.json"
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "clip"), "--prompt", prompt, "--clip-model", str(clip_folder),
+                                      "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.stderr
+    row = json.loads(out.read_text())["results"][0]
+    assert row["clip_text"] == pytest.approx(text, abs=1e-5)
+    assert row["clip_temporal"] == pytest.approx(consecutive, abs=1e-5)

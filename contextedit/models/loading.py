@@ -15,8 +15,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from ..errors import InputError, ModelNotFoundError
-from ..fileio import refuse_pickle
+from ..errors import InputError, ModelNotFoundError, UnsafeFileError
+from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 EMBEDDED = ("tiny", "tiny-random")
@@ -85,6 +85,7 @@ def _load_pretrained(model: str) -> Components:
                 f"{path} has no model_index.json, so it is not a diffusers model folder; "
                 "pass a folder saved with save_pretrained, a hub id, or --model tiny"
             )
+        refuse_pickle_weights(path)
         source, local_only = str(path), True
     else:
         if model.count("/") != 1 or model.startswith(("/", ".", "~")):
@@ -106,6 +107,19 @@ def _load_pretrained(model: str) -> Components:
             "download it on a connected machine, pass a local diffusers folder with --model PATH, or use --model tiny"
         ) from exc
     return Components(model_id=model if not is_folder else str(path.resolve()), **parts)
+
+
+def refuse_pickle_weights(folder: Path, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> None:
+    """Name the real problem when a part holds pickle weights only: they are never loaded."""
+    for part in parts:
+        sub = folder / part
+        if sub.is_dir() and not any(sub.glob("*.safetensors")):
+            pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+            if pickles:
+                raise UnsafeFileError(
+                    f"{sub} holds only pickle weights ({', '.join(pickles)}); only .safetensors are loaded — "
+                    "re-save the model with save_pretrained(safe_serialization=True) or pass another --model"
+                )
 
 
 def _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler) -> dict:

@@ -117,10 +117,8 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     with oom_guard(device, "editing"):
         t1 = time.perf_counter()
         with progress("inverting", opts.steps) as advance:
-            record = _window(opts.steps - n_fused, lambda j: record_attention(unet, store, step=j))
-            x_T = invert(scheduler, Denoiser(unet, src_text, num_frames=frames), x0,
-                         context=_context(adapter, x0, src_text, frames, fixed=True),
-                         step_context=record, callback=lambda **_: advance())
+            x_T = invert_source(unet, scheduler, x0, src_text, adapter=adapter, store=store, n_fused=n_fused,
+                                callback=lambda **_: advance())
         timings["inversion_s"] = time.perf_counter() - t1
         source_pixels = None
         files, outputs, per_prompt = [], [], []
@@ -128,12 +126,9 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
             t2 = time.perf_counter()
             text = encode([prompt])
             store.set_alignment(token_ids(comps.tokenizer, [source_prompt])[0], token_ids(comps.tokenizer, [prompt])[0])
-            # Sampling step i undoes inversion step T−1−i: fuse with what that step recorded.
-            fuse = _window(0, lambda i: fuse_attention(unet, store, step=opts.steps - 1 - i), end=n_fused)
             with progress(f"editing: {prompt[:40]}", opts.steps) as advance:
-                latents = sample(scheduler, Denoiser(unet, text, uncond, opts.guidance, num_frames=frames), x_T.clone(),
-                                 context=_context(adapter, None, text, frames), step_context=fuse,
-                                 callback=lambda **_: advance())
+                latents = sample_edit(unet, scheduler, x_T, text, uncond, opts.guidance, adapter=adapter, store=store,
+                                      n_fused=n_fused, callback=lambda **_: advance())
             pixels = vio.to_frames(decode_latents(comps.vae, latents))
             if opts.side_by_side:
                 if source_pixels is None:
@@ -156,6 +151,29 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     }
     _merge_record(out_dir / "edits.json", record_doc)
     return EditResult(out_dir=out_dir, files=files, record=record_doc)
+
+
+def invert_source(unet, scheduler, x0: torch.Tensor, source_text: torch.Tensor, *, adapter=None,
+                  store: FusionStore | None = None, n_fused: int = 0, callback=None) -> torch.Tensor:
+    """Contextual DDIM inversion of the source latents x0 (frames as batch) → x_T.
+
+    The last ``n_fused`` inversion steps (the noisy ones) record the source attention in ``store``.
+    """
+    steps, frames = len(scheduler.timesteps), x0.shape[0]
+    record = _window(steps - n_fused, lambda j: record_attention(unet, store, step=j)) if store is not None else None
+    return invert(scheduler, Denoiser(unet, source_text, num_frames=frames), x0,
+                  context=_context(adapter, x0, source_text, frames, fixed=True), step_context=record, callback=callback)
+
+
+def sample_edit(unet, scheduler, x_T: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor, guidance: float, *,
+                adapter=None, store: FusionStore | None = None, n_fused: int = 0, callback=None) -> torch.Tensor:
+    """Guided contextual DDIM sampling from x_T with the target text, the source attention fused in
+    for the first ``n_fused`` steps (``store`` must be aligned to this prompt: ``set_alignment``)."""
+    steps, frames = len(scheduler.timesteps), x_T.shape[0]
+    # Sampling step i undoes inversion step T−1−i: fuse with what that step recorded.
+    fuse = _window(0, lambda i: fuse_attention(unet, store, step=steps - 1 - i), end=n_fused) if store is not None else None
+    return sample(scheduler, Denoiser(unet, text, uncond, guidance, num_frames=frames), x_T.clone(),
+                  context=_context(adapter, None, text, frames), step_context=fuse, callback=callback)
 
 
 def _window(start: int, scope, end: int | None = None):
