@@ -19,8 +19,21 @@ ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Cl
 log = logging.getLogger("contextedit")
 
 
+INTERRUPTED = "interrupted; the files already written are complete (none is partial) — run the command again to finish"
+
+
+class _Interrupted(Exception):
+    """Ctrl-C carried past Typer, which would otherwise turn it into a silent exit 130."""
+
+
 class _Group(TyperGroup):
     """Maps every failure to one ``Error: …`` line and an exit code (2 usage/input, 1 running)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:  # its text, when it has one, says how to resume
+            raise _Interrupted(str(exc) or INTERRUPTED) from exc
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
@@ -33,10 +46,10 @@ class _Group(TyperGroup):
             code = _fail(exc, str(exc), exc.exit_code, debug)
         except ClickException as exc:
             code = _fail(exc, exc.format_message(), exc.exit_code, debug)
-        except typer.Abort as exc:
-            code = _fail(exc, "interrupted", 130, debug)
-        except KeyboardInterrupt as exc:
-            code = _fail(exc, "interrupted; outputs written so far are kept (tune: run again with --resume)", 130, debug)
+        except _Interrupted as exc:
+            code = _fail(exc, str(exc), 130, debug)
+        except (typer.Abort, KeyboardInterrupt) as exc:
+            code = _fail(exc, INTERRUPTED, 130, debug)
         except Exception as exc:  # noqa: BLE001 — the last line of defence: one line, no traceback
             code = _fail(exc, f"unexpected {type(exc).__name__}: {exc}; rerun with --debug for the traceback", 1, debug)
         if standalone_mode:
@@ -268,7 +281,10 @@ def evaluate(
     from rich.console import Console
 
     from .device import resolve_device
-    from .fileio import write_json
+    from .fileio import check_writable_dir, write_json
+
+    if json_out is not None:
+        check_writable_dir(json_out.parent)  # before scoring, not after
     from .metrics.evaluate import evaluate as run_eval, results_table
 
     result = run_eval([str(p) for p in paths], metrics=metrics, prompt=prompt, clip_model=clip_model,

@@ -60,6 +60,20 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def check_writable_dir(folder: str | os.PathLike) -> Path:
+    """Refuse, before any work and without creating anything, a folder that could not be written.
+
+    The nearest existing ancestor must be a writable folder (not, say, a regular file).
+    """
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write to {folder}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write to {folder}: {existing} is not writable; choose a writable --out")
+    return folder
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from .errors import InputError, OutputExistsError
-from .fileio import atomic_path, inside, read_json, write_json
+from .fileio import atomic_path, check_writable_dir, inside, read_json, write_json
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
@@ -29,8 +29,10 @@ def default_run_dir(video: str | os.PathLike) -> Path:
 
 
 def check_new_output(path: Path, overwrite: bool, what: str = "output") -> None:
+    """Refuse, before any work, an output that exists (without --overwrite) or could not be written."""
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists; pass --overwrite to replace it or choose another --out")
+    check_writable_dir(Path(path).parent)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -66,7 +68,7 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
 def load_manifest(run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} not found; pass the --out folder of a `contextedit tune` run")
+        raise InputError(f"run folder {run_dir} not found; give --run the folder that `contextedit tune` wrote (its --out)")
     path = run_dir / MANIFEST
     if not path.is_file():
         raise InputError(f"{run_dir} has no {MANIFEST}, so it is not a tuned run (or its tune did not finish); tune again or pass another --run")

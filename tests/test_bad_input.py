@@ -36,10 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # --------------------------------------------------------------------------- the contract
 
 
-def fails(args: list[str], code: int, *words: str, out: Path | None = None, before: dict | None = None):
+def invoke(args: list):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def fails(args: list, code: int, *words: str, out: Path | None = None, before: dict | None = None) -> str:
     """Run the CLI; assert exit ``code``, one ``Error:`` line holding ``words``, no traceback,
-    and ``out`` absent (or, when ``before`` is given, unchanged)."""
-    result = runner.invoke(app, [str(a) for a in args])
+    and ``out`` absent (or, when ``before`` is given, unchanged). Returns the line."""
+    result = invoke(args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == code, (result.exit_code, result.stderr)
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
@@ -80,7 +84,7 @@ def tuned(tmp_path_factory) -> Path:
     """One real tiny run (2 frames, 1 step), copied by tests that tamper with it."""
     folder = tmp_path_factory.mktemp("tuned")
     video = write_clip(folder / "clip.mp4", frames=8)
-    result = runner.invoke(app, _tune_args(video, folder / "run"))
+    result = invoke(_tune_args(video, folder / "run"))
     assert result.exit_code == 0, result.stderr
     return folder / "run"
 
@@ -318,8 +322,8 @@ def test_generate_adapter_that_is_not_an_adapter(tmp_path):
 
 def test_long_prompt_is_truncated_with_a_warning(tmp_path):
     long_prompt = " ".join(["a red circle on a black background"] * 20)
-    result = runner.invoke(app, ["generate", "--prompt", long_prompt, "--model", MODEL, "--steps", "1",
-                                 "--out", str(tmp_path / "out"), "--device", "cpu"])
+    result = invoke(["generate", "--prompt", long_prompt, "--model", MODEL, "--steps", "1",
+                     "--out", tmp_path / "out", "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if line.startswith("WARNING:")]
     assert len(warnings) == 1 and "truncated" in warnings[0] and "77" in warnings[0], result.stderr
@@ -385,7 +389,7 @@ def test_eval_missing_path(tmp_path):
     (["nope.mp4"], ("not found",)),
     (["clip.mp4", "--frames", "0"], ("--frames",)),
     (["clip.mp4", "--frames", "8"], ("has 8 frames",)),
-    (["clip.mp4", "--caption-model", "nobody/blip"], ("nobody/blip", "tiny")),
+    (["clip.mp4", "--frames", "2", "--caption-model", "nobody/blip"], ("nobody/blip", "tiny")),
 ])
 def test_caption_bad_input(tmp_path, clip, args, words):
     fails(["caption", *args, *CPU], 2, *words)
@@ -420,7 +424,7 @@ def test_sigint_mid_tune_then_resume(tmp_path, clip):
     assert (run / "checkpoint.safetensors").is_file() and not (run / "manifest.json").exists()
     assert not list(run.rglob("*.tmp*"))
 
-    result = runner.invoke(app, [*args, "--resume"])
+    result = invoke([*args, "--resume"])
     assert result.exit_code == 0, result.stderr
     assert (run / "manifest.json").is_file() and (run / "tuned.safetensors").is_file()
     assert not (run / "checkpoint.safetensors").exists()
@@ -462,13 +466,13 @@ def test_no_pickle_loader_is_used():
 
 def test_tune_edit_generate_are_bit_identical_on_cpu(tmp_path, clip):
     def tune_edit(folder: Path):
-        result = runner.invoke(app, _tune_args(clip, folder / "run", "--steps", "2", "--seed", "3"))
+        result = invoke(_tune_args(clip, folder / "run", "--steps", "2", "--seed", "3"))
         assert result.exit_code == 0, result.stderr
-        result = runner.invoke(app, ["edit", "--prompt", "a blue circle", "--run", folder / "run", "--steps", "2",
-                                     "--format", "frames", "--out", folder / "edits", "--seed", "3", *CPU])
+        result = invoke(["edit", "--prompt", "a blue circle", "--run", folder / "run", "--steps", "2",
+                         "--format", "frames", "--out", folder / "edits", "--seed", "3", *CPU])
         assert result.exit_code == 0, result.stderr
-        result = runner.invoke(app, ["generate", "--prompt", PROMPT, "--model", MODEL, "--steps", "2", "--n", "2",
-                                     "--sampler", "ddpm", "--out", folder / "gen", "--seed", "3", *CPU])
+        result = invoke(["generate", "--prompt", PROMPT, "--model", MODEL, "--steps", "2", "--n", "2",
+                         "--sampler", "ddpm", "--out", folder / "gen", "--seed", "3", *CPU])
         assert result.exit_code == 0, result.stderr
 
     tune_edit(tmp_path / "a")

@@ -46,8 +46,15 @@ class Components:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
     def to(self, device: torch.device, dtype: torch.dtype) -> "Components":
-        for module in (self.vae, self.unet, self.text_encoder):
-            module.to(device=device, dtype=dtype)
+        from diffusers.utils import logging as dlog
+
+        level = dlog.get_verbosity()
+        dlog.set_verbosity_error()  # diffusers warns on every dtype cast of a model it did not load
+        try:
+            for module in (self.vae, self.unet, self.text_encoder):
+                module.to(device=device, dtype=dtype)
+        finally:
+            dlog.set_verbosity(level)
         return self
 
 

@@ -14,7 +14,7 @@ import torch
 from ..attention.fusion import FusionStore, fuse_attention, record_attention
 from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
 from ..errors import UsageError
-from ..fileio import ensure_writable_dir, load_safetensors, write_json
+from ..fileio import load_safetensors, write_json
 from ..models.adapter import ContextAdapter
 from ..models.inflate import inflate_unet, load_tuned
 from ..models.loading import Components, load_components
@@ -92,7 +92,6 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     x0 = load_safetensors(run_file(run_dir, manifest, "latents"))["latents"]
     tuned = load_safetensors(run_file(run_dir, manifest, "tuned"))
     adapter_sd = load_safetensors(run_file(run_dir, manifest, "adapter")) if manifest.get("adapter") and opts.adapter else None
-    ensure_writable_dir(out_dir)
 
     t0 = time.perf_counter()
     comps = comps or load_components(manifest["model"], device, dtype)

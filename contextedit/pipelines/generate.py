@@ -15,7 +15,7 @@ import torch
 
 from ..device import cpu_generator, oom_guard, peak_memory_gib, resolve_device, resolve_dtype
 from ..errors import InputError, UsageError
-from ..fileio import atomic_path, ensure_writable_dir, load_safetensors, safetensors_metadata, write_json
+from ..fileio import atomic_path, load_safetensors, safetensors_metadata, write_json
 from ..models.adapter import ContextAdapter
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
@@ -102,7 +102,6 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
         raise UsageError(f"adapter {opts.adapter} was trained on {meta['model']!r}, not {comps.model_id!r}; pass --model {meta['model']}")
     if unet_sd:
         comps.unet.load_state_dict({k: v.to(device, dtype) for k, v in unet_sd.items()}, strict=False)
-    ensure_writable_dir(out_dir)
     width, height = (opts.width, opts.height) if opts.width else (comps.native_size, comps.native_size)
     scheduler = SAMPLERS[opts.sampler].from_config(comps.scheduler_config)
     uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [opts.negative_prompt or ""])

@@ -9,7 +9,6 @@ its own seed, so a resumed run ends on the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,8 +19,6 @@ import torch.nn.functional as F
 from ..device import cpu_generator
 from ..fileio import load_safetensors, save_safetensors, safetensors_metadata
 from ..schedulers import q_sample, training_target
-
-log = logging.getLogger("contextedit")
 
 
 @dataclass
@@ -107,8 +104,8 @@ class Trainer:
                 if checkpoint is not None and (due or interrupted()):
                     self.save(checkpoint)
                 if interrupted():
-                    log.warning("interrupted after step %d of %d; checkpoint saved — run the same command with --resume to continue", self.step, steps)
-                    raise KeyboardInterrupt
+                    raise KeyboardInterrupt(f"interrupted after step {self.step} of {steps}; checkpoint saved — "
+                                            "run the same command with --resume to continue")
         return losses
 
 

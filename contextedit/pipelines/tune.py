@@ -101,9 +101,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     prompt = opts.prompt or _caption(frames, opts)
     timings = {"load_s": time.perf_counter() - t_start}
 
-    if opts.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run folder appears with its first file (atomic writes create it), so a run that fails
+    # before writing anything leaves no folder behind.
     with oom_guard(device, "tuning"):
         x0 = encode_latents(comps.vae, vio.to_tensor(frames))
         text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
@@ -129,6 +128,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         timings["train_s"] = time.perf_counter() - t0
         timings["steps_per_s"] = (trainer.step - first) / max(timings["train_s"], 1e-9)
 
+    if opts.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)  # only now: an interrupted --overwrite keeps the old run usable
     save_safetensors({n: p for n, p in trainable_parameters(unet).items()}, run_dir / FILES["tuned"])
     if adapter is not None:
         save_safetensors(dict(adapter.state_dict()), run_dir / FILES["adapter"])

@@ -1,0 +1,448 @@
+"""Performance benchmark at Stable-Diffusion size (issue 10): contextedit against its floor.
+
+Builds SD-1.5-shaped components with random weights from their configs (nothing is downloaded)
+and measures, in one run on one device:
+
+1. the floor — the bare 2-D UNet forward at batch = frames and 2 × frames (guidance), a bare
+   training step of the parameters tune trains (attn1/attn2 ``to_q``; no inflation, no adapter,
+   the same loss, optimiser and checkpointing setting), VAE encode and decode of the clip;
+2. contextedit's tune step (inflated UNet + adapter + the real loss and Trainer);
+3. contextedit's inversion and guided, fused sampling (``invert_source`` / ``sample_edit``);
+4. peak memory of tune and edit at several frame counts, each in a fresh subprocess;
+5. the adapter's share of the tune step (its forward + backward, timed alone).
+
+    python bench/perf.py --device cpu       # 256×256, 4 frames, T = 2: the ratios anywhere
+    python bench/perf.py --device cuda      # 512×512, 8 frames, T = 20, bf16
+
+The ratios are what the targets are stated in (tune ≤ 1.3 × floor step, inversion + sampling
+≤ 1.4 × their floor, adapter ≤ 10 % of the tune step); ``bench/results/perf-<device>.json``
+holds the figures and BENCHMARKS.md the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from contextedit.attention.fusion import FusionStore
+from contextedit.models.inflate import mark_trainable, trainable_parameters
+from contextedit.models.loading import Components, load_components
+from contextedit.pipelines.common import decode_latents, encode_latents, encode_prompts, token_ids
+from contextedit.pipelines.edit import fused_steps, invert_source, sample_edit
+from contextedit.pipelines.training import Batch, Trainer, contextual_loss
+from contextedit.pipelines.tune import _autocast as tune_autocast
+from contextedit.pipelines.tune import build_video_model
+from contextedit.schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
+
+RESULTS = Path(__file__).parent / "results"
+SOURCE = "a jeep driving on a road"
+TARGETS = ["a porsche driving on a road", "a red car driving on a snowy road"]
+
+# SD-1.5's configs (unet: 859.5 M parameters; vae: SD's; text: CLIP ViT-L/14's text tower).
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    cross_attention_dim=768, attention_head_dim=8,
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+)
+SD_VAE = dict(
+    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    sample_size=512, scaling_factor=0.18215,
+)
+CLIP_L_TEXT = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                   intermediate_size=3072, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What one run measures: clip size, timing repeats and the frame counts of the memory probes."""
+
+    model: str
+    dtype: str
+    size: int
+    frames: int
+    steps: int
+    repeats: int
+    warmup: int
+    memory_frames: tuple[int, ...]
+    memory_steps: int       # edit probes run this many DDIM steps (the fusion store grows with them)
+    prompts: int = 2        # the second prompt measures 'per extra prompt'
+    checkpointing: bool = True  # TuneOptions' default
+
+
+PRESETS = {
+    "cuda": Preset("sd15-random", "bf16", 512, 8, 20, 5, 2, (8, 16, 24), 20),
+    # 2 cores: a 4-frame SD forward takes ~10 s, so T and the repeats are cut; the ratios still
+    # compare like with like (the floor uses the same T), and only 8 frames are probed for memory.
+    "cpu": Preset("sd15-random", "fp32", 256, 4, 2, 1, 1, (8,), 1),
+    "tiny": Preset("tiny-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# -------------------------------------------------------------------------------------------------
+# Components and timing
+# -------------------------------------------------------------------------------------------------
+def build_components(model: str, device: torch.device, dtype: torch.dtype) -> Components:
+    """SD-1.5-shaped components with random weights (``sd15-random``), or the embedded tiny model."""
+    if model != "sd15-random":
+        return load_components(model, device, dtype)
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from contextedit.models.tiny import tiny_scheduler_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()  # its ids fit CLIP-L's vocabulary; no download
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise in place: 1 B parameters, not through the CPU
+        parts = dict(
+            unet=UNet2DConditionModel(**SD15_UNET), vae=AutoencoderKL(**SD_VAE),
+            text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, bos_token_id=tokenizer.bos_token_id,
+                                                      eos_token_id=tokenizer.eos_token_id,
+                                                      pad_token_id=tokenizer.pad_token_id)),
+        )
+    for module in parts.values():
+        module.requires_grad_(False).eval()
+    comps = Components(tokenizer=tokenizer, scheduler_config=tiny_scheduler_config(), model_id=model, **parts)
+    return comps.to(device, dtype)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1, warmup: int = 0) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@dataclass
+class Setup:
+    comps: Components
+    device: torch.device
+    dtype: torch.dtype
+    preset: Preset
+    x0: torch.Tensor        # (F, 4, h, w) scaled source latents
+    pixels: torch.Tensor    # (F, 3, H, W) in [-1, 1]
+    text: torch.Tensor      # (1, 77, D) source prompt states
+    uncond: torch.Tensor    # (1, 77, D)
+
+
+def setup(preset: Preset, device: torch.device, frames: int | None = None) -> Setup:
+    dtype = DTYPES[preset.dtype]
+    comps = build_components(preset.model, device, dtype)
+    frames = frames or preset.frames
+    pixels = torch.rand(frames, 3, preset.size, preset.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
+    return Setup(comps, device, dtype, preset, encode_latents(comps.vae, pixels), pixels, encode([SOURCE]), encode([""]))
+
+
+def _train_step(trainer: Trainer, loss_fn: Callable[[int], torch.Tensor], autocast) -> None:
+    """One optimiser step through the real Trainer (loss, backward, AdamW, loss.item())."""
+    trainer.run(trainer.step + 1, loss_fn, seed=0, autocast=autocast)
+
+
+# -------------------------------------------------------------------------------------------------
+# 1. The floor: the bare 2-D model
+# -------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _unet_forward(unet, x: torch.Tensor, text: torch.Tensor, t: int = 500) -> torch.Tensor:
+    return unet(x, t, encoder_hidden_states=text.expand(x.shape[0], -1, -1), return_dict=False)[0]
+
+
+def measure_floor(s: Setup) -> dict:
+    """Bare UNet forwards, VAE codec, and the bare training step (which leaves to_q trainable in fp32)."""
+    p, unet, x0 = s.preset, s.comps.unet, s.x0
+    fwd = {str(b): 1e3 * timed(lambda b=b: _unet_forward(unet, torch.cat([x0] * b), s.text), s.device, p.repeats, p.warmup)
+           for b in (1, 2)}
+    out = {
+        "floor_unet_fwd_ms": {str(len(x0) * int(k)): v for k, v in fwd.items()},
+        "floor_vae_encode_ms": 1e3 * timed(lambda: encode_latents(s.comps.vae, s.pixels), s.device, p.repeats),
+        "floor_vae_decode_ms": 1e3 * timed(lambda: decode_latents(s.comps.vae, x0), s.device, p.repeats),
+    }
+    # The same parameter set tune trains, minus the temporal layers that only inflation adds.
+    if p.checkpointing:
+        unet.enable_gradient_checkpointing()
+    params = mark_trainable(unet)
+    for param in params.values():
+        param.data = param.data.float()
+    trainer = Trainer(params, lr=1e-5)
+    scheduler = ContextualDDPMScheduler.from_config(s.comps.scheduler_config)
+    batch = Batch(x0=x0, text=s.text.expand(len(x0), -1, -1), num_frames=None)
+    unet.train()
+    loss_fn = lambda seed: contextual_loss(unet, None, scheduler, batch, seed)  # noqa: E731
+    out["floor_train_step_ms"] = 1e3 * timed(lambda: _train_step(trainer, loss_fn, tune_autocast(s.device, s.dtype)),
+                                             s.device, p.repeats, p.warmup)
+    unet.eval()
+    out["floor_trained_parameters"] = sum(param.numel() for param in params.values())
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# 2. contextedit's tune step, 5. the adapter's share of it
+# -------------------------------------------------------------------------------------------------
+def tune_setup(s: Setup, with_adapter: bool = True):
+    """build_video_model and the Trainer exactly as ``tune`` builds them; returns (unet, adapter, step)."""
+    unet, adapter = build_video_model(s.comps, with_adapter, s.preset.checkpointing)
+    params = trainable_parameters(unet)
+    if adapter is not None:
+        params.update({f"adapter.{n}": q for n, q in adapter.named_parameters()})
+    trainer = Trainer(params, lr=1e-5)
+    scheduler = ContextualDDPMScheduler.from_config(s.comps.scheduler_config)
+    batch = Batch(x0=s.x0, text=s.text, num_frames=len(s.x0))
+    unet.train()
+    loss_fn = lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed)  # noqa: E731
+    return unet, adapter, lambda: _train_step(trainer, loss_fn, tune_autocast(s.device, s.dtype))
+
+
+def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
+    p = s.preset
+    unet, adapter, step = tune_setup(s)
+    out = {"tune_step_ms": 1e3 * timed(step, s.device, p.repeats, p.warmup),
+           "tune_trained_parameters": sum(q.numel() for q in trainable_parameters(unet).values()),
+           "adapter_parameters": sum(q.numel() for q in adapter.parameters())}
+
+    def adapter_fwd_bwd():  # what the step spends on r_φ: forward, and backward from x_t's gradient
+        t = torch.tensor([500], device=s.device)
+        with tune_autocast(s.device, s.dtype) or contextlib.nullcontext():
+            r = adapter(s.x0.float(), s.text.float(), t, num_frames=len(s.x0))
+        r.backward(torch.ones_like(r))
+        adapter.zero_grad(set_to_none=True)
+
+    out["adapter_fwd_bwd_ms"] = 1e3 * timed(adapter_fwd_bwd, s.device, p.repeats, p.warmup)
+    out["adapter_share"] = out["adapter_fwd_bwd_ms"] / out["tune_step_ms"]
+    return out, *as_edited(unet, adapter, s.dtype)
+
+
+def as_edited(unet, adapter, dtype: torch.dtype):
+    """The tuned model as ``edit`` holds it: eval, tuned weights in the model dtype, adapter in fp32."""
+    unet.eval()
+    unet.disable_gradient_checkpointing()
+    unet.requires_grad_(False).to(dtype)
+    if adapter is not None:
+        adapter.requires_grad_(False).eval()
+    return unet, adapter
+
+
+# -------------------------------------------------------------------------------------------------
+# 3. contextedit's inversion and sampling
+# -------------------------------------------------------------------------------------------------
+def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
+    """One inversion, then one guided fused sampling per prompt, each timed; decode the first."""
+    p, comps = s.preset, s.comps
+    scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
+    scheduler.set_timesteps(p.steps, device=s.device)
+    n_fused = fused_steps(p.steps, 0.5)
+    store = FusionStore()
+    synchronize(s.device)
+    t0 = time.perf_counter()
+    x_T = invert_source(unet, scheduler, s.x0, s.text, adapter=adapter, store=store, n_fused=n_fused)
+    synchronize(s.device)
+    out = {"inversion_s": time.perf_counter() - t0, "sampling_s": [], "fused_steps": n_fused,
+           "fusion_store_mib": store.nbytes / 2**20}
+    src_ids = token_ids(comps.tokenizer, [SOURCE])[0]
+    for prompt in prompts:
+        t1 = time.perf_counter()
+        text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+        store.set_alignment(src_ids, token_ids(comps.tokenizer, [prompt])[0])
+        latents = sample_edit(unet, scheduler, x_T, text, s.uncond, 7.5, adapter=adapter, store=store, n_fused=n_fused)
+        synchronize(s.device)
+        out["sampling_s"].append(time.perf_counter() - t1)
+    out["decode_s"] = timed(lambda: decode_latents(comps.vae, latents), s.device)
+    return out
+
+
+def measure_edit(s: Setup, unet, adapter) -> dict:
+    with _autocast_inference(s):
+        e = run_edit(s, unet, adapter, TARGETS[: s.preset.prompts])
+    return {
+        "inversion_s": e["inversion_s"],
+        "sampling_s_first_prompt": e["sampling_s"][0],
+        "sampling_s_per_prompt": e["sampling_s"][-1],  # the last prompt: warm, what each extra prompt costs
+        "edit_s": e["inversion_s"] + e["sampling_s"][0] + e["decode_s"],
+        "fused_steps": e["fused_steps"], "fusion_store_mib": e["fusion_store_mib"],
+    }
+
+
+def _autocast_inference(s: Setup):
+    """Edit runs in the model dtype; the adapter stays fp32 (as ``edit`` loads it), so autocast on CUDA."""
+    return tune_autocast(s.device, s.dtype) or contextlib.nullcontext()
+
+
+# -------------------------------------------------------------------------------------------------
+# 4. Peak memory, one fresh process per (kind, frames)
+# -------------------------------------------------------------------------------------------------
+def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -> float:
+    """Peak GiB of one tune step or one edit (``preset.memory_steps`` DDIM steps), from model build on."""
+    s = setup(preset, device, frames)
+    if kind == "tune":
+        _, _, step = tune_setup(s)
+        step()
+    else:
+        unet, adapter = as_edited(*build_video_model(s.comps, True), s.dtype)
+        s = replace(s, preset=replace(preset, steps=preset.memory_steps))
+        with _autocast_inference(s):
+            run_edit(s, unet, adapter, TARGETS[:1])
+    synchronize(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def measure_memory(preset: Preset, device: torch.device, frames_list: tuple[int, ...]) -> dict:
+    out: dict = {"tune": {}, "edit": {}}
+    for kind in ("tune", "edit"):
+        for frames in (8, 16, 24) if preset.model == "sd15-random" else ():
+            out[kind][str(frames)] = None
+        for frames in frames_list:
+            cmd = [sys.executable, __file__, "--probe", kind, "--probe-frames", str(frames),
+                   "--device", device.type, "--preset-json", json.dumps(asdict(preset))]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+                out[kind][str(frames)] = None
+                out.setdefault("errors", []).append(f"{kind} at {frames} frames: {tail}")
+                continue
+            out[kind][str(frames)] = json.loads(done.stdout.strip().splitlines()[-1])["peak_gib"]
+    return out
+
+
+# -------------------------------------------------------------------------------------------------
+# The run
+# -------------------------------------------------------------------------------------------------
+def benchmark(preset: Preset, device: torch.device, memory: bool = True) -> dict:
+    import diffusers
+
+    t_start = time.perf_counter()
+    s = setup(preset, device)
+    doc: dict = {
+        "device": device.type, "device_name": _device_name(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
+        "model": preset.model, "dtype": preset.dtype, "frames": preset.frames, "size": preset.size,
+        "steps": preset.steps, "repeats": preset.repeats, "checkpointing": preset.checkpointing,
+        "unet_parameters": sum(q.numel() for q in s.comps.unet.parameters()),
+    }
+    doc.update(measure_floor(s))
+    tune_doc, unet, adapter = measure_tune(s)
+    doc.update(tune_doc)
+    doc.update(measure_edit(s, unet, adapter))
+    del unet, adapter, s
+    if memory:
+        doc["peak_gib"] = measure_memory(preset, device, preset.memory_frames)
+        doc["memory_steps"] = preset.memory_steps
+    doc["ratios"] = ratios(doc)
+    doc["wall_s"] = time.perf_counter() - t_start
+    return doc
+
+
+def ratios(doc: dict) -> dict:
+    """The issue's targets, from one run: tune/floor step, (inversion+sampling)/floor, adapter share."""
+    fwd = doc["floor_unet_fwd_ms"]
+    f = doc["frames"]
+    floor_edit_s = doc["steps"] * (fwd[str(f)] + fwd[str(2 * f)]) / 1e3
+    return {
+        "tune_over_floor_step": doc["tune_step_ms"] / doc["floor_train_step_ms"],
+        "edit_over_floor": (doc["inversion_s"] + doc["sampling_s_first_prompt"]) / floor_edit_s,
+        "inversion_over_floor": doc["inversion_s"] / (doc["steps"] * fwd[str(f)] / 1e3),
+        "sampling_over_floor": doc["sampling_s_per_prompt"] / (doc["steps"] * fwd[str(2 * f)] / 1e3),
+        "adapter_share": doc["adapter_share"],
+        "targets": {"tune_over_floor_step": 1.3, "edit_over_floor": 1.4, "adapter_share": 0.10},
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--model", choices=("sd15-random", "tiny-random"), default="sd15-random",
+                    help="tiny-random: the embedded tiny model at tiny sizes (a smoke run)")
+    ap.add_argument("--tiny", action="store_true", help="same as --model tiny-random")
+    ap.add_argument("--frames", type=int, help="clip length (default: 8 on CUDA, 4 on CPU)")
+    ap.add_argument("--size", type=int, help="square frame size in pixels (default: 512 on CUDA, 256 on CPU)")
+    ap.add_argument("--steps", type=int, help="DDIM steps T of inversion and sampling (default: 20 on CUDA, 2 on CPU)")
+    ap.add_argument("--repeats", type=int, help="timed repeats per measurement (median)")
+    ap.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on CPU")
+    ap.add_argument("--no-checkpointing", action="store_true", help="tune and floor steps without gradient checkpointing")
+    ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/perf-<device>.json)")
+    ap.add_argument("--probe", choices=("tune", "edit"), help=argparse.SUPPRESS)
+    ap.add_argument("--probe-frames", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--preset-json", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def make_preset(args: argparse.Namespace) -> Preset:
+    if args.preset_json:
+        raw = json.loads(args.preset_json)
+        return Preset(**{**raw, "memory_frames": tuple(raw["memory_frames"])})
+    tiny = args.tiny or args.model == "tiny-random"
+    preset = PRESETS["tiny" if tiny else args.device]
+    overrides = {k: v for k, v in dict(frames=args.frames, size=args.size, steps=args.steps, repeats=args.repeats,
+                                       dtype=args.dtype).items() if v is not None}
+    if args.no_checkpointing:
+        overrides["checkpointing"] = False
+    return replace(preset, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("Error: --device cuda was asked for but CUDA is not available here; run with --device cpu", file=sys.stderr)
+        return 2
+    device = torch.device(args.device)
+    preset = make_preset(args)
+    if args.probe:
+        print(json.dumps({"peak_gib": memory_probe(args.probe, preset, device, args.probe_frames)}))
+        return 0
+    doc = benchmark(preset, device, memory=not args.no_memory)
+    doc["command"] = "python bench/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    doc["load_average"] = list(_load_average())
+    out = args.out or RESULTS / f"perf-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from contextedit.fileio import write_json
+
+    write_json(out, doc)
+    print(json.dumps(doc["ratios"], indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
+def _load_average() -> tuple[float, ...]:
+    try:
+        import os
+
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return ()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

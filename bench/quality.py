@@ -1,0 +1,293 @@
+"""Quality benchmark on the shapes world: edits scored by the pixel oracle, adapter vs no adapter.
+
+For every clip of ``prompts/shapes.json`` it tunes twice on the same clip with the same steps and
+seed — with the context adapter and without it (``--no-adapter``, the Tune-A-Video baseline) —
+edits each run with the clip's colour, shape and background prompts, and reads every edited
+frame with ``contextedit.shapes.oracle``:
+
+- edit success: the majority of frames show the target colour / shape / background;
+- background preservation (colour and shape edits): share of pixels outside the object's path
+  in the source that keep the source background;
+- motion fidelity: mean distance between the edited and the source centroids (px);
+- temporal consistency: mask IoU between consecutive edited frames after shifting by the motion.
+
+It also samples ``generate`` on image captions and reports how often the oracle agrees with the
+prompt. Writes ``bench/results/quality.json``, the table in BENCHMARKS.md (between the quality
+markers) and a side-by-side gif of one edit.
+
+    python bench/quality.py                 # the recorded run (tiny model, 24 clips)
+    python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from contextedit import shapes, video  # noqa: E402
+from contextedit.fileio import write_json  # noqa: E402
+from contextedit.pipelines.edit import EditOptions, edit  # noqa: E402
+from contextedit.pipelines.generate import GenerateOptions, generate  # noqa: E402
+from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
+from contextedit.prompts import load_prompt_sets  # noqa: E402
+
+PROMPTS = ROOT / "prompts" / "shapes.json"
+MARK_BEGIN, MARK_END = "<!-- quality:begin -->", "<!-- quality:end -->"
+EDIT_KINDS = ("colour", "shape", "background")
+
+
+# --------------------------------------------------------------------------------------------
+# The prompt set: clips of the shapes world and one edit of each kind per clip
+
+
+def make_prompt_set(clips: int = 24, seed: int = 0) -> list[dict]:
+    """Deterministic clips covering every shape, colour, background and direction, with edits."""
+    rng = np.random.default_rng(seed)
+    sets = []
+    for i in range(clips):
+        spec = {"shape": shapes.SHAPES[i % 3], "colour": tuple(shapes.COLOURS)[i % 4],
+                "background": tuple(shapes.BACKGROUNDS)[(i // 4) % 3], "direction": tuple(shapes.DIRECTIONS)[(i // 2) % 4]}
+        xs, ys = shapes.start_range(spec["shape"], spec["direction"])
+        start = [int(rng.choice(xs)), int(rng.choice(ys))]
+        targets = {
+            "colour": {**spec, "colour": _other(tuple(shapes.COLOURS), spec["colour"], rng)},
+            "shape": {**spec, "shape": _other(shapes.SHAPES, spec["shape"], rng)},
+            "background": {**spec, "background": _other(tuple(shapes.BACKGROUNDS), spec["background"], rng)},
+        }
+        sets.append({
+            "video": f"shapes-{i:02d}.mp4", "spec": spec, "start": start,
+            "source_prompt": shapes.clip_caption(**spec),
+            "edits": [{"prompt": shapes.clip_caption(**t), "type": "attribute" if kind == "colour" else "object" if kind == "shape" else "background",
+                       "kind": kind, "target": t} for kind, t in targets.items()],
+        })
+    return sets
+
+
+def _other(options, current, rng) -> str:
+    return str(rng.choice([o for o in options if o != current]))
+
+
+# --------------------------------------------------------------------------------------------
+# Scores from the oracle
+
+
+def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, direction: str) -> dict:
+    src, out = shapes.oracle_clip(source), shapes.oracle_clip(edited)
+    key = {"colour": "colour", "shape": "shape", "background": "background"}[kind]
+    hits = [reading[key] == target[key] for reading in out]
+    path = np.any([r["mask"] for r in src], axis=0)
+    path = _dilate(path, 2)
+    scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
+    if kind != "background":
+        background_index = shapes.PALETTE_NAMES.index(src[0]["background"])
+        kept = [(shapes.classify_pixels(frame)[~path] == background_index).mean() for frame in edited]
+        scores["background_kept"] = float(np.mean(kept))
+    errors = [np.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1])
+              for o, s in zip(out, src) if o["centroid"] and s["centroid"]]
+    scores["motion_error_px"] = float(np.mean(errors)) if errors else None
+    dx, dy = (shapes.STEP * v for v in shapes.DIRECTIONS[direction])
+    ious = [_iou(np.roll(a["mask"], (dy, dx), axis=(0, 1)), b["mask"]) for a, b in zip(out, out[1:])]
+    scores["temporal_iou"] = float(np.mean(ious)) if ious else None
+    return scores
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    out = mask.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out |= np.roll(mask, (dy, dx), axis=(0, 1))
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means per variant: success by edit kind, and the other measures over all edits."""
+    out = {}
+    for variant in sorted({r["variant"] for r in rows}):
+        mine = [r for r in rows if r["variant"] == variant]
+        summary = {f"success_{kind}": _mean([r["success"] for r in mine if r["kind"] == kind]) for kind in EDIT_KINDS}
+        for measure in ("background_kept", "motion_error_px", "temporal_iou"):
+            summary[measure] = _mean([r[measure] for r in mine if r.get(measure) is not None])
+        out[variant] = summary
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return float(np.mean(values)) if values else None
+
+
+# --------------------------------------------------------------------------------------------
+# The runs
+
+
+def run_clip(entry: dict, work: Path, args, variant: str) -> list[dict]:
+    spec = entry["spec"]
+    clip_path = work / entry["video"]
+    if not clip_path.exists():
+        frames, _ = shapes.make_clip(**spec, start=tuple(entry["start"]))
+        video.write_video(frames, clip_path, fps=8)
+    run_dir = work / f"{clip_path.stem}-{variant}"
+    result = tune(TuneOptions(
+        video=str(clip_path), prompt=entry["source_prompt"], frames=args.frames, stride=args.stride,
+        steps=args.tune_steps, lr=args.lr, out=str(run_dir), overwrite=True, adapter=variant == "adapter",
+        checkpointing=False, model=args.model, device=args.device, seed=args.seed))
+    source = _source_frames(spec, entry["start"], args)
+    edits = edit(EditOptions(
+        prompts=[e["prompt"] for e in entry["edits"]], run=str(result.run_dir), steps=args.edit_steps,
+        guidance=args.guidance, fusion_start=args.fusion_start, format="frames", out=str(run_dir / "edits"),
+        overwrite=True, device=args.device, seed=args.seed))
+    rows = []
+    for e, path in zip(entry["edits"], edits.files):
+        edited = video.read_video(path, frames=args.frames, stride=1).frames
+        rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"],
+                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"])})
+    return rows
+
+
+def _source_frames(spec: dict, start, args) -> np.ndarray:
+    """The exact source frames the run was tuned on (rendered, not decoded: no codec loss)."""
+    frames, _ = shapes.make_clip(**spec, start=tuple(start))
+    return frames[: (args.frames - 1) * args.stride + 1: args.stride]
+
+
+def generate_check(args, work: Path) -> dict:
+    """How often ``generate`` draws what an image caption says, by the oracle."""
+    rng = np.random.default_rng(args.seed)
+    agree = {"colour": [], "shape": [], "background": [], "all": []}
+    for i in range(args.generate_prompts):
+        spec = shapes.random_spec(rng)
+        spec.pop("direction", None)
+        prompt = shapes.image_caption(**spec)
+        result = generate(GenerateOptions(prompts=[prompt], n=args.generate_seeds, steps=args.edit_steps * 2,
+                                          guidance=args.guidance, out=str(work / f"gen-{i:02d}"), overwrite=True,
+                                          model=args.model, device=args.device, seed=args.seed))
+        from PIL import Image
+
+        for path in result.files:
+            reading = shapes.agrees(shapes.oracle(np.asarray(Image.open(path).convert("RGB"))), **spec)
+            for key, ok in reading.items():
+                agree[key].append(ok)
+            agree["all"].append(all(reading.values()))
+    return {key: _mean(values) for key, values in agree.items()}
+
+
+def write_table(result: dict, path: Path) -> None:
+    s = result["summary"]
+    lines = [MARK_BEGIN, "", f"Command: `{result['command']}` — {result['clips']} clips × 3 edits, "
+             f"{result['settings']['tune_steps']} tune steps, T = {result['settings']['edit_steps']}, "
+             f"{result['seconds']:.0f} s on {result['machine']}.", "",
+             "| measure | with adapter | no adapter (Tune-A-Video) | target |", "|---|---|---|---|"]
+    targets = {"success_colour": "≥ 0.90", "success_shape": "≥ 0.70", "success_background": "≥ 0.80",
+               "background_kept": "higher is better", "motion_error_px": "≤ 2 px", "temporal_iou": "higher is better"}
+    for measure, target in targets.items():
+        a, b = s.get("adapter", {}).get(measure), s.get("no-adapter", {}).get(measure)
+        lines.append(f"| {measure} | {_fmt(a)} | {_fmt(b)} | {target} |")
+    g = result.get("generate")
+    if g:
+        lines += ["", f"`generate --model {result['settings']['model']}` agrees with the prompt (oracle) on "
+                      f"{_fmt(g['all'])} of images (colour {_fmt(g['colour'])}, shape {_fmt(g['shape'])}, "
+                      f"background {_fmt(g['background'])}); target ≥ 0.90."]
+    lines += ["", MARK_END]
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    block = "\n".join(lines)
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Quality (shapes world)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--tune-steps", type=int, default=60)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--edit-steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--fusion-start", type=float, default=0.5)
+    p.add_argument("--generate-prompts", type=int, default=10)
+    p.add_argument("--generate-seeds", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
+    p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--gif", default=str(ROOT / "examples" / "edit-example.gif"))
+    p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    p.add_argument("--write-prompts", action="store_true", help="(re)write prompts/shapes.json and exit")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.write_prompts or not PROMPTS.exists():
+        write_json(PROMPTS, make_prompt_set(24, seed=0))
+        if args.write_prompts:
+            return {}
+    entries = json.loads(PROMPTS.read_text())[: args.clips]
+    load_prompt_sets(PROMPTS)  # the file must stay readable by `contextedit edit --prompts-file`
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="quality-"))
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    rows = []
+    for i, entry in enumerate(entries):
+        for variant in ("adapter", "no-adapter"):
+            rows += run_clip(entry, work, args, variant)
+        print(f"[{time.perf_counter() - start:7.1f}s] clip {i + 1}/{len(entries)} done", flush=True)
+    gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds else None
+    _write_gif(work, entries[0], args)
+    result = {
+        "command": "python bench/quality.py" + ("" if argv is None else " " + " ".join(argv)),
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device,
+        "torch": torch.__version__, "clips": len(entries),
+        "settings": {k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "fusion_start", "seed")},
+        "seconds": time.perf_counter() - start,
+        "summary": summarise(rows), "generate": gen, "rows": rows,
+    }
+    write_json(args.out, result)
+    if args.benchmarks:
+        write_table(result, Path(args.benchmarks))
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"summary": result["summary"], "generate": gen, "seconds": round(result["seconds"])}, indent=2))
+    return result
+
+
+def _write_gif(work: Path, entry: dict, args) -> None:
+    """Source | edit (first edit of the first clip, with the adapter) for the README."""
+    if not args.gif:
+        return
+    run = work / f"{Path(entry['video']).stem}-adapter"
+    edits = sorted(p for p in (run / "edits").iterdir() if p.is_dir())
+    source = _source_frames(entry["spec"], entry["start"], args)
+    edited = video.read_video(edits[0], frames=args.frames, stride=1).frames
+    video.write_video(video.side_by_side(source, edited), args.gif, fps=4)
+
+
+if __name__ == "__main__":
+    main()
