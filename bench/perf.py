@@ -91,6 +91,8 @@ PRESETS = {
     "tiny": Preset("tiny-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SDPA_BACKENDS = {"auto": None, "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                 "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -276,8 +278,7 @@ def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
 
 
 def measure_edit(s: Setup, unet, adapter) -> dict:
-    with _autocast_inference(s):
-        e = run_edit(s, unet, adapter, TARGETS[: s.preset.prompts])
+    e = run_edit(s, unet, adapter, TARGETS[: s.preset.prompts])
     return {
         "inversion_s": e["inversion_s"],
         "sampling_s_first_prompt": e["sampling_s"][0],
@@ -285,11 +286,6 @@ def measure_edit(s: Setup, unet, adapter) -> dict:
         "edit_s": e["inversion_s"] + e["sampling_s"][0] + e["decode_s"],
         "fused_steps": e["fused_steps"], "fusion_store_mib": e["fusion_store_mib"],
     }
-
-
-def _autocast_inference(s: Setup):
-    """Edit runs in the model dtype; the adapter stays fp32 (as ``edit`` loads it), so autocast on CUDA."""
-    return tune_autocast(s.device, s.dtype) or contextlib.nullcontext()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -304,36 +300,44 @@ def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -
     else:
         unet, adapter = as_edited(*build_video_model(s.comps, True), s.dtype)
         s = replace(s, preset=replace(preset, steps=preset.memory_steps))
-        with _autocast_inference(s):
-            run_edit(s, unet, adapter, TARGETS[:1])
+        run_edit(s, unet, adapter, TARGETS[:1])
     synchronize(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def measure_memory(preset: Preset, device: torch.device, frames_list: tuple[int, ...]) -> dict:
+def measure_memory(preset: Preset, device: torch.device, frames_list: tuple[int, ...], sdpa: str = "auto",
+                   jobs: int = 2) -> dict:
+    """Peak GiB per kind and frame count; frame counts not probed stay null (the probes run ``jobs``
+    at a time: each is its own process, so their peaks do not mix)."""
     out: dict = {"tune": {}, "edit": {}}
-    for kind in ("tune", "edit"):
-        for frames in (8, 16, 24) if preset.model == "sd15-random" else ():
-            out[kind][str(frames)] = None
-        for frames in frames_list:
-            cmd = [sys.executable, __file__, "--probe", kind, "--probe-frames", str(frames),
-                   "--device", device.type, "--preset-json", json.dumps(asdict(preset))]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-                out[kind][str(frames)] = None
+    for kind in out:
+        out[kind] = {str(f): None for f in (8, 16, 24)} if preset.model == "sd15-random" else {}
+    pending = [(kind, frames) for kind in out for frames in frames_list]
+    while pending:
+        batch, pending = pending[:jobs], pending[jobs:]
+        procs = {job: subprocess.Popen(_probe_command(*job, preset, device, sdpa), stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True) for job in batch}
+        for (kind, frames), proc in procs.items():
+            stdout, stderr = proc.communicate()
+            if proc.returncode == 0:
+                out[kind][str(frames)] = json.loads(stdout.strip().splitlines()[-1])["peak_gib"]
+            else:
+                tail = (stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1]
                 out.setdefault("errors", []).append(f"{kind} at {frames} frames: {tail}")
-                continue
-            out[kind][str(frames)] = json.loads(done.stdout.strip().splitlines()[-1])["peak_gib"]
     return out
+
+
+def _probe_command(kind: str, frames: int, preset: Preset, device: torch.device, sdpa: str) -> list[str]:
+    return [sys.executable, __file__, "--probe", kind, "--probe-frames", str(frames), "--device", device.type,
+            "--sdpa", sdpa, "--preset-json", json.dumps(asdict(preset))]
 
 
 # -------------------------------------------------------------------------------------------------
 # The run
 # -------------------------------------------------------------------------------------------------
-def benchmark(preset: Preset, device: torch.device, memory: bool = True) -> dict:
+def benchmark(preset: Preset, device: torch.device, memory: bool = True, sdpa: str = "auto") -> dict:
     import diffusers
 
     t_start = time.perf_counter()
@@ -345,13 +349,18 @@ def benchmark(preset: Preset, device: torch.device, memory: bool = True) -> dict
         "steps": preset.steps, "repeats": preset.repeats, "checkpointing": preset.checkpointing,
         "unet_parameters": sum(q.numel() for q in s.comps.unet.parameters()),
     }
+    _log(t_start, "components built")
     doc.update(measure_floor(s))
+    _log(t_start, "floor measured")
     tune_doc, unet, adapter = measure_tune(s)
     doc.update(tune_doc)
+    _log(t_start, "tune step measured")
     doc.update(measure_edit(s, unet, adapter))
+    _log(t_start, "inversion and sampling measured")
     del unet, adapter, s
     if memory:
-        doc["peak_gib"] = measure_memory(preset, device, preset.memory_frames)
+        doc["peak_gib"] = measure_memory(preset, device, preset.memory_frames, sdpa)
+        _log(t_start, "peak memory measured")
         doc["memory_steps"] = preset.memory_steps
     doc["ratios"] = ratios(doc)
     doc["wall_s"] = time.perf_counter() - t_start
@@ -373,6 +382,19 @@ def ratios(doc: dict) -> dict:
     }
 
 
+def sdpa_backend(name: str):
+    """Restrict F.scaled_dot_product_attention to one backend (``auto``: PyTorch's own choice)."""
+    if SDPA_BACKENDS[name] is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(getattr(SDPBackend, SDPA_BACKENDS[name]))
+
+
+def _log(t_start: float, what: str) -> None:
+    print(f"[{time.perf_counter() - t_start:7.1f} s] {what}", file=sys.stderr, flush=True)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -392,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--no-checkpointing", action="store_true", help="tune and floor steps without gradient checkpointing")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--sdpa", choices=tuple(SDPA_BACKENDS), default="auto",
+                    help="restrict attention to one SDPA backend (CUDA: compare flash / efficient / cudnn / math)")
     ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/perf-<device>.json)")
     ap.add_argument("--probe", choices=("tune", "edit"), help=argparse.SUPPRESS)
     ap.add_argument("--probe-frames", type=int, help=argparse.SUPPRESS)
@@ -419,10 +443,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = torch.device(args.device)
     preset = make_preset(args)
-    if args.probe:
-        print(json.dumps({"peak_gib": memory_probe(args.probe, preset, device, args.probe_frames)}))
-        return 0
-    doc = benchmark(preset, device, memory=not args.no_memory)
+    with sdpa_backend(args.sdpa):
+        if args.probe:
+            print(json.dumps({"peak_gib": memory_probe(args.probe, preset, device, args.probe_frames)}))
+            return 0
+        doc = benchmark(preset, device, memory=not args.no_memory, sdpa=args.sdpa)
+    doc["sdpa"] = args.sdpa
     doc["command"] = "python bench/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc["load_average"] = list(_load_average())
     out = args.out or RESULTS / f"perf-{device.type}.json"

@@ -109,7 +109,7 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
         return AutoencoderKL.from_pretrained(folder), read_json(Path(args.work) / "vae.json")
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    vae = tiny.tiny_vae(args.seed).train()
+    vae = _initial_vae(args).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
     losses, started, step = [], time.time(), 0
     while (progress := _progress(step, args.vae_steps, time.time() - started, args.vae_minutes)) < 1:
@@ -133,6 +133,15 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
     vae.save_pretrained(folder, safe_serialization=True)
     write_json(Path(args.work) / "vae.json", info)
     return vae, info
+
+
+def _initial_vae(args):
+    """A fresh VAE from the seed, or ``--vae-init``'s weights to continue an earlier stage A."""
+    if not args.vae_init:
+        return tiny.tiny_vae(args.seed)
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(args.vae_init)
 
 
 @torch.no_grad()
@@ -306,6 +315,8 @@ def parse_args(argv=None):
     p.add_argument("--vae-minutes", type=float, default=None, help="stop stage A after this wall time")
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops this size")
+    p.add_argument("--vae-init", default=None, help="start stage A from this saved AutoencoderKL folder")
+    p.add_argument("--notes", default="", help="free text recorded in the results file")
     p.add_argument("--unet-steps", type=int, default=20000)
     p.add_argument("--unet-minutes", type=float, default=None, help="stop stage B after this wall time")
     p.add_argument("--batch", type=int, default=32)
@@ -350,6 +361,7 @@ def main(argv=None) -> None:
         "size_mb": round(folder_size_mb(Path(args.out)), 2),
         "wall_time_s": round(train_s, 1),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch.set_num_threads({args.threads}), nice 19",
+        "notes": args.notes, "command": " ".join(sys.argv[1:]),
         "torch": torch.__version__, "python": sys.version.split()[0], "seed": args.seed,
         "data": "on the fly from contextedit.shapes: random_spec + make_image (uniform shape/colour/background, uniform valid centre), image captions",
         "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, batch {args.vae_batch}, warm-up + cosine", **vae_info},

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .errors import ContextEditError
+from .errors import ContextEditError, Interrupted
 
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 log = logging.getLogger("contextedit")
@@ -22,18 +23,14 @@ log = logging.getLogger("contextedit")
 INTERRUPTED = "interrupted; the files already written are complete (none is partial) — run the command again to finish"
 
 
-class _Interrupted(Exception):
-    """Ctrl-C carried past Typer, which would otherwise turn it into a silent exit 130."""
-
-
 class _Group(TyperGroup):
     """Maps every failure to one ``Error: …`` line and an exit code (2 usage/input, 1 running)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt as exc:  # its text, when it has one, says how to resume
-            raise _Interrupted(str(exc) or INTERRUPTED) from exc
+        except KeyboardInterrupt as exc:  # Typer would make it a silent exit 130; its text says how to resume
+            raise Interrupted(str(exc) or INTERRUPTED) from exc
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
@@ -46,8 +43,6 @@ class _Group(TyperGroup):
             code = _fail(exc, str(exc), exc.exit_code, debug)
         except ClickException as exc:
             code = _fail(exc, exc.format_message(), exc.exit_code, debug)
-        except _Interrupted as exc:
-            code = _fail(exc, str(exc), 130, debug)
         except (typer.Abort, KeyboardInterrupt) as exc:
             code = _fail(exc, INTERRUPTED, 130, debug)
         except Exception as exc:  # noqa: BLE001 — the last line of defence: one line, no traceback
@@ -95,8 +90,10 @@ def _setup(quiet: bool, debug: bool):
     """Logging to stderr, library chatter silenced; returns the progress factory."""
     from .progress import progress_bar, silent
 
-    # Library failures reach the user as our one Error: line, so their own logs stay silent
-    # (the env var covers a library imported later, setLevel one imported already).
+    # Library failures reach the user as our one Error: line, so their own logs and Python
+    # warnings stay silent (the env var covers a library imported later, setLevel one imported already).
+    if not debug:
+        warnings.filterwarnings("ignore")
     for name in ("diffusers", "transformers"):
         os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
         logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)

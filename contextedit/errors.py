@@ -42,3 +42,9 @@ class RunFailure(ContextEditError):
 
 class OutOfMemoryError(RunFailure):
     """CUDA ran out of memory; the message says what to lower (exit 1)."""
+
+
+class Interrupted(ContextEditError):
+    """Ctrl-C: the files already written are complete; the message says how to go on (exit 130)."""
+
+    exit_code = 130

@@ -86,7 +86,7 @@ def select_indices(total: int, frames: int = 8, stride: int = 2, start: int = 0,
         raise InputError(f"{source} has no frames; re-export it")
     if total < needed:
         raise InputError(
-            f"{source} has {total} frames but --frames {frames} --stride {stride} --start {start} "
+            f"{source} has {total} frame{'s' if total != 1 else ''} but --frames {frames} --stride {stride} --start {start} "
             f"needs {needed}; try {_fitting_options(total, frames, stride, start)}"
         )
     return [start + i * stride for i in range(frames)]

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def invoke(args: list):
-    return runner.invoke(app, [str(a) for a in args])
+    """The CLI in-process; Python warnings it lets through would reach a user's terminal."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, [str(a) for a in args])
+    assert not [w for w in shown if "--debug" not in args], [str(w.message) for w in shown]
+    return result
 
 
 def fails(args: list, code: int, *words: str, out: Path | None = None, before: dict | None = None) -> str:
@@ -84,7 +90,9 @@ def tuned(tmp_path_factory) -> Path:
     """One real tiny run (2 frames, 1 step), copied by tests that tamper with it."""
     folder = tmp_path_factory.mktemp("tuned")
     video = write_clip(folder / "clip.mp4", frames=8)
-    result = invoke(_tune_args(video, folder / "run"))
+    with pytest.MonkeyPatch.context() as mp:  # set up before the function-scoped `runs` fixture
+        mp.setenv("CONTEXTEDIT_RUNS", str(folder / "runs"))
+        result = invoke(_tune_args(video, folder / "run"))
     assert result.exit_code == 0, result.stderr
     return folder / "run"
 
@@ -121,7 +129,7 @@ def test_clip_shorter_than_frames_times_stride(tmp_path, clip):
 
 def test_one_frame_video(tmp_path):
     one = write_clip(tmp_path / "one.mp4", frames=1)
-    fails(_tune_args(one, tmp_path / "out"), 2, "has 1 frame", "--frames 1", out=tmp_path / "out")
+    fails(_tune_args(one, tmp_path / "out"), 2, "has 1 frame but", "--frames 1", out=tmp_path / "out")
 
 
 # --------------------------------------------------------------------------- tune: option values
@@ -138,11 +146,22 @@ def test_one_frame_video(tmp_path):
     ("--size", "99992x99992", ("out of range", "4096")),
     ("--prompt", "", ("empty",)),
     ("--prompt", "   ", ("empty",)),
-    ("--device", "cuda", ("CUDA is not available", "--device cpu")),
     ("--dtype", "fp16", ("fp16", "fp32")),
 ])
 def test_tune_bad_option(tmp_path, clip, option, value, words):
     fails(_tune_args(clip, tmp_path / "out", option, value), 2, *words, out=tmp_path / "out")
+
+
+@pytest.mark.parametrize("command", ["tune", "generate", "eval", "caption"])
+def test_device_cuda_without_cuda(tmp_path, clip, monkeypatch, command):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine that has one
+    args = {
+        "tune": _tune_args(clip, tmp_path / "out"),
+        "generate": ["generate", "--prompt", PROMPT, "--model", MODEL, "--out", tmp_path / "out"],
+        "eval": ["eval", clip, "--prompt", PROMPT, "--clip-model", "tiny"],
+        "caption": ["caption", clip, "--frames", "2", "--caption-model", "tiny"],
+    }[command]
+    fails([*args, "--device", "cuda"], 2, "CUDA is not available", "--device cpu", out=tmp_path / "out")
 
 
 def test_absurd_size_is_refused_before_loading(tmp_path, clip, monkeypatch):
@@ -177,6 +196,12 @@ def test_model_folder_with_only_pickle_weights(tmp_path, clip):
     fails(_tune_args(clip, tmp_path / "out", "--model", folder), 2, "pickle", "safetensors", out=tmp_path / "out")
 
 
+def test_model_given_as_a_pickle_file(tmp_path, clip):
+    (tmp_path / "sd15.ckpt").write_bytes(b"\x80\x02pickle")
+    fails(_tune_args(clip, tmp_path / "out", "--model", tmp_path / "sd15.ckpt"), 2, "pickle", ".safetensors",
+          out=tmp_path / "out")
+
+
 def test_unknown_model_offline_fails_fast(tmp_path, clip):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     t0 = time.perf_counter()
@@ -190,8 +215,9 @@ def test_cuda_out_of_memory_is_one_line(tmp_path, clip, monkeypatch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr("contextedit.pipelines.tune.encode_latents", oom)
-    fails(_tune_args(clip, tmp_path / "out"), 1, "out of memory", "--frames", "--size", "--checkpointing", "--dtype",
-          out=tmp_path / "out")
+    monkeypatch.setattr("contextedit.device.peak_memory_gib", lambda device: 71.25)
+    fails(_tune_args(clip, tmp_path / "out"), 1, "out of memory", "peak 71.2 GiB", "--frames", "--size",
+          "--checkpointing", "--dtype", out=tmp_path / "out")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -402,7 +428,7 @@ def test_sigint_mid_tune_then_resume(tmp_path, clip):
     """A real ``contextedit tune`` process: SIGINT after the first checkpoint → exit 130, one line
     naming --resume, no partial file; ``--resume`` then completes the run."""
     run = tmp_path / "run"
-    args = ["tune", str(clip), "--model", MODEL, "--prompt", PROMPT, "--frames", "2", "--steps", "60",
+    args = ["tune", str(clip), "--model", MODEL, "--prompt", PROMPT, "--frames", "2", "--steps", "12",
             "--checkpoint-every", "1", "--no-checkpointing", "--out", str(run), "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", *args], stdout=subprocess.PIPE,
@@ -423,6 +449,7 @@ def test_sigint_mid_tune_then_resume(tmp_path, clip):
     assert "Traceback" not in stderr
     assert (run / "checkpoint.safetensors").is_file() and not (run / "manifest.json").exists()
     assert not list(run.rglob("*.tmp*"))
+    fails(args, 2, "interrupted tune", "--resume", out=run, before=_snapshot(run))  # forgot --resume
 
     result = invoke([*args, "--resume"])
     assert result.exit_code == 0, result.stderr

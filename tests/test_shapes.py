@@ -101,3 +101,18 @@ def test_unknown_names_are_refused():
         shapes.render_frame("circle", "purple", "black", (32, 32))
     with pytest.raises(ValueError, match="unknown direction"):
         shapes.make_clip("circle", "red", "black", "sideways")
+
+
+def _blur(image: np.ndarray, passes: int) -> np.ndarray:
+    """Repeated 3x3 box blur (edges replicated), a stand-in for a VAE decoder's softness."""
+    out = image.astype(np.float32)
+    for _ in range(passes):
+        padded = np.pad(out, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        out = sum(padded[i:i + 64, j:j + 64] for i in range(3) for j in range(3)) / 9
+    return out
+
+
+@pytest.mark.parametrize("shape", shapes.SHAPES)
+def test_oracle_reads_blurred_shapes(shape):
+    image, _ = shapes.make_image(shape, "blue", "gray", center=(32, 32))
+    assert shapes.oracle(_blur(image, 3))["shape"] == shape

@@ -20,6 +20,7 @@ from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 EMBEDDED = ("tiny", "tiny-random")
+TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
 
 
 @dataclass
@@ -65,11 +66,14 @@ def default_model() -> str:
 def load_components(model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Components:
     """Return vae, unet, text_encoder, tokenizer and scheduler config for ``model``."""
     model = model or default_model()
-    if model in EMBEDDED:
+    if model == "tiny" and TRAINED_TINY.is_dir():
+        # The trained shapes-world model ships as an ordinary diffusers folder: same code path as real weights.
+        comps = _load_pretrained(str(TRAINED_TINY))
+        comps.model_id = model
+    elif model in EMBEDDED:
         from . import tiny
 
-        parts = tiny.build_tiny(model)
-        comps = Components(model_id=model, **parts)
+        comps = Components(model_id=model, **tiny.build_tiny_random())
     else:
         comps = _load_pretrained(model)
     for module in (comps.vae, comps.unet, comps.text_encoder):

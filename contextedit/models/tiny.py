@@ -118,8 +118,3 @@ def build_tiny_random(seed: int = 0) -> dict:
         "tokenizer": tokenizer,
         "scheduler_config": tiny_scheduler_config(),
     }
-
-
-def build_tiny(name: str = "tiny-random", seed: int = 0) -> dict:
-    """``tiny`` and ``tiny-random`` (the trained shapes-world model replaces ``tiny`` when it ships)."""
-    return build_tiny_random(seed)

@@ -49,6 +49,12 @@ class Denoiser:
         return uncond + self.guidance * (cond - uncond)
 
 
+def _timesteps(timesteps: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
+    """Each timestep as the tensor the UNet takes and the int the rest wants, read back once:
+    ``int(t)`` of a CUDA tensor every step would stall the host on the GPU (one sync per step)."""
+    return list(zip(timesteps, timesteps.tolist()))
+
+
 def _step_scope(step_context: StepContext, i: int, t: int) -> ContextManager:
     return step_context(i, t) if step_context is not None else contextlib.nullcontext()
 
@@ -58,12 +64,12 @@ def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Contex
            generator: torch.Generator | None = None, step_context: StepContext = None,
            callback: Callback = None) -> torch.Tensor:
     """Reverse process over ``scheduler.timesteps`` (contextual DDIM or DDPM)."""
-    for i, t in enumerate(scheduler.timesteps):
-        with _step_scope(step_context, i, int(t)):
+    for i, (t, t_int) in enumerate(_timesteps(scheduler.timesteps)):
+        with _step_scope(step_context, i, t_int):
             model_output = model(scheduler.scale_model_input(latents, t), t)
-        latents = scheduler.step(model_output, t, latents, context=context, generator=generator).prev_sample
+        latents = scheduler.step(model_output, t_int, latents, context=context, generator=generator).prev_sample
         if callback is not None:
-            callback(i=i, t=int(t))
+            callback(i=i, t=t_int)
     return latents
 
 
@@ -76,11 +82,11 @@ def invert(scheduler, model: Callable, latents: torch.Tensor, *, context: Contex
     evaluated on x_s at timestep t, as Tune-A-Video and FateZero do, so inversion step j and
     sampling step T−1−j condition the UNet on the same timestep (fusion pairs them).
     """
-    for j, t in enumerate(scheduler.timesteps.flip(0)):
-        with _step_scope(step_context, j, int(t)):
+    for j, (t, t_int) in enumerate(_timesteps(scheduler.timesteps.flip(0))):
+        with _step_scope(step_context, j, t_int):
             model_output = model(latents, t)
-        latents = scheduler.invert_step(model_output, t, latents, context=context)
+        latents = scheduler.invert_step(model_output, t_int, latents, context=context)
         latents = getattr(latents, "prev_sample", latents)
         if callback is not None:
-            callback(j=j, t=int(t))
+            callback(j=j, t=t_int)
     return latents

@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__
 from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
-from ..errors import InputError, UsageError
+from ..errors import InputError, OutputExistsError, UsageError
 from ..fileio import save_safetensors
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import adapter_flop_share, count_parameters
@@ -88,6 +88,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     if opts.resume:
         if not (run_dir / CHECKPOINT).is_file():
             raise InputError(f"nothing to resume in {run_dir} (no {CHECKPOINT}); run without --resume")
+    elif (run_dir / CHECKPOINT).is_file() and not opts.overwrite:
+        raise OutputExistsError(f"{run_dir} holds an interrupted tune; pass --resume to continue it or --overwrite to start again")
     else:
         check_new_output(run_dir, opts.overwrite, "run folder")
     device = resolve_device(opts.device)

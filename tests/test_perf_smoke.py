@@ -1,0 +1,44 @@
+"""Smoke run of the performance benchmark (bench/perf.py) on the tiny-random model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PERF = Path(__file__).resolve().parents[1] / "bench" / "perf.py"
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("bench_perf", PERF)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_tiny_run_writes_every_figure(perf, tmp_path):
+    out = tmp_path / "perf.json"
+    assert perf.main(["--tiny", "--device", "cpu", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    for key in ("device", "torch", "diffusers", "dtype", "frames", "size"):
+        assert doc[key]
+    assert (doc["model"], doc["frames"], doc["steps"]) == ("tiny-random", 2, 2)
+    assert set(doc["floor_unet_fwd_ms"]) == {"2", "4"}
+    figures = [*doc["floor_unet_fwd_ms"].values(), doc["floor_train_step_ms"], doc["tune_step_ms"], doc["inversion_s"],
+               doc["sampling_s_per_prompt"], doc["edit_s"], doc["adapter_share"], doc["peak_gib"]["tune"]["2"],
+               doc["peak_gib"]["edit"]["2"], *(v for k, v in doc["ratios"].items() if k != "targets")]
+    assert all(isinstance(v, float) and v > 0 for v in figures), figures
+    assert "errors" not in doc["peak_gib"]
+
+
+def test_cuda_without_cuda_exits_2(perf, capsys, monkeypatch):
+    monkeypatch.setattr(perf.torch.cuda, "is_available", lambda: False)
+    assert perf.main(["--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CUDA is not available" in err
