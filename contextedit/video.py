@@ -326,11 +326,11 @@ def _read_folder(folder: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
     files = frame_files(folder)
     if not files:
         raise InputError(f"no .png or .jpg frames in folder {folder}; put the frames there or pass a video file")
-    first = _open_frame(files[0])
+    first = read_image(files[0])
     info = VideoInfo(len(files), _folder_fps(folder), first.shape[1], first.shape[0])
     pixels = []
     for index in choose(info):
-        frame = _open_frame(files[index])
+        frame = read_image(files[index])
         if frame.shape != first.shape:
             raise InputError(
                 f"frames in {folder} differ in size ({files[0].name} is {first.shape[1]}x{first.shape[0]}, "
@@ -365,12 +365,13 @@ def natural_key(path: Path) -> list:
 
 
 
-def _open_frame(path: Path) -> np.ndarray:
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One image file as (H, W, 3) uint8 RGB; an unreadable file is an InputError."""
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot decode frame {path} as an image ({exc}); replace or remove it") from exc
+        raise InputError(f"cannot read {path} as an image ({exc}); replace or remove it") from exc
 
 
 def _empty(like: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from ..errors import InputError, UsageError
 from ..fileio import inside, read_json
 from ..progress import ProgressFactory, progress_bar
-from ..video import FRAME_SUFFIXES, natural_key
+from ..video import FRAME_SUFFIXES, natural_key, read_image
 from .clip import DEFAULT_CLIP_MODEL, TEMPORAL_MODES, ClipScorer, clip_temporal_score, clip_text_score, load_clip
 from .psnr import psnr
 
@@ -68,16 +68,6 @@ def _is_frame_sequence(files: list[Path]) -> bool:
     return len(patterns) == 1 and "#" in next(iter(patterns))
 
 
-def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise InputError(f"cannot read image {path} ({exc}); check that it is a valid image file") from exc
-
-
 def load_frames(path: str | os.PathLike) -> np.ndarray:
     """All frames of a video, a GIF, a frame folder or an image, as uint8 (F, H, W, 3)."""
     from ..video import count_frames, read_video
@@ -86,7 +76,7 @@ def load_frames(path: str | os.PathLike) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{path} not found; check the path")
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_image(path)[None]
+        return read_image(path)[None]
     total = count_frames(path)
     if total == 0:
         raise InputError(f"{path} holds no frames; pass a video, a frame folder or an image")

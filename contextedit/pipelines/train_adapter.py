@@ -116,12 +116,7 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
     dtype = resolve_dtype(opts.dtype, device)
     comps = load_components(opts.model, device, dtype)
     size = opts.size or comps.native_size
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        pixels = np.stack([vio.resize_crop(np.asarray(Image.open(p).convert("RGB"))[None], size, size)[0] for p, _ in pairs])
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"cannot read an image in {opts.data}: {exc}") from exc
+    pixels = np.stack([vio.resize_crop(vio.read_image(p)[None], size, size)[0] for p, _ in pairs])
     t0 = time.perf_counter()
     with oom_guard(device, "adapter training"):
         x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
