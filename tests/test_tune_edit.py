@@ -8,7 +8,6 @@ import signal
 import pytest
 import torch
 
-from contextedit.attention.fusion import FusionStore
 from contextedit.errors import InputError
 from contextedit.fileio import load_safetensors
 from contextedit.models.inflate import inflate_unet, load_tuned

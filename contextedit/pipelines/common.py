@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import UsageError
 
 log = logging.getLogger("contextedit")
+
+
+@dataclass(kw_only=True)
+class RuntimeOptions:
+    """Options of every command that loads a model (keyword-only, after each command's own)."""
+
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    seed: int = 0
+    overwrite: bool = False
+
+
+def check_at_least_one(opts: object, *names: str) -> None:
+    for name in names:
+        value = getattr(opts, name)
+        if value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+
+
+def check_lr(lr: float, hint: str = "") -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"--lr must be a positive number (got {lr}){hint}")
+
+
+def check_guidance(guidance: float) -> None:
+    if not math.isfinite(guidance):
+        raise UsageError(f"--guidance must be a finite number (got {guidance}); 7.5 is usual")
+
+
+def check_choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        raise UsageError(f"{option} must be one of {', '.join(choices)} (got {value!r})")
+
+
+def check_prompts(prompts: list[str], how: str) -> list[str]:
+    if not prompts:
+        raise UsageError(f"no prompt; {how}")
+    return [check_prompt(p) for p in prompts]
 
 
 def check_prompt(prompt: str, what: str = "--prompt") -> str:

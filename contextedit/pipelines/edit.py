@@ -22,14 +22,15 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, latest_run, load_manifest, run_file, slugify
 from ..schedulers import ContextualDDIMScheduler
 from .. import video as vio
-from .common import check_prompt, decode_latents, encode_prompts, token_ids
+from .common import (RuntimeOptions, check_at_least_one, check_choice, check_guidance, check_prompt, check_prompts,
+                     decode_latents, encode_prompts, token_ids)
 from .loop import Denoiser, invert, sample
 
 FORMATS = ("mp4", "gif", "frames")
 
 
 @dataclass
-class EditOptions:
+class EditOptions(RuntimeOptions):
     prompts: list[str]
     run: str | None = None
     source_prompt: str | None = None
@@ -41,26 +42,16 @@ class EditOptions:
     out: str | None = None
     format: str = "mp4"
     side_by_side: bool = False
-    overwrite: bool = False
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
 
     def validate(self) -> None:
-        if not self.prompts:
-            raise UsageError("no target prompt; pass --prompt TEXT (repeatable) or --prompts-file FILE")
-        self.prompts = [check_prompt(p) for p in self.prompts]
+        self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable) or --prompts-file FILE")
         if self.source_prompt is not None:
             self.source_prompt = check_prompt(self.source_prompt, "--source-prompt")
-        if self.steps < 1:
-            raise UsageError(f"--steps must be at least 1 (got {self.steps}); the paper uses 20")
-        if not math.isfinite(self.guidance):
-            raise UsageError(f"--guidance must be a finite number (got {self.guidance}); 7.5 is usual")
+        check_at_least_one(self, "steps")
+        check_guidance(self.guidance)
         if not (math.isfinite(self.fusion_start) and 0.0 <= self.fusion_start <= 1.0):
             raise UsageError(f"--fusion-start must be between 0 and 1 (got {self.fusion_start}); 0.5 fuses t in [0.5T, T]")
-        if self.format not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)} (got {self.format!r})")
+        check_choice("--format", self.format, FORMATS)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, slugify
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from .. import video as vio
-from .common import check_prompt, decode_latents, encode_prompts
+from .common import RuntimeOptions, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
 from .loop import Denoiser, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
@@ -30,7 +30,7 @@ ADAPTER_META = "contextedit.adapter_config"
 
 
 @dataclass
-class GenerateOptions:
+class GenerateOptions(RuntimeOptions):
     prompts: list[str]
     n: int = 1
     sampler: str = "ddim"
@@ -42,24 +42,12 @@ class GenerateOptions:
     adapter: str | None = None
     grid: bool = False
     out: str | None = None
-    overwrite: bool = False
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
 
     def validate(self) -> None:
-        if not self.prompts:
-            raise UsageError("no prompt; pass --prompt TEXT (repeatable)")
-        self.prompts = [check_prompt(p) for p in self.prompts]
-        if self.n < 1:
-            raise UsageError(f"--n must be at least 1 (got {self.n})")
-        if self.steps < 1:
-            raise UsageError(f"--steps must be at least 1 (got {self.steps})")
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"--sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
-        if not math.isfinite(self.guidance):
-            raise UsageError(f"--guidance must be a finite number (got {self.guidance}); 7.5 is usual")
+        self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable)")
+        check_at_least_one(self, "n", "steps")
+        check_choice("--sampler", self.sampler, SAMPLERS)
+        check_guidance(self.guidance)
         if self.width is not None or self.height is not None:
             if self.width is None or self.height is None:
                 raise UsageError("give both --width and --height, or neither")

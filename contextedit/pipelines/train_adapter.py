@@ -7,7 +7,6 @@ trainer; the UNet stays frozen (``--tune-unet none``) or tunes its attention que
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from .. import __version__
 from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype
 from ..errors import InputError, UsageError
-from ..fileio import read_json, refuse_pickle, save_safetensors, write_json
+from ..fileio import refuse_pickle, save_safetensors, write_json
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import count_parameters
 from ..models.inflate import trainable_parameters
@@ -27,7 +26,7 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
-from .common import encode_latents, encode_prompts
+from .common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_prompts
 from .generate import ADAPTER_META
 from .training import Batch, Trainer, contextual_loss
 
@@ -35,7 +34,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
-class TrainAdapterOptions:
+class TrainAdapterOptions(RuntimeOptions):
     data: str
     out: str
     steps: int = 1000
@@ -44,21 +43,12 @@ class TrainAdapterOptions:
     size: int | None = None
     tune_unet: str = "none"
     resume: bool = False
-    overwrite: bool = False
     checkpoint_every: int = 100
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
 
     def validate(self) -> None:
-        for name in ("steps", "batch", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UsageError(f"--lr must be a positive number (got {self.lr})")
-        if self.tune_unet not in ("none", "attn"):
-            raise UsageError(f"--tune-unet must be none or attn (got {self.tune_unet!r})")
+        check_at_least_one(self, "steps", "batch", "checkpoint_every")
+        check_lr(self.lr)
+        check_choice("--tune-unet", self.tune_unet, ("none", "attn"))
         if self.size is not None:
             vio.check_size(self.size, self.size)
         if not str(self.out).endswith(".safetensors"):

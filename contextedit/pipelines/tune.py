@@ -7,7 +7,6 @@ and a JSON manifest, so ``edit`` never decodes the video again.
 from __future__ import annotations
 
 import contextlib
-import math
 import platform
 import shutil
 import time
@@ -28,7 +27,7 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file, write_manifest
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
-from .common import check_prompt, encode_latents, encode_prompts
+from .common import RuntimeOptions, check_at_least_one, check_lr, check_prompt, encode_latents, encode_prompts
 from .training import Batch, Trainer, contextual_loss
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -36,7 +35,7 @@ FILES = {"tuned": "tuned.safetensors", "adapter": "adapter.safetensors", "latent
 
 
 @dataclass
-class TuneOptions:
+class TuneOptions(RuntimeOptions):
     video: str
     prompt: str | None = None
     frames: int = 8
@@ -46,25 +45,17 @@ class TuneOptions:
     steps: int = 500
     lr: float = 1e-5
     out: str | None = None
-    overwrite: bool = False
     resume: bool = False
     adapter: bool = True
     checkpointing: bool = True
     checkpoint_every: int = 100
     caption_model: str = "Salesforce/blip2-opt-2.7b"
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
 
     def validate(self) -> None:
-        for name in ("frames", "stride", "steps", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        check_at_least_one(self, "frames", "stride", "steps", "checkpoint_every")
         if self.start < 0:
             raise UsageError(f"--start must be 0 or more (got {self.start})")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UsageError(f"--lr must be a positive number (got {self.lr}); the paper uses 1e-5")
+        check_lr(self.lr, "; the paper uses 1e-5")
         if self.prompt is not None:
             self.prompt = check_prompt(self.prompt)
         if self.size is not None:
