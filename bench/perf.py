@@ -87,7 +87,7 @@ PRESETS = {
     "cuda": Preset("sd15-random", "bf16", 512, 8, 20, 5, 2, (8, 16, 24), 20),
     # 2 cores: a 4-frame SD forward takes ~10 s, so T and the repeats are cut; the ratios still
     # compare like with like (the floor uses the same T), and only 8 frames are probed for memory.
-    "cpu": Preset("sd15-random", "fp32", 256, 4, 2, 1, 1, (8,), 1),
+    "cpu": Preset("sd15-random", "fp32", 256, 4, 2, 1, 1, (8,), 2),
     "tiny": Preset("tiny-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

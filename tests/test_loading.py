@@ -41,3 +41,10 @@ def test_unknown_hub_id_offline_fails_fast():
     with pytest.raises(ModelNotFoundError, match="--model tiny"):
         load_components("nobody/no-such-model")
     assert time.perf_counter() - start < 5
+
+
+def test_tiny_vocabulary_keeps_every_world_word_whole():
+    from contextedit.models.tiny import WORDS, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    assert [w for w in WORDS if len(tokenizer(w).input_ids) != 3] == []  # BOS, the word, EOS

@@ -35,23 +35,38 @@ def _bytes_to_unicode() -> list[str]:
 
 
 def tiny_vocab(words: list[str] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Return (vocab, merges) for a CLIP BPE that keeps each of ``words`` whole."""
+    """Return (vocab, merges) for a CLIP BPE that keeps each of ``words`` whole.
+
+    Each word is first tokenised with the merges made so far (earlier words' merges fire
+    first, as in CLIP's BPE), then its remaining pieces are merged left to right with new,
+    lowest-priority merges, so words that are already whole stay whole.
+    """
     chars = _bytes_to_unicode()
     tokens = chars + [c + "</w>" for c in chars]
-    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
     seen = set(tokens)
     for word in words or WORDS:
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
-        left = pieces[0]
-        for right in pieces[1:]:
-            merged = left + right
-            if merged not in seen:
-                merges.append((left, right))
-                tokens.append(merged)
-                seen.add(merged)
-            left = merged
+        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            if pair not in ranks:
+                ranks[pair] = len(ranks)
+            if pair[0] + pair[1] not in seen:
+                tokens.append(pair[0] + pair[1])
+                seen.add(pair[0] + pair[1])
+            pieces = [pair[0] + pair[1]] + pieces[2:]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(tokens)}, merges
+    return {tok: i for i, tok in enumerate(tokens)}, list(ranks)
+
+
+def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's rule: merge the lowest-ranked adjacent pair until none applies."""
+    while len(pieces) > 1:
+        rank, i = min((ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
+        if rank == float("inf"):
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
 
 
 def tiny_tokenizer(words: list[str] | None = None):
