@@ -42,7 +42,7 @@ from contextedit.models.loading import Components, load_components
 from contextedit.pipelines.common import decode_latents, encode_latents, encode_prompts, token_ids
 from contextedit.pipelines.edit import fused_steps, invert_source, sample_edit
 from contextedit.pipelines.training import Batch, Trainer, contextual_loss
-from contextedit.pipelines.tune import _autocast as tune_autocast
+from contextedit.pipelines.tune import autocast_for
 from contextedit.pipelines.tune import build_video_model
 from contextedit.schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 
@@ -196,7 +196,7 @@ def measure_floor(s: Setup) -> dict:
     batch = Batch(x0=x0, text=s.text.expand(len(x0), -1, -1), num_frames=None)
     unet.train()
     loss_fn = lambda seed: contextual_loss(unet, None, scheduler, batch, seed)  # noqa: E731
-    out["floor_train_step_ms"] = 1e3 * timed(lambda: _train_step(trainer, loss_fn, tune_autocast(s.device, s.dtype)),
+    out["floor_train_step_ms"] = 1e3 * timed(lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype)),
                                              s.device, p.repeats, p.warmup)
     unet.eval()
     out["floor_trained_parameters"] = sum(param.numel() for param in params.values())
@@ -217,7 +217,7 @@ def tune_setup(s: Setup, with_adapter: bool = True):
     batch = Batch(x0=s.x0, text=s.text, num_frames=len(s.x0))
     unet.train()
     loss_fn = lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed)  # noqa: E731
-    return unet, adapter, lambda: _train_step(trainer, loss_fn, tune_autocast(s.device, s.dtype))
+    return unet, adapter, lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype))
 
 
 def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
@@ -229,7 +229,7 @@ def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
 
     def adapter_fwd_bwd():  # what the step spends on r_φ: forward, and backward from x_t's gradient
         t = torch.tensor([500], device=s.device)
-        with tune_autocast(s.device, s.dtype) or contextlib.nullcontext():
+        with autocast_for(s.device, s.dtype) or contextlib.nullcontext():
             r = adapter(s.x0.float(), s.text.float(), t, num_frames=len(s.x0))
         r.backward(torch.ones_like(r))
         adapter.zero_grad(set_to_none=True)

@@ -115,7 +115,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
             losses = trainer.run(
                 opts.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed), seed=opts.seed,
                 checkpoint=run_dir / CHECKPOINT, every=opts.checkpoint_every, advance=advance,
-                autocast=_autocast(device, dtype),
+                autocast=autocast_for(device, dtype),
             )
         unet.eval()
         timings["train_s"] = time.perf_counter() - t0
@@ -155,7 +155,8 @@ def _caption(frames, opts: TuneOptions) -> str:
     return caption_frames(frames, model_id=opts.caption_model, device=str(resolve_device(opts.device)))
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
+def autocast_for(device: torch.device, dtype: torch.dtype):
+    """Mixed precision on CUDA for half dtypes (trainable tensors stay fp32); None elsewhere."""
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
         return torch.autocast("cuda", dtype=dtype)
     return None

@@ -78,6 +78,8 @@ def as_schedule(schedule_or_scheduler: Any) -> Schedule:
 def _at(coef: Tensor | float, like: Tensor) -> Tensor:
     """Cast a float64 coefficient (scalar or per-batch (B,)) to ``like``'s dtype/device, broadcastable."""
     coef = torch.as_tensor(coef, dtype=torch.float64)
+    if coef.ndim == 0 and coef.device.type == "cpu" and like.device.type != "cpu":
+        return float(coef)  # a Python scalar needs no host-to-device copy (which would stall CUDA)
     if coef.ndim == 1:
         coef = coef.reshape(-1, *([1] * (like.ndim - 1)))
     return coef.to(device=like.device, dtype=like.dtype)
