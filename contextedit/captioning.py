@@ -29,7 +29,11 @@ class Captioner:
         """Caption one uint8 (H, W, 3) image; the text is stripped and may be empty."""
         pixels = self.processor(images=[image], return_tensors="pt")["pixel_values"]
         param = next(self.model.parameters())
-        ids = self.model.generate(pixel_values=pixels.to(param.device, param.dtype), max_new_tokens=max_new_tokens)
+        # The model's own generation settings (min length, banned tokens) are passed explicitly:
+        # BLIP-2's generate does not read all of them from model.generation_config.
+        settings = {k: v for k, v in {"min_new_tokens": self.model.generation_config.min_new_tokens,
+                                      "bad_words_ids": self.model.generation_config.bad_words_ids}.items() if v}
+        ids = self.model.generate(pixel_values=pixels.to(param.device, param.dtype), max_new_tokens=max_new_tokens, **settings)
         return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
 

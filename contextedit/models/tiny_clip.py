@@ -88,6 +88,10 @@ def build_tiny_blip2(seed: int = 0):
     torch.manual_seed(seed)
     model = Blip2ForConditionalGeneration(config).eval()
     model.generation_config.min_new_tokens = TINY_MIN_NEW_TOKENS
+    # Random weights may favour tokens that decode to nothing (specials, spaces, control bytes): never emit them.
+    silent = set(tokenizer.all_special_ids) | {config.image_token_index}
+    silent |= {i for i in range(len(tokenizer)) if not any(c.isalnum() for c in tokenizer.decode([i], skip_special_tokens=True))}
+    model.generation_config.bad_words_ids = [[i] for i in sorted(silent)]
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, text_config[key])
     return model, processor
