@@ -262,7 +262,7 @@ def main(argv=None) -> dict:
     gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds else None
     _write_gif(work, entries[0], args)
     result = {
-        "command": "python bench/quality.py" + ("" if argv is None else " " + " ".join(argv)),
+        "command": "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device,
         "torch": torch.__version__, "clips": len(entries),
         "settings": {k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "fusion_start", "seed")},
