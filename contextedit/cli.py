@@ -94,6 +94,10 @@ def _setup(quiet: bool, debug: bool):
     # warnings stay silent (the env var covers a library imported later, setLevel one imported already).
     if not debug:
         warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars only: no "Loading weights" bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
     for name in ("diffusers", "transformers"):
         os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
         logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)
