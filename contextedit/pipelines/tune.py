@@ -21,7 +21,7 @@ from ..errors import InputError, OutputExistsError, UsageError
 from ..fileio import save_safetensors
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import adapter_flop_share, count_parameters
-from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters
+from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters, tuned_state_dict
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file, write_manifest
@@ -123,7 +123,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
 
     if opts.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)  # only now: an interrupted --overwrite keeps the old run usable
-    save_safetensors({n: p for n, p in trainable_parameters(unet).items()}, run_dir / FILES["tuned"])
+    save_safetensors(tuned_state_dict(unet), run_dir / FILES["tuned"])
     if adapter is not None:
         save_safetensors(dict(adapter.state_dict()), run_dir / FILES["adapter"])
     save_safetensors({"latents": x0.float().cpu()}, run_dir / FILES["latents"])
