@@ -80,6 +80,7 @@ class Preset:
     memory_frames: tuple[int, ...]
     memory_steps: int       # edit probes run this many DDIM steps (the fusion store grows with them)
     prompts: int = 2        # the second prompt measures 'per extra prompt'
+    step_repeats: int = 3   # training steps: the median of 3, as one step is what the tune ratio compares
     checkpointing: bool = True  # TuneOptions' default
 
 
@@ -197,7 +198,7 @@ def measure_floor(s: Setup) -> dict:
     unet.train()
     loss_fn = lambda seed: contextual_loss(unet, None, scheduler, batch, seed)  # noqa: E731
     out["floor_train_step_ms"] = 1e3 * timed(lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype)),
-                                             s.device, p.repeats, p.warmup)
+                                             s.device, max(p.repeats, p.step_repeats), p.warmup)
     unet.eval()
     out["floor_trained_parameters"] = sum(param.numel() for param in params.values())
     return out
@@ -223,7 +224,7 @@ def tune_setup(s: Setup, with_adapter: bool = True):
 def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
     p = s.preset
     unet, adapter, step = tune_setup(s)
-    out = {"tune_step_ms": 1e3 * timed(step, s.device, p.repeats, p.warmup),
+    out = {"tune_step_ms": 1e3 * timed(step, s.device, max(p.repeats, p.step_repeats), p.warmup),
            "tune_trained_parameters": sum(q.numel() for q in trainable_parameters(unet).values()),
            "adapter_parameters": sum(q.numel() for q in adapter.parameters())}
 

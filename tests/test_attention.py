@@ -60,6 +60,21 @@ def test_sparse_causal_gather_picks_first_and_previous_frame():
     assert sparse_causal_kv(x, 1) is x
 
 
+@pytest.mark.parametrize("frames", [3, 4, 6])
+def test_sparse_causal_attention_equals_the_gathered_keys(frames):
+    """Frames 0 and 1 attend to frame 0 once instead of twice: the same softmax, fewer keys."""
+    from diffusers.models.attention_processor import Attention
+
+    from contextedit.attention.processors import sdpa
+
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8).double()
+    q, k, v = (torch.randn(2 * frames, 10, 32, dtype=torch.float64) for _ in range(3))
+    reference = sdpa(attn, q, sparse_causal_kv(k, frames), sparse_causal_kv(v, frames))
+    out = InflatedSelfAttnProcessor(32, 4, temporal=False).attend(attn, q, k, v, None, frames)
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+
+
 def test_processors_installed_and_weights_unchanged(plain, inflated):
     processors = inflated.attn_processors
     assert all(isinstance(p, InflatedSelfAttnProcessor) for n, p in processors.items() if "attn1" in n)

@@ -221,10 +221,24 @@ class InflatedSelfAttnProcessor(nn.Module):
         self.temporal = TemporalAttention(dim, heads) if temporal else None
 
     def attend(self, attn, q, k, v, mask, num_frames: int = 1) -> torch.Tensor:
+        if num_frames > 2 and mask is None:
+            return self._attend_first_two_once(attn, q, k, v, num_frames)
         k, v = sparse_causal_kv(k, num_frames), sparse_causal_kv(v, num_frames)
         if mask is not None:
             mask = sparse_causal_kv(mask, num_frames, dim=-1)
         return sdpa(attn, q, k, v, mask, self.use_xformers)
+
+    def _attend_first_two_once(self, attn, q, k, v, num_frames: int) -> torch.Tensor:
+        """The same attention, cheaper: frames 0 and 1 both see [frame 0, frame 0], and a key/value
+        pair listed twice leaves the softmax unchanged, so they attend to frame 0 once (N keys,
+        not 2N). Only frames ≥ 2 pay for two key frames."""
+        q, k, v = (x.unflatten(0, (-1, num_frames)) for x in (q, k, v))  # (b, F, N, D)
+        rest, tokens = num_frames - 2, q.shape[2]
+        # frames 0 and 1 as one query sequence of 2N against frame 0's N keys: no copies
+        head = sdpa(attn, q[:, :2].flatten(1, 2), k[:, 0], v[:, 0], None, self.use_xformers)
+        kv_rest = (torch.cat([x[:, :1].expand(-1, rest, -1, -1), x[:, 1:-1]], dim=2).flatten(0, 1) for x in (k, v))
+        tail = sdpa(attn, q[:, 2:].flatten(0, 1), *kv_rest, None, self.use_xformers)
+        return torch.cat([head.unflatten(1, (2, tokens)), tail.unflatten(0, (-1, rest))], dim=1).flatten(0, 1)
 
     def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                 num_frames: int = 1, attend: AttendFn | None = None) -> torch.Tensor:
