@@ -15,7 +15,7 @@ It also samples ``generate`` on image captions and reports how often the oracle 
 prompt. Writes ``bench/results/quality.json``, the table in BENCHMARKS.md (between the quality
 markers) and a side-by-side gif of one edit.
 
-    python bench/quality.py                 # the recorded run (tiny model, 24 clips)
+    python bench/quality.py                 # the recorded run (tiny model, 24 clips, ≈17 min on 2 cores)
     python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
 """
 
@@ -226,9 +226,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--tune-steps", type=int, default=60)
+    p.add_argument("--tune-steps", type=int, default=30)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--edit-steps", type=int, default=20)
+    p.add_argument("--edit-steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--fusion-start", type=float, default=0.5)
     p.add_argument("--generate-prompts", type=int, default=10)
