@@ -1,0 +1,70 @@
+"""Smoke runs of the shapes-world scripts: bench/train_tiny.py and bench/quality.py, at toy sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def train_tiny():
+    yield load("train_tiny")
+    sys.modules.pop("bench_train_tiny", None)
+
+
+def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
+    from contextedit.models.loading import load_components
+
+    common = ["--vae-steps", "2", "--vae-batch", "2", "--batch", "2", "--eval-steps", "1", "--log-every", "1",
+              "--ckpt-every", "1", "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"),
+              "--results", str(tmp_path / "train.json")]
+    train_tiny.main(common + ["--unet-steps", "2"])
+    assert (tmp_path / "work" / "denoiser" / "ema.safetensors").is_file()
+    train_tiny.main(common + ["--unet-steps", "3"])  # resumes at step 2, EMA included
+    info = json.loads((tmp_path / "train.json").read_text())
+    assert info["denoiser"]["steps"] == 3 and 0 <= info["eval"]["all"] <= 1
+    comps = load_components(str(tmp_path / "model"), torch.device("cpu"), torch.float32)
+    assert comps.vae.config.scaling_factor == pytest.approx(info["vae"]["scaling_factor"])
+
+
+def test_train_tiny_keeps_a_given_vae(train_tiny, tmp_path):
+    def out(n: int) -> list[str]:
+        return ["--work", str(tmp_path / f"work{n}"), "--out", str(tmp_path / f"model{n}"), "--results",
+                str(tmp_path / "r.json"), "--eval-steps", "1", "--threads", "1", "--batch", "2", "--unet-steps", "1"]
+
+    train_tiny.main(out(1) + ["--vae-steps", "1", "--vae-batch", "2"])
+    first = json.loads((tmp_path / "r.json").read_text())["vae"]["scaling_factor"]
+    train_tiny.main(out(2) + ["--vae-init", str(tmp_path / "model1" / "vae"), "--vae-steps", "0",
+                              "--unet-init", str(tmp_path / "model1")])
+    assert json.loads((tmp_path / "r.json").read_text())["vae"]["scaling_factor"] == pytest.approx(first)
+
+
+def test_quality_bench_runs_and_writes_its_figures(tmp_path):
+    quality = load("quality")
+    try:
+        benchmarks = tmp_path / "BENCHMARKS.md"
+        benchmarks.write_text("# B\n")
+        result = quality.main(["--clips", "1", "--model", "tiny-random", "--tune-steps", "1", "--edit-steps", "2",
+                               "--generate-prompts", "1", "--generate-seeds", "1", "--out", str(tmp_path / "q.json"),
+                               "--benchmarks", str(benchmarks), "--gif", str(tmp_path / "edit.gif")])
+    finally:
+        sys.modules.pop("bench_quality", None)
+    summary = json.loads((tmp_path / "q.json").read_text())["summary"]
+    assert set(summary) == {"adapter", "no-adapter"}
+    assert result["clips"] == 1 and (tmp_path / "edit.gif").stat().st_size > 0
+    assert "quality:begin" in benchmarks.read_text()
