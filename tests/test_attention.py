@@ -60,7 +60,7 @@ def test_sparse_causal_gather_picks_first_and_previous_frame():
     assert sparse_causal_kv(x, 1) is x
 
 
-@pytest.mark.parametrize("frames", [3, 4, 6])
+@pytest.mark.parametrize("frames", [2, 3, 4, 6])
 def test_sparse_causal_attention_equals_the_gathered_keys(frames):
     """Frames 0 and 1 attend to frame 0 once instead of twice: the same softmax, fewer keys."""
     from diffusers.models.attention_processor import Attention

@@ -221,7 +221,7 @@ class InflatedSelfAttnProcessor(nn.Module):
         self.temporal = TemporalAttention(dim, heads) if temporal else None
 
     def attend(self, attn, q, k, v, mask, num_frames: int = 1) -> torch.Tensor:
-        if num_frames > 2 and mask is None:
+        if num_frames > 1 and mask is None:
             return self._attend_first_two_once(attn, q, k, v, num_frames)
         k, v = sparse_causal_kv(k, num_frames), sparse_causal_kv(v, num_frames)
         if mask is not None:
@@ -236,6 +236,8 @@ class InflatedSelfAttnProcessor(nn.Module):
         rest, tokens = num_frames - 2, q.shape[2]
         # frames 0 and 1 as one query sequence of 2N against frame 0's N keys: no copies
         head = sdpa(attn, q[:, :2].flatten(1, 2), k[:, 0], v[:, 0], None, self.use_xformers)
+        if rest == 0:
+            return head.unflatten(1, (2, tokens)).flatten(0, 1)
         kv_rest = (torch.cat([x[:, :1].expand(-1, rest, -1, -1), x[:, 1:-1]], dim=2).flatten(0, 1) for x in (k, v))
         tail = sdpa(attn, q[:, 2:].flatten(0, 1), *kv_rest, None, self.use_xformers)
         return torch.cat([head.unflatten(1, (2, tokens)), tail.unflatten(0, (-1, rest))], dim=1).flatten(0, 1)
