@@ -15,7 +15,7 @@ It also samples ``generate`` on image captions and reports how often the oracle 
 prompt. Writes ``bench/results/quality.json``, the table in BENCHMARKS.md (between the quality
 markers) and a side-by-side gif of one edit.
 
-    python bench/quality.py                 # the recorded run (tiny model, 24 clips, ≈17 min on 2 cores)
+    python bench/quality.py                 # the recorded run (tiny model, 24 clips, ≈12 min on 2 cores)
     python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
 """
 

@@ -232,7 +232,7 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
         if step % args.ckpt_every == 0:
             _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema)
     _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema)
-    ema.copy_to([unet, text_encoder])
+    ema.copy_to_params()
     info = {"steps": step, "seconds": round(time.time() - started, 1), "final_loss": float(np.mean(losses[-args.log_every:])), "loss_curve": _curve(losses)}
     return tokenizer, unet.eval(), text_encoder.eval(), info
 
@@ -258,10 +258,10 @@ class _EMA:
         torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1 - d)
 
     @torch.no_grad()
-    def copy_to(self, modules) -> None:
+    def copy_to_params(self) -> None:
+        """Load the averaged weights into the tracked parameters (the last iterate is dropped)."""
         if self.decay:
-            for p, s in zip([p for m in modules for p in m.parameters()], self.shadow):
-                p.copy_(s)
+            torch._foreach_copy_(self.params, self.shadow)
 
     def save(self, path: Path) -> None:
         from safetensors.torch import save_file

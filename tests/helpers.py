@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,20 @@ from contextedit import shapes, video
 from contextedit.models.loading import load_components
 
 MODEL = "tiny-random"
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@contextlib.contextmanager
+def bench_script(name: str):
+    """Import ``bench/<name>.py`` as a module for the duration of the block."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def write_clip(path: Path, frames: int = 8, shape="circle", colour="red", background="black", direction="right", fps=8.0) -> Path:

@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from helpers import bench_script
 
 
 @pytest.fixture
 def train_tiny():
-    yield load("train_tiny")
-    sys.modules.pop("bench_train_tiny", None)
+    with bench_script("train_tiny") as module:
+        yield module
 
 
 def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
@@ -55,15 +44,12 @@ def test_train_tiny_keeps_a_given_vae(train_tiny, tmp_path):
 
 
 def test_quality_bench_runs_and_writes_its_figures(tmp_path):
-    quality = load("quality")
-    try:
-        benchmarks = tmp_path / "BENCHMARKS.md"
-        benchmarks.write_text("# B\n")
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    benchmarks.write_text("# B\n")
+    with bench_script("quality") as quality:
         result = quality.main(["--clips", "1", "--model", "tiny-random", "--tune-steps", "1", "--edit-steps", "2",
                                "--generate-prompts", "1", "--generate-seeds", "1", "--out", str(tmp_path / "q.json"),
                                "--benchmarks", str(benchmarks), "--gif", str(tmp_path / "edit.gif")])
-    finally:
-        sys.modules.pop("bench_quality", None)
     summary = json.loads((tmp_path / "q.json").read_text())["summary"]
     assert set(summary) == {"adapter", "no-adapter"}
     assert result["clips"] == 1 and (tmp_path / "edit.gif").stat().st_size > 0

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-PERF = Path(__file__).resolve().parents[1] / "bench" / "perf.py"
+from helpers import bench_script
 
 
 @pytest.fixture(scope="module")
 def perf():
-    spec = importlib.util.spec_from_file_location("bench_perf", PERF)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with bench_script("perf") as module:
+        yield module
 
 
 def test_tiny_run_writes_every_figure(perf, tmp_path):
