@@ -48,3 +48,11 @@ def test_tiny_vocabulary_keeps_every_world_word_whole():
 
     tokenizer = tiny_tokenizer()
     assert [w for w in WORDS if len(tokenizer(w).input_ids) != 3] == []  # BOS, the word, EOS
+
+
+def test_dtype_by_name_as_the_cli_spells_it():
+    from contextedit.errors import UsageError
+
+    assert load_components("tiny-random", "cpu", "fp32").unet.dtype == torch.float32
+    with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
+        load_components("tiny-random", "cpu", "fp16")

@@ -63,8 +63,17 @@ def default_model() -> str:
     return os.environ.get("CONTEXTEDIT_MODEL") or DEFAULT_MODEL
 
 
-def load_components(model: str | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Components:
-    """Return vae, unet, text_encoder, tokenizer and scheduler config for ``model``."""
+def load_components(model: str | None = None, device: str | torch.device = "cpu",
+                    dtype: str | torch.dtype = torch.float32) -> Components:
+    """Return vae, unet, text_encoder, tokenizer and scheduler config for ``model``.
+
+    ``dtype`` is a torch dtype or a CLI name (``auto``, ``fp32``, ``fp16``, ``bf16``).
+    """
+    device = torch.device(device)
+    if isinstance(dtype, str):
+        from ..device import resolve_dtype
+
+        dtype = resolve_dtype(dtype, device)
     model = model or default_model()
     if model == "tiny" and TRAINED_TINY.is_dir():
         # The trained shapes-world model ships as an ordinary diffusers folder: same code path as real weights.
@@ -78,7 +87,7 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
         comps = _load_pretrained(model)
     for module in (comps.vae, comps.unet, comps.text_encoder):
         module.requires_grad_(False).eval()
-    return comps.to(torch.device(device), dtype)
+    return comps.to(device, dtype)
 
 
 def _load_pretrained(model: str) -> Components:
