@@ -36,11 +36,12 @@ from typing import Callable
 
 import torch
 
-from contextedit.attention.fusion import FusionStore
 from contextedit.models.inflate import mark_trainable, trainable_parameters
 from contextedit.models.loading import Components, load_components
 from contextedit.pipelines.common import decode_latents, encode_latents, encode_prompts, token_ids
-from contextedit.pipelines.edit import fused_steps, invert_source, sample_edit
+from contextedit.pipelines.edit import EditOptions, fused_steps, prepare_source, sample_edit
+from contextedit.pipelines.inversion import INVERSIONS
+from contextedit.pipelines.prompt_control import prompt_control
 from contextedit.pipelines.training import Batch, Trainer, contextual_loss
 from contextedit.pipelines.tune import autocast_for
 from contextedit.pipelines.tune import build_video_model
@@ -82,6 +83,7 @@ class Preset:
     prompts: int = 2        # the second prompt measures 'per extra prompt'
     step_repeats: int = 3   # training steps: the median of 3, as one step is what the tune ratio compares
     checkpointing: bool = True  # TuneOptions' default
+    inversion: str | None = None  # edit's --inversion (None: its default)
 
 
 PRESETS = {
@@ -254,24 +256,24 @@ def as_edited(unet, adapter, dtype: torch.dtype):
 # 3. contextedit's inversion and sampling
 # -------------------------------------------------------------------------------------------------
 def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
-    """One inversion, then one guided fused sampling per prompt, each timed; decode the first."""
+    """One source pass (inversion, and the source-branch replay for direct inversion), then one
+    guided, fused, masked sampling per prompt, each timed; decode the first."""
     p, comps = s.preset, s.comps
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(p.steps, device=s.device)
-    n_fused = fused_steps(p.steps, 0.5)
-    store = FusionStore()
+    opts = EditOptions(prompts=prompts, steps=p.steps, guidance=7.5, inversion=p.inversion).resolve()
     synchronize(s.device)
     t0 = time.perf_counter()
-    x_T = invert_source(unet, scheduler, s.x0, s.text, adapter=adapter, store=store, n_fused=n_fused)
+    source = prepare_source(unet, scheduler, s.x0, s.text, s.uncond, opts, adapter=adapter, source_prompt=SOURCE)
     synchronize(s.device)
-    out = {"inversion_s": time.perf_counter() - t0, "sampling_s": [], "fused_steps": n_fused,
-           "fusion_store_mib": store.nbytes / 2**20}
+    out = {"inversion_s": time.perf_counter() - t0, "sampling_s": [], "fused_steps": fused_steps(p.steps, opts.self_fusion),
+           "fusion_store_mib": source.store.nbytes / 2**20, "inversion": opts.inversion}
     src_ids = token_ids(comps.tokenizer, [SOURCE])[0]
     for prompt in prompts:
         t1 = time.perf_counter()
         text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
-        store.set_alignment(src_ids, token_ids(comps.tokenizer, [prompt])[0])
-        latents = sample_edit(unet, scheduler, x_T, text, s.uncond, 7.5, adapter=adapter, store=store, n_fused=n_fused)
+        control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(s.x0.shape[-2:]))
+        latents = sample_edit(unet, scheduler, source, text, s.uncond, opts, control, adapter=adapter)
         synchronize(s.device)
         out["sampling_s"].append(time.perf_counter() - t1)
     out["decode_s"] = timed(lambda: decode_latents(comps.vae, latents), s.device)
@@ -417,6 +419,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--sdpa", choices=tuple(SDPA_BACKENDS), default="auto",
                     help="restrict attention to one SDPA backend (CUDA: compare flash / efficient / cudnn / math)")
+    ap.add_argument("--inversion", choices=INVERSIONS, help="edit's --inversion (default: edit's default)")
     ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/perf-<device>.json)")
     ap.add_argument("--probe", choices=("tune", "edit"), help=argparse.SUPPRESS)
     ap.add_argument("--probe-frames", type=int, help=argparse.SUPPRESS)
@@ -431,7 +434,7 @@ def make_preset(args: argparse.Namespace) -> Preset:
     tiny = args.tiny or args.model == "tiny-random"
     preset = PRESETS["tiny" if tiny else args.device]
     overrides = {k: v for k, v in dict(frames=args.frames, size=args.size, steps=args.steps, repeats=args.repeats,
-                                       dtype=args.dtype).items() if v is not None}
+                                       dtype=args.dtype, inversion=args.inversion).items() if v is not None}
     if args.no_checkpointing:
         overrides["checkpointing"] = False
     return replace(preset, **overrides)

@@ -2,26 +2,31 @@
 
 For every clip of ``prompts/shapes.json`` it tunes twice on the same clip with the same steps and
 seed — with the context adapter and without it (``--no-adapter``, the Tune-A-Video baseline) —
-edits each run with the clip's colour, shape and background prompts, and reads every edited
+edits each run with the clip's colour, shape and background prompts at ``edit``'s defaults (or
+``--edit-options``), plus the source prompt itself (a reconstruction), and reads every edited
 frame with ``contextedit.shapes.oracle``:
 
 - edit success: the majority of frames show the target colour / shape / background;
-- background preservation (colour and shape edits): share of pixels outside the object's path
-  in the source that keep the source background;
+- background kept (colour and shape edits): share of pixels outside the object's path in both the
+  source and the target (the target rendered on the same path) that keep the source background;
 - motion fidelity: mean distance between the edited and the source centroids (px);
-- temporal consistency: mask IoU between consecutive edited frames after shifting by the motion.
+- temporal consistency: mask IoU between consecutive edited frames after shifting by the motion;
+- reconstruction: PSNR of the source-prompt edit against the run's ``source.mp4`` frames, and
+  the gap to the VAE round trip decode(encode(x)) of the same frames (dB; 0 is perfect).
 
 It also samples ``generate`` on image captions and reports how often the oracle agrees with the
 prompt. Writes ``bench/results/quality.json``, the table in BENCHMARKS.md (between the quality
-markers) and a side-by-side gif of one edit.
+markers) and a side-by-side gif of one edit. ``--shard i/n`` runs every n-th clip from the i-th
+(no table, no gif); ``--merge a.json b.json …`` joins shard files into the full result.
 
-    python bench/quality.py                 # the recorded run (tiny model, 24 clips, ≈12 min on 2 cores)
+    python bench/quality.py                 # the recorded run (tiny model, 24 clips)
     python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import shutil
@@ -37,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from contextedit import shapes, video  # noqa: E402
+from contextedit.fileio import read_json  # noqa: E402
+from contextedit.models.loading import load_components  # noqa: E402
+from contextedit.pipelines.common import decode_latents, encode_latents  # noqa: E402
 from contextedit.fileio import write_json  # noqa: E402
 from contextedit.pipelines.edit import EditOptions, edit  # noqa: E402
 from contextedit.pipelines.generate import GenerateOptions, generate  # noqa: E402
@@ -83,12 +91,13 @@ def _other(options, current, rng) -> str:
 # Scores from the oracle
 
 
-def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, direction: str) -> dict:
+def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, direction: str,
+               target_frames: np.ndarray | None = None) -> dict:
     src, out = shapes.oracle_clip(source), shapes.oracle_clip(edited)
     key = {"colour": "colour", "shape": "shape", "background": "background"}[kind]
     hits = [reading[key] == target[key] for reading in out]
-    path = np.any([r["mask"] for r in src], axis=0)
-    path = _dilate(path, 2)
+    paths = [r["mask"] for r in src] + ([r["mask"] for r in shapes.oracle_clip(target_frames)] if target_frames is not None else [])
+    path = _dilate(np.any(paths, axis=0), 2)
     scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
     if kind != "background":
         background_index = shapes.PALETTE_NAMES.index(src[0]["background"])
@@ -122,7 +131,8 @@ def summarise(rows: list[dict]) -> dict:
     for variant in sorted({r["variant"] for r in rows}):
         mine = [r for r in rows if r["variant"] == variant]
         summary = {f"success_{kind}": _mean([r["success"] for r in mine if r["kind"] == kind]) for kind in EDIT_KINDS}
-        for measure in ("background_kept", "motion_error_px", "temporal_iou"):
+        summary["success_mean"] = _mean([summary[f"success_{kind}"] for kind in EDIT_KINDS if summary[f"success_{kind}"] is not None])
+        for measure in ("background_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db"):
             summary[measure] = _mean([r[measure] for r in mine if r.get(measure) is not None])
         out[variant] = summary
     return out
@@ -137,32 +147,69 @@ def _mean(values) -> float | None:
 # The runs
 
 
-def run_clip(entry: dict, work: Path, args, variant: str) -> list[dict]:
+def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[dict]:
     spec = entry["spec"]
     clip_path = work / entry["video"]
     if not clip_path.exists():
         frames, _ = shapes.make_clip(**spec, start=tuple(entry["start"]))
         video.write_video(frames, clip_path, fps=8)
     run_dir = work / f"{clip_path.stem}-{variant}"
-    result = tune(TuneOptions(
+    tune_opts = TuneOptions(
         video=str(clip_path), prompt=entry["source_prompt"], frames=args.frames, stride=args.stride,
         steps=args.tune_steps, lr=args.lr, out=str(run_dir), overwrite=True, adapter=variant == "adapter",
-        checkpointing=False, model=args.model, device=args.device, seed=args.seed))
+        checkpointing=False, model=args.model, device=args.device, seed=args.seed)
+    if not (args.reuse and _tuned_like(run_dir, tune_opts)):
+        tune(tune_opts, comps=comps)
     source = _source_frames(spec, entry["start"], args)
-    edits = edit(EditOptions(
-        prompts=[e["prompt"] for e in entry["edits"]], run=str(result.run_dir), steps=args.edit_steps,
-        guidance=args.guidance, fusion_start=args.fusion_start, format="frames", out=str(run_dir / "edits"),
-        overwrite=True, device=args.device, seed=args.seed))
+    extra = json.loads(args.edit_options) if args.edit_options else {}
+    prompts = [e["prompt"] for e in entry["edits"]] + [entry["source_prompt"]]
+    edits = edit(EditOptions(prompts=prompts, run=str(run_dir), steps=args.edit_steps, guidance=args.guidance,
+                             format="frames", out=str(work / f"{clip_path.stem}-{variant}-edits-{args.tag}"),
+                             overwrite=True, device=args.device, seed=args.seed, **extra), comps=comps)
     rows = []
     for e, path in zip(entry["edits"], edits.files):
         edited = video.read_video(path, frames=args.frames, stride=1).frames
+        target = _source_frames(e["target"], entry["start"], args)
         rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"],
-                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"])})
+                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"], target)})
+    rows.append({"clip": entry["video"], "variant": variant, "kind": "reconstruction", "prompt": entry["source_prompt"],
+                 **reconstruction(run_dir, edits.files[-1], args, comps)})
     return rows
 
 
+def _tuned_like(run_dir: Path, opts) -> bool:
+    """A finished tune in ``run_dir`` with the same settings (the sweep edits one tune many ways)."""
+    try:
+        m = read_json(run_dir / "manifest.json")
+    except Exception:
+        return False
+    return (m.get("steps"), m.get("lr"), m.get("seed"), m.get("adapter"), m.get("frames"), m.get("stride")) == \
+        (opts.steps, opts.lr, opts.seed, opts.adapter, opts.frames, opts.stride)
+
+
+def reconstruction(run_dir: Path, edited_path: Path, args, comps=None) -> dict:
+    """PSNR of the source-prompt edit and of the VAE round trip against ``source.mp4``'s frames."""
+    source = video.read_video(run_dir / "source.mp4", frames=args.frames, stride=1).frames
+    edited = video.read_video(edited_path, frames=args.frames, stride=1).frames
+    comps = comps or _vae_components(args.model, args.device)
+    with torch.no_grad():
+        round_trip = video.to_frames(decode_latents(comps.vae, encode_latents(comps.vae, video.to_tensor(source))))
+    rec, vae = _psnr(edited, source), _psnr(round_trip, source)
+    return {"reconstruction_psnr": rec, "vae_round_trip_psnr": vae, "reconstruction_gap_db": vae - rec}
+
+
+@functools.lru_cache(maxsize=1)
+def _vae_components(model: str, device: str):
+    return load_components(model, device, "fp32")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = [np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2) for x, y in zip(a, b)]
+    return float(np.mean([min(100.0, 10 * np.log10(255.0**2 / max(m, 1e-10))) for m in mse]))
+
+
 def _source_frames(spec: dict, start, args) -> np.ndarray:
-    """The exact source frames the run was tuned on (rendered, not decoded: no codec loss)."""
+    """The exact frames of ``spec`` on the clip's path (rendered, not decoded: no codec loss)."""
     frames, _ = shapes.make_clip(**spec, start=tuple(start))
     return frames[: (args.frames - 1) * args.stride + 1: args.stride]
 
@@ -194,8 +241,9 @@ def write_table(result: dict, path: Path) -> None:
              f"{result['settings']['tune_steps']} tune steps, T = {result['settings']['edit_steps']}, "
              f"{result['seconds']:.0f} s on {result['machine']}.", "",
              "| measure | with adapter | no adapter (Tune-A-Video) | target |", "|---|---|---|---|"]
-    targets = {"success_colour": "≥ 0.90", "success_shape": "≥ 0.70", "success_background": "≥ 0.80",
-               "background_kept": "higher is better", "motion_error_px": "≤ 2 px", "temporal_iou": "higher is better"}
+    targets = {"success_colour": "≥ 0.95", "success_shape": "≥ 0.85", "success_background": "≥ 0.90",
+               "success_mean": "adapter ≥ no adapter + 0.05", "background_kept": "≥ 0.97", "motion_error_px": "≤ 1.5 px",
+               "temporal_iou": "≥ 0.8", "reconstruction_gap_db": "≤ 0.5 dB"}
     for measure, target in targets.items():
         a, b = s.get("adapter", {}).get(measure), s.get("no-adapter", {}).get(measure)
         lines.append(f"| {measure} | {_fmt(a)} | {_fmt(b)} | {target} |")
@@ -226,17 +274,23 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--tune-steps", type=int, default=30)
+    p.add_argument("--tune-steps", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--edit-steps", type=int, default=10)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--fusion-start", type=float, default=0.5)
+    p.add_argument("--edit-steps", type=int, default=20, help="T for inversion and sampling (the paper's 20)")
+    p.add_argument("--guidance", type=float, default=None, help="default: edit's (the model's recommendation)")
+    p.add_argument("--edit-options", default=None, help='JSON of further EditOptions, e.g. \'{"inversion": "ddim"}\'')
+    p.add_argument("--variants", default="adapter,no-adapter", help="comma-separated: adapter, no-adapter")
+    p.add_argument("--shard", default=None, help="i/n: run clips i, i+n, … only (merge the parts with --merge)")
+    p.add_argument("--merge", nargs="+", default=None, help="shard JSON files to join into --out")
+    p.add_argument("--reuse", action="store_true", help="keep tuned runs found in --work with the same settings")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--tag", default="default", help="names the edit folders in --work (one per setting)")
     p.add_argument("--generate-prompts", type=int, default=10)
     p.add_argument("--generate-seeds", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
     p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
-    p.add_argument("--gif", default=str(ROOT / "examples" / "edit-example.gif"))
+    p.add_argument("--gif", default=None, help="also write source | edit of the first edit as a gif here")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
     p.add_argument("--write-prompts", action="store_true", help="(re)write prompts/shapes.json and exit")
     return p.parse_args(argv)
@@ -244,37 +298,67 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.write_prompts or not PROMPTS.exists():
         write_json(PROMPTS, make_prompt_set(24, seed=0))
         if args.write_prompts:
             return {}
+    if args.merge:
+        return finish(args, argv, merge_shards(args.merge))
     entries = json.loads(PROMPTS.read_text())[: args.clips]
     load_prompt_sets(PROMPTS)  # the file must stay readable by `contextedit edit --prompts-file`
+    picked = list(range(len(entries)))
+    if args.shard:
+        i, n = (int(x) for x in args.shard.split("/"))
+        picked = picked[i::n]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="quality-"))
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     rows = []
-    for i, entry in enumerate(entries):
-        for variant in ("adapter", "no-adapter"):
-            rows += run_clip(entry, work, args, variant)
-        print(f"[{time.perf_counter() - start:7.1f}s] clip {i + 1}/{len(entries)} done", flush=True)
-    gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds else None
-    _write_gif(work, entries[0], args)
+    for k, index in enumerate(picked):
+        for variant in args.variants.split(","):
+            rows += run_clip(entries[index], work, args, variant)
+        print(f"[{time.perf_counter() - start:7.1f}s] clip {k + 1}/{len(picked)} done", flush=True)
+    gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds and not args.shard else None
+    if args.gif and not args.shard:
+        _write_gif(work, entries[0], args)
     result = {
         "command": "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device,
-        "torch": torch.__version__, "clips": len(entries),
-        "settings": {k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "fusion_start", "seed")},
+        "torch": torch.__version__, "clips": len(picked),
+        "settings": {k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "edit_options", "seed")},
+        "edit_settings": _edit_settings(work, args),
         "seconds": time.perf_counter() - start,
         "summary": summarise(rows), "generate": gen, "rows": rows,
     }
-    write_json(args.out, result)
-    if args.benchmarks:
-        write_table(result, Path(args.benchmarks))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"summary": result["summary"], "generate": gen, "seconds": round(result["seconds"])}, indent=2))
+    return finish(args, argv, result, table=not args.shard)
+
+
+def _edit_settings(work: Path, args) -> dict | None:
+    """The settings edit really ran with (defaults resolved), from the first edits.json."""
+    for path in sorted(work.glob(f"*-edits-{args.tag}/edits.json")):
+        return read_json(path).get("settings")
+    return None
+
+
+def merge_shards(paths: list[str]) -> dict:
+    parts = [read_json(p) for p in paths]
+    rows = [r for part in parts for r in part["rows"]]
+    gen = next((p["generate"] for p in parts if p.get("generate")), None)
+    return {**parts[0], "command": parts[0]["command"] + f"  (merged from {len(parts)} shards)",
+            "clips": sum(p["clips"] for p in parts), "seconds": sum(p["seconds"] for p in parts),
+            "summary": summarise(rows), "generate": gen, "rows": rows}
+
+
+def finish(args, argv, result: dict, table: bool = True) -> dict:
+    write_json(args.out, result)
+    if args.benchmarks and table:
+        write_table(result, Path(args.benchmarks))
+    print(json.dumps({"summary": result["summary"], "generate": result.get("generate"), "seconds": round(result["seconds"])}, indent=2))
     return result
 
 
@@ -282,8 +366,9 @@ def _write_gif(work: Path, entry: dict, args) -> None:
     """Source | edit (first edit of the first clip, with the adapter) for the README."""
     if not args.gif:
         return
-    run = work / f"{Path(entry['video']).stem}-adapter"
-    edits = sorted(p for p in (run / "edits").iterdir() if p.is_dir())
+    variant = args.variants.split(",")[0]
+    folder = work / f"{Path(entry['video']).stem}-{variant}-edits-{args.tag}"
+    edits = sorted(p for p in folder.iterdir() if p.is_dir())
     source = _source_frames(entry["spec"], entry["start"], args)
     edited = video.read_video(edits[0], frames=args.frames, stride=1).frames
     video.write_video(video.side_by_side(source, edited), args.gif, fps=4)

@@ -176,9 +176,22 @@ def edit(
     prompts_file: Annotated[Optional[Path], typer.Option(help="JSON prompt set (see prompts/).")] = None,
     run: Annotated[Optional[Path], typer.Option(help="Tuned run folder. Default: the latest run.")] = None,
     source_prompt: Annotated[Optional[str], typer.Option(help="Override the run's source prompt.")] = None,
-    steps: Annotated[int, typer.Option(help="DDIM steps T for inversion and sampling.")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
-    fusion_start: Annotated[float, typer.Option(help="Fuse source attention for t in [f*T, T].")] = 0.5,
+    steps: Annotated[Optional[int], typer.Option(help="DDIM steps T for inversion and sampling. [default: 20]")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale. [default: 7.5; tiny: 5]")] = None,
+    inversion: Annotated[Optional[str], typer.Option(help="ddim | negative-prompt | null-text | direct: how inversion holds under guidance. [default: direct]")] = None,
+    null_text_steps: Annotated[Optional[int], typer.Option(help="Adam iterations per step for --inversion null-text (cached in the run). [default: 10]")] = None,
+    self_fusion: Annotated[Optional[float], typer.Option(help="Fraction of T, from the noisy end, that fuses the source's self-attention. [default: 0.5]")] = None,
+    cross_fusion: Annotated[Optional[float], typer.Option(help="Fraction of T that fuses the source's cross-attention (word swap / refine). [default: 0.5]")] = None,
+    fusion_start: Annotated[Optional[float], typer.Option(help="Older spelling: both windows = 1 - this.")] = None,
+    self_half: Annotated[Optional[str], typer.Option(help="cond | both: the guided halves whose self-attention is fused. [default: cond]")] = None,
+    fusion_layers: Annotated[Optional[str], typer.Option(help="all | coarse | N: fuse self-attention in layers of at most N tokens per frame (coarse: a quarter of the finest). [default: all]")] = None,
+    reweight: Annotated[Optional[list[str]], typer.Option("--reweight", help="WORD=SCALE: scale a target word's cross-attention (repeatable).")] = None,
+    new_word_weight: Annotated[Optional[float], typer.Option(help="Cross-attention scale of swapped and inserted words. [default: 1]")] = None,
+    blend: Annotated[Optional[bool], typer.Option("--blend/--no-blend", help="Blend mask from the changed words' cross-attention (MaskBlend + LocalBlend). [default: on]")] = None,
+    blend_words: Annotated[Optional[list[str]], typer.Option("--blend-words", help="Words whose attention makes the mask, instead of the changed words (repeatable).")] = None,
+    blend_threshold: Annotated[Optional[float], typer.Option(help="Mask threshold on the min-max-normalised attention contrast. [default: 0.5]")] = None,
+    local_blend: Annotated[Optional[str], typer.Option(help="auto | on | off: latents outside the mask follow the source (auto: not for background edits). [default: auto]")] = None,
+    mask: Annotated[Optional[Path], typer.Option(help="User mask: a PNG for all frames or a folder of one per frame; white = may change.")] = None,
     no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: no attention fusion.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Ablation: ignore the tuned adapter.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: <run>/edits/.")] = None,
@@ -191,16 +204,20 @@ def edit(
     """Edit the latest (or --run) tuned clip with one or more target prompts."""
     progress = _setup(quiet, debug)
     from .pipelines.edit import EditOptions, edit as run_edit
-    from .prompts import load_prompt_file
+    from .prompts import prompts_for_run
 
     prompts = list(prompt or [])
     if prompts_file is not None:
-        file_source, file_prompts = load_prompt_file(prompts_file)
+        file_source, file_prompts = prompts_for_run(prompts_file, run)
         prompts += file_prompts
         source_prompt = source_prompt or file_source
     result = run_edit(EditOptions(
         prompts=prompts, run=str(run) if run else None, source_prompt=source_prompt, steps=steps, guidance=guidance,
-        fusion_start=fusion_start, fusion=not no_fusion, adapter=not no_adapter, out=str(out) if out else None,
+        inversion=inversion, null_text_steps=null_text_steps, self_fusion=self_fusion, cross_fusion=cross_fusion,
+        fusion_start=fusion_start, fusion=not no_fusion, self_half=self_half, fusion_layers=fusion_layers,
+        reweight=list(reweight or []), new_word_weight=new_word_weight, blend=blend, blend_words=list(blend_words or []),
+        blend_threshold=blend_threshold, local_blend=local_blend, mask=str(mask) if mask else None,
+        adapter=not no_adapter, out=str(out) if out else None,
         format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype,
         seed=seed), progress=progress)
     t = result.record["timings"]
@@ -215,8 +232,8 @@ def generate(
     prompt: Annotated[list[str], typer.Option("--prompt", help="Prompt (repeatable).")],
     n: Annotated[int, typer.Option("--n", help="Images per prompt (seeds seed, seed+1, …).")] = 1,
     sampler: Annotated[str, typer.Option(help="ddim | ddpm.")] = "ddim",
-    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 50,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 7.5,
+    steps: Annotated[Optional[int], typer.Option(help="Sampling steps. [default: 50, or the model's contextedit.json]")] = None,
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale. [default: 7.5, or the model's contextedit.json]")] = None,
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width (multiple of 8). Default: native.")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height (multiple of 8). Default: native.")] = None,

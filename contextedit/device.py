@@ -48,6 +48,18 @@ def cpu_generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(int(seed))
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Inside the block the CPU RNG starts from ``seed``; after it, it is as it was before.
+
+    New layers initialise their weights from that RNG: building them inside makes them a function
+    of the run's --seed alone, without changing the random stream of the caller.
+    """
+    with torch.random.fork_rng(devices=[]):  # saves and restores the CPU generator only
+        torch.random.default_generator.manual_seed(int(seed))  # torch.manual_seed would reseed CUDA too
+        yield
+
+
 def peak_memory_gib(device: torch.device) -> float | None:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30

@@ -1,12 +1,15 @@
 """Atomic writes, safetensors-only loading and run-folder path safety.
 
 Every file the tool writes goes to a temporary name in the destination folder and is renamed
-into place, so an interrupted run never leaves a partial file behind.
+into place, so an interrupted run never leaves a partial file behind. An exclusive write (an
+output written without --overwrite) is moved into place only if its name is still free, so it
+never replaces what another command wrote there meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -15,7 +18,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .errors import InputError, UnsafeFileError, UsageError
+from .errors import InputError, OutputExistsError, UnsafeFileError, UsageError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
@@ -31,8 +34,11 @@ FILE_MODE = _file_mode()
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, exclusive: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    ``exclusive``: never replace ``path`` (OutputExistsError if it exists by then, see :func:`move_new`).
+    """
     path = Path(path)
     ensure_writable_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
@@ -42,10 +48,59 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         if tmp_path.is_file():
             os.chmod(tmp_path, FILE_MODE)
-        os.replace(tmp_path, path)
+        if exclusive:
+            move_new(tmp_path, path)
+        else:
+            os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def move_new(src: Path, dst: Path) -> None:
+    """Rename the file or folder ``src`` to ``dst`` only if nothing is at ``dst``, atomically.
+
+    A plain rename would replace a file (or, on POSIX, an empty folder) that another command put
+    at ``dst`` after this one checked; here that is an OutputExistsError and ``dst`` is left alone.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        if not src.is_dir():
+            _link_new(src, dst)
+        elif os.name == "nt":
+            os.rename(src, dst)  # Windows never renames onto an existing name
+        else:
+            os.mkdir(dst)  # POSIX rename replaces an empty folder: claim the name first, atomically
+            try:
+                os.rename(src, dst)  # onto our own claim; fails if someone wrote into it meanwhile
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.rmdir(dst)  # only if still empty: never someone else's files
+                raise
+    except OSError as exc:
+        if isinstance(exc, FileExistsError) or exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise OutputExistsError(f"{dst} appeared while this command ran (another command wrote it) and was kept; "
+                                    "pass --overwrite to replace it or choose another --out") from None
+        raise
+
+
+def _link_new(src: Path, dst: Path) -> None:
+    """Move a file to a free name: a hard link fails where ``dst`` exists (os.replace would not)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network mounts): claim the name, then replace the claim
+        os.close(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        try:
+            os.replace(src, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(dst) == 0:  # still our empty claim
+                    os.unlink(dst)
+            raise
+        return
+    os.unlink(src)
 
 
 def ensure_writable_dir(folder: str | os.PathLike) -> Path:

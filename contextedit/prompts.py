@@ -45,18 +45,54 @@ def load_prompt_sets(path: str | os.PathLike) -> list[PromptSet]:
 def load_prompt_file(path: str | os.PathLike, video: str | os.PathLike | None = None) -> tuple[str | None, list[str]]:
     """``(source_prompt or None, target prompts)`` of the file's set for ``video``.
 
-    A file with one set serves any clip; with several, the set whose ``video`` has the same file
-    name as ``video`` is taken.
+    A file with one set serves any clip; with several, the set for ``video`` is taken: the one
+    whose ``video`` is that file (relative to the working folder or to the prompt file), else, where
+    a set's ``video`` is a placeholder that does not exist, the one with the same file name.
     """
+    return _pick(load_prompt_sets(path), path, video)
+
+
+def prompts_for_run(path: str | os.PathLike, run: str | os.PathLike | None = None) -> tuple[str | None, list[str]]:
+    """:func:`load_prompt_file` for ``edit``: the set for the clip that ``run`` (else the latest run)
+    was tuned on, as its manifest's ``source_video`` records it."""
+    from .runs import latest_run, load_manifest
+
     sets = load_prompt_sets(path)
+    video = None
+    if len(sets) > 1:
+        video = load_manifest(Path(run) if run else latest_run()).get("source_video")
+    return _pick(sets, path, video)
+
+
+def _pick(sets: list[PromptSet], path: str | os.PathLike, video: str | os.PathLike | None) -> tuple[str | None, list[str]]:
     if len(sets) == 1:
         return sets[0].source_prompt, sets[0].prompts
-    name = Path(video).name if video is not None else None
-    matches = [s for s in sets if s.video and Path(s.video).name == name]
+    found = {id(s): _find(s.video, Path(path).parent) for s in sets if s.video}
+    matches = []
+    if video is not None:
+        matches = [s for s in sets if found.get(id(s)) and _same_file(found[id(s)], video)]
+        if not matches:
+            matches = [s for s in sets if s.video and found[id(s)] is None and Path(s.video).name == Path(video).name]
     if len(matches) != 1:
+        name = Path(video).name if video is not None else None
         names = ", ".join(Path(s.video).name for s in sets if s.video)
-        raise InputError(f"prompt file {path} holds several sets and none is for {name or 'an unnamed clip'}; its sets are for: {names} — pass one of those clips")
+        raise InputError(f"prompt file {path} holds several sets and {'several are' if matches else 'none is'} for "
+                         f"{name or 'an unnamed clip'}; its sets are for: {names} — use a clip of one of those "
+                         "(or a one-set file, or --prompt)")
     return matches[0].source_prompt, matches[0].prompts
+
+
+def _find(video: str, folder: Path) -> Path | None:
+    """A set's ``video`` where it exists: as given (relative to the working folder) or beside the file."""
+    candidates = [Path(video)] + ([] if Path(video).is_absolute() else [folder / video])
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is gone (a run's source moved away): compare the paths
+        return Path(a).resolve() == Path(b).resolve()
 
 
 def _prompt_set(entry: object, where: str) -> PromptSet:

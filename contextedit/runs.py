@@ -24,6 +24,20 @@ def slugify(text: str, max_len: int = 48) -> str:
     return slug[:max_len].rstrip("-") or "untitled"
 
 
+def output_name(prompt: str, seed: int, fmt: str) -> str:
+    """The file name of one output, ``<slug>-s<seed>.<fmt>`` (no suffix for a ``frames`` folder).
+
+    Where the slug does not spell the prompt exactly (cut at 48 characters, or case, punctuation
+    or non-ASCII letters dropped), 8 hex digits of the prompt's SHA-1 follow it after ``_``, which
+    no slug holds: distinct prompts get distinct names, and a prompt always the same one.
+    """
+    slug = slugify(prompt)
+    if slug.replace("-", " ") != prompt:
+        slug += "_" + hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:8]
+    stem = f"{slug}-s{seed}"
+    return stem if fmt == "frames" else f"{stem}.{fmt}"
+
+
 def default_run_dir(video: str | os.PathLike) -> Path:
     return runs_root() / slugify(Path(video).stem)
 

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from .errors import InputError, OutputExistsError, RunFailure, UsageError
-from .fileio import atomic_path, ensure_writable_dir, read_json, write_json
+from .fileio import atomic_path, ensure_writable_dir, move_new, read_json, write_json
 
 FRAME_SUFFIXES = {".png", ".jpg", ".jpeg"}
 FOLDER_META = "clip.json"  # a frame folder's fps lives here; PNGs cannot carry it
@@ -410,10 +410,12 @@ def _quiet_stderr() -> Iterator[None]:
 # ----------------------------------------------------------------------------------------------
 
 
-def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float, fmt: str | None = None) -> Path:
+def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float, fmt: str | None = None, *,
+                exclusive: bool = False) -> Path:
     """Write (F, H, W, 3) uint8 frames atomically as ``mp4``, ``gif`` or a ``frames`` folder.
 
     ``fmt`` defaults from the suffix: ``.mp4``, ``.gif``, or no suffix for a folder of PNGs.
+    ``exclusive``: never replace ``path``; OutputExistsError if it exists, or appears while writing.
     """
     path = Path(path)
     fmt = fmt or {".mp4": "mp4", ".gif": "gif", "": "frames"}.get(path.suffix.lower())
@@ -425,24 +427,26 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: float, fmt: st
         raise ValueError(f"frames must be a non-empty (F, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
     if not fps > 0:
         raise UsageError(f"fps must be positive, got {fps}")
-    writers[fmt](frames, path, float(fps))
+    if exclusive and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it or choose another --out")
+    writers[fmt](frames, path, float(fps), exclusive)
     return path
 
 
-def _write_mp4(frames: np.ndarray, path: Path, fps: float) -> None:
+def _write_mp4(frames: np.ndarray, path: Path, fps: float, exclusive: bool = False) -> None:
     height, width = frames.shape[1:3]
     if width % 2 or height % 2:
         raise UsageError(f"H.264 (yuv420p) needs even sizes, got {width}x{height}; use a size that is a multiple of 8")
     params = ["-crf", MP4_CRF, "-preset", "medium", "-movflags", "+faststart"]
-    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # ffmpeg picks the container from the suffix
+    with atomic_path(path, suffix=".tmp.mp4", exclusive=exclusive) as tmp:  # ffmpeg picks the container from the suffix
         _ffmpeg_write(frames, tmp, fps, codec="libx264", pix_fmt_out="yuv420p", output_params=params)
 
 
-def _write_gif(frames: np.ndarray, path: Path, fps: float) -> None:
+def _write_gif(frames: np.ndarray, path: Path, fps: float, exclusive: bool = False) -> None:
     # one palette for the whole clip, and ffmpeg (unlike Pillow) keeps repeated frames
     palette = "split[a][b];[a]palettegen=stats_mode=full[p];[b][p]paletteuse"
     params = ["-filter_complex", palette, "-loop", "0"]
-    with atomic_path(path, suffix=".tmp.gif") as tmp:
+    with atomic_path(path, suffix=".tmp.gif", exclusive=exclusive) as tmp:
         _ffmpeg_write(frames, tmp, fps, codec="gif", pix_fmt_out="pal8", output_params=params)
 
 
@@ -462,8 +466,8 @@ def _ffmpeg_write(frames: np.ndarray, path: Path, fps: float, **options) -> None
         raise RunFailure(f"ffmpeg could not write {path.name} ({_reason(str(exc))}); check disk space") from exc
 
 
-def _write_folder(frames: np.ndarray, path: Path, fps: float) -> None:
-    with _atomic_folder(path) as tmp:
+def _write_folder(frames: np.ndarray, path: Path, fps: float, exclusive: bool = False) -> None:
+    with _atomic_folder(path, exclusive) as tmp:
         digits = max(4, len(str(len(frames) - 1)))
         for index, frame in enumerate(frames):
             Image.fromarray(frame).save(tmp / f"frame_{index:0{digits}d}.png")
@@ -471,11 +475,11 @@ def _write_folder(frames: np.ndarray, path: Path, fps: float) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_folder(path: Path) -> Iterator[Path]:
+def _atomic_folder(path: Path, exclusive: bool = False) -> Iterator[Path]:
     """Yield a temp folder beside ``path``; on success it replaces ``path``.
 
     An existing folder is replaced only if it is a frame folder this module wrote, so a mistyped
-    output path never deletes someone's files.
+    output path never deletes someone's files; ``exclusive`` replaces nothing at all.
     """
     ensure_writable_dir(path.parent)
     if path.exists() and not _is_frame_folder(path):
@@ -484,7 +488,9 @@ def _atomic_folder(path: Path) -> Iterator[Path]:
     tmp.mkdir()  # unlike mkdtemp (0700) this honours the umask, so the result is shareable
     try:
         yield tmp
-        if path.exists():
+        if exclusive:
+            move_new(tmp, path)
+        elif path.exists():
             old = path.with_name(f"{tmp.name}.old")
             os.replace(path, old)
             os.replace(tmp, path)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from contextedit import shapes, video
 from contextedit.models.loading import load_components
@@ -50,3 +51,22 @@ def write_images(folder: Path, n: int = 4, captions: bool = True) -> Path:
         if captions:
             (folder / f"img{i}.txt").write_text(caption)
     return folder
+
+
+F32_EPS = torch.finfo(torch.float32).eps  # 2**-23: one ulp at 1.0
+
+
+def f32_tol(*terms, ops: int) -> float:
+    """An ``atol`` for two float32 implementations of one formula (ours against diffusers).
+
+    ``terms`` are the summands of the formula (tensors or numbers, at the scale of the result:
+    a coefficient times what it multiplies). Every float32 operation — a product, a sum, a
+    quotient, a square root, or rounding a float64 coefficient to float32 — is exact up to a
+    relative eps/2 of its result, and no intermediate exceeds Σ max|term| (before cancellation).
+    With ``ops`` operations on the longest chain of either implementation, each result is
+    within ops·eps/2·Σ max|term| of the exact value, so the two are within ops·eps·Σ max|term|.
+    Rounding is relative to the summands, not to the result: where they cancel (x̂0 at large t),
+    the bound says so instead of a fixed 1e-5 failing on another CPU.
+    """
+    scale = sum(float(torch.as_tensor(t).abs().max()) for t in terms)
+    return ops * F32_EPS * scale

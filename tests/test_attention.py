@@ -7,13 +7,15 @@ import torch
 
 from contextedit.attention import (
     CrossAttnProcessor,
+    FusionPlan,
     FusionStore,
     InflatedSelfAttnProcessor,
     fuse_attention,
     record_attention,
+    prompt_edit,
     sparse_causal_kv,
-    token_alignment,
 )
+from contextedit.attention.control import PromptEdit
 from contextedit.attention.fusion import FusingProcessor
 from contextedit.errors import InputError, UsageError
 from contextedit.fileio import load_safetensors, save_safetensors
@@ -168,12 +170,34 @@ def test_gradient_checkpointing_backward_reaches_tuned_parameters(inflated):
 # --------------------------------------------------------------------------------------------------
 # fusion
 # --------------------------------------------------------------------------------------------------
-def test_token_alignment_maps_shared_words():
-    # BOS a big cat EOS pad pad  vs  BOS a dog EOS pad pad pad
+def test_prompt_edit_maps_shared_words_swaps_and_refines():
+    # BOS a big cat EOS pad pad  vs  BOS a dog EOS pad pad pad: "big cat" → "dog" is an insertion of another length
     source = [100, 1, 7, 3, 101, 101, 101]
     target = [100, 1, 4, 101, 101, 101, 101]
-    assert token_alignment(source, target) == [0, 1, -1, 4, 5, 6, -1]
-    assert token_alignment(source, source) == list(range(7))
+    edit = prompt_edit(source, target)
+    assert edit.mapping.tolist() == [0, 1, -1, 4, 5, 6, -1] and edit.new == [2, 6] and edit.swapped == []  # 6: the extra padding
+    assert edit.source_changed == [2, 3]
+    assert prompt_edit(source, source).mapping.tolist() == list(range(7))
+    # BOS a red circle EOS vs BOS a blue circle EOS: a word swap, same place, same length
+    swap = prompt_edit([100, 1, 5, 9, 101], [100, 1, 6, 9, 101], new_word_weight=2.0)
+    assert swap.mapping.tolist() == [0, 1, 2, 3, 4] and swap.swapped == [2] and swap.source_changed == [2]
+    assert swap.weights.tolist() == [1, 1, 2, 1, 1]
+
+
+def test_word_swap_gives_the_target_token_exactly_the_source_tokens_map():
+    g = torch.Generator().manual_seed(0)
+    source_probs = torch.rand(2, 4, 16, 5, generator=g).softmax(-1)
+    target_probs = torch.rand(2, 4, 16, 5, generator=g).softmax(-1)
+    swap = prompt_edit([100, 1, 5, 9, 101], [100, 1, 6, 9, 101])
+    fused = swap.apply(source_probs, target_probs)
+    assert torch.equal(fused[..., 2], source_probs[..., 2])  # "blue" takes "red"'s map
+    assert torch.equal(fused, source_probs)  # every token is matched or swapped here
+    insert = prompt_edit([100, 1, 9, 101, 101], [100, 1, 6, 9, 101])  # "a circle" → "a blue circle"
+    fused = insert.apply(source_probs, target_probs)
+    assert torch.equal(fused[..., 2], target_probs[..., 2])  # refine: the new word keeps its own map
+    assert torch.equal(fused[..., 3], source_probs[..., 2])  # "circle" moved one place right
+    weighted = prompt_edit([100, 1, 5, 9, 101], [100, 1, 6, 9, 101], reweight={2: 3.0}).apply(source_probs, target_probs)
+    assert torch.equal(weighted[..., 2], 3.0 * source_probs[..., 2])
 
 
 def test_record_then_fuse_on_the_same_pass_changes_nothing(inflated):
@@ -188,8 +212,6 @@ def test_record_then_fuse_on_the_same_pass_changes_nothing(inflated):
     assert torch.equal(recorded, reference)
     assert store.nbytes > 0 and store.steps == [0]
 
-    ids = list(range(77))
-    store.set_alignment(ids, ids)
     with fuse_attention(inflated, store, step=0):
         assert all(isinstance(p, FusingProcessor) for p in inflated.attn_processors.values())
         fused = predict(inflated, latents, text)
@@ -209,15 +231,14 @@ def test_fusion_under_guidance_edits_only_the_conditional_half(inflated):
     target = torch.randn(1, 77, 32).expand(FRAMES, -1, -1)
     batch, texts = torch.cat([latents, latents + 0.5]), torch.cat([text, target])
     plain = predict(inflated, batch, texts)
-    store.set_alignment(list(range(77)), list(range(77)))
     with fuse_attention(inflated, store, step=4):
         fused = predict(inflated, batch, texts)
     torch.testing.assert_close(fused[:FRAMES], plain[:FRAMES], rtol=0, atol=1e-5)
     assert not torch.allclose(fused[FRAMES:], plain[FRAMES:], atol=1e-4)
 
     # no shared words and no self-attention fusion: nothing to fuse
-    store.alignment = torch.full((77,), -1)
-    with fuse_attention(inflated, store, step=4, self_attention=False):
+    nothing_shared = PromptEdit(mapping=torch.full((77,), -1), weights=torch.ones(77))
+    with fuse_attention(inflated, store, step=4, plan=FusionPlan(self_attention=False, edit=nothing_shared)):
         untouched = predict(inflated, batch, texts)
     torch.testing.assert_close(untouched, plain, rtol=0, atol=1e-5)
 
@@ -249,7 +270,6 @@ def test_fusion_on_the_plain_unet(plain):
     store = FusionStore(offload="auto")
     with record_attention(plain, store, step=1), torch.no_grad():
         plain(latents, 500, text)
-    store.set_alignment(list(range(77)), list(range(77)))
     with fuse_attention(plain, store, step=1), torch.no_grad():
         fused = plain(latents, 500, text).sample
     torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)

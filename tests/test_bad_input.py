@@ -255,6 +255,15 @@ def test_output_under_a_regular_file(tmp_path, clip, command):
     (["--prompt", "a cat", "--guidance", "nan"], ("--guidance", "finite")),
     (["--prompt", "a cat", "--fusion-start", "2"], ("--fusion-start", "between 0 and 1")),
     (["--prompt", "a cat", "--format", "avi"], ("--format", "mp4")),
+    (["--prompt", "a cat", "--inversion", "exact"], ("--inversion", "direct")),
+    (["--prompt", "a cat", "--self-fusion", "1.5"], ("--self-fusion", "between 0 and 1")),
+    (["--prompt", "a cat", "--cross-fusion", "-0.1"], ("--cross-fusion", "between 0 and 1")),
+    (["--prompt", "a cat", "--reweight", "cat"], ("--reweight", "WORD=SCALE")),
+    (["--prompt", "a cat", "--reweight", "cat=-1"], ("--reweight", "WORD=SCALE")),
+    (["--prompt", "a cat", "--fusion-layers", "some"], ("--fusion-layers", "coarse")),
+    (["--prompt", "a cat", "--local-blend", "yes"], ("--local-blend", "auto")),
+    (["--prompt", "a cat", "--self-half", "uncond"], ("--self-half", "cond")),
+    (["--prompt", "a cat", "--null-text-steps", "0"], ("--null-text-steps", "at least 1")),
 ])
 def test_edit_bad_option(tmp_path, args, words):
     fails(["edit", *args, "--run", tmp_path / "run", "--out", tmp_path / "out", *CPU], 2, *words, out=tmp_path / "out")

@@ -77,3 +77,18 @@ def test_train_adapter_refuses_missing_captions_or_images(tmp_path):
     with pytest.raises(InputError, match="no images"):
         train_adapter(TrainAdapterOptions(data=str(captions_only), out=str(tmp_path / "y.safetensors"), steps=1, model=MODEL, device="cpu"))
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+
+
+def test_train_adapter_initialises_from_its_seed(tmp_path):
+    """A fresh adapter's weights follow --seed (on the trained ``tiny``, which leaves the RNG alone)."""
+    data = write_images(tmp_path / "data", n=2)
+
+    def trained(name, seed, caller_seed):
+        torch.manual_seed(caller_seed)  # the caller's RNG must not matter
+        out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / f"{name}.safetensors"), steps=1,
+                                                batch=1, lr=1e-3, model="tiny", device="cpu", seed=seed))
+        return load_safetensors(out)
+
+    a, b, c = trained("a", 0, caller_seed=1), trained("b", 0, caller_seed=2), trained("c", 1, caller_seed=1)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

@@ -17,6 +17,8 @@ from contextedit.schedulers import (
     training_target,
 )
 
+from helpers import f32_tol
+
 # Stable Diffusion's scheduler folder ships a PNDM config.
 SD = dict(_class_name="PNDMScheduler", num_train_timesteps=1000, beta_schedule="scaled_linear",
           beta_start=0.00085, beta_end=0.012, set_alpha_to_one=False, steps_offset=1,
@@ -25,11 +27,16 @@ CLIPPED = {**SD, "clip_sample": True, "clip_sample_range": 1.5}
 THRESHOLD = {**SD, "thresholding": True, "dynamic_thresholding_ratio": 0.9, "sample_max_value": 2.0}
 ALPHA_ONE = {**SD, "set_alpha_to_one": True}
 SHAPE = (2, 4, 6, 6)
-TIGHT = dict(rtol=1e-5, atol=1e-5)  # float32 vs diffusers: coefficients differ by rounding only
 EXACT = dict(rtol=1e-10, atol=1e-10)  # float64 against a float64 reference
-# diffusers' DDPM forms β_t = 1 − ᾱ_t/ᾱ_s in float32; with 1000 steps β_t ≈ 1e-4 near t = 0 and that
-# cancellation costs it ~1e-4 absolute, which this module avoids by working in float64.
-DDPM_1000 = dict(rtol=1e-4, atol=5e-4)
+# Against diffusers (float32 both): atol = f32_tol(summands, ops), ops the float32 operations on the
+# longest chain of either implementation (diffusers', the longer, counted in its step code):
+X0_OPS = 6  # x̂0 = (x − √(1−ᾱ)·ε)/√ᾱ: √ᾱ, 1−ᾱ, √(1−ᾱ), ·ε, x−·, ÷√ᾱ (v: fewer)
+THRESHOLD_OPS = X0_OPS + 4  # dynamic thresholding divides x̂0 by a quantile s ≥ 1 of |x̂0| that carries x̂0's
+#   error again (so at most twice it), plus the quantile's interpolation (3) and the division (1)
+DDIM_OPS = 5  # then x_s = √ᾱ_s·x̂0 + √(1−ᾱ_s−σ²)·ε̂: 1−ᾱ_s, −σ², √, ·ε̂, + (5) on the coefficient's chain;
+#   x̂0's chain gains ·√ᾱ_s, + (2), or with ε̂ re-derived from x̂0: ·√ᾱ, x−, ÷√(1−ᾱ), ·, + (5)
+DDPM_OPS = 4  # then x_s = c0·x̂0 + c1·x + σ·n: x̂0's chain gains ·c0, +, + (3); c0 = √ᾱ_s·β/(1−ᾱ_t) with
+#   β = 1 − ᾱ_t/ᾱ_s is 6 ops (+3 = 9 ≤ 6 + 4), σ 7 (+2); β's own cancellation is in ddpm_terms
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -54,6 +61,19 @@ def r_phi(x0: torch.Tensor, t: int) -> torch.Tensor:
     return torch.tanh(x0) * 2 + 1e-3 * t * x0**2 - 0.5
 
 
+def x0_eps_terms(x, out, alpha_bar, prediction_type):
+    """The summands of x̂0 and of ε̂ at ᾱ (DESIGN §2): float32 rounds relative to these, not to
+    x̂0, whose summands cancel where √ᾱ is small (x̂0 = x/√ᾱ − √(1−ᾱ)/√ᾱ·ε ≈ ±1 from terms ≈ 500)."""
+    a, s = float(alpha_bar) ** 0.5, float(1 - alpha_bar) ** 0.5
+    if prediction_type == "epsilon":
+        return [x / a, s / a * out], [out]
+    return [a * x, s * out], [a * out, s * x]
+
+
+def assert_f32_close(got, want, terms, ops):
+    torch.testing.assert_close(got, want, rtol=0, atol=f32_tol(*terms, ops=ops))
+
+
 # --- context=None is diffusers -------------------------------------------------------------
 
 @pytest.mark.parametrize("config", [SD, CLIPPED, THRESHOLD], ids=["sd", "clip", "threshold"])
@@ -62,13 +82,21 @@ def r_phi(x0: torch.Tensor, t: int) -> torch.Tensor:
 def test_ddim_without_context_is_diffusers(config, prediction_type, n):
     ours, ref = pair(ContextualDDIMScheduler, DDIMScheduler, config, n, prediction_type)
     assert torch.equal(ours.timesteps, ref.timesteps)
+    x0_ops = THRESHOLD_OPS if config.get("thresholding") else X0_OPS
     for i, t in enumerate(ours.timesteps):
         x, out = randn(*SHAPE, seed=2 * i) * 3, randn(*SHAPE, seed=2 * i + 1)
+        ab_t, ab_s = ours.schedule.alpha_bar(int(t)), ours.schedule.alpha_bar(int(t) - 1000 // n)
+        x0_terms, eps_terms = x0_eps_terms(x, out, ab_t, prediction_type)
         for clipped in (False, True):
             got = ours.step(out, t, x, use_clipped_model_output=clipped)
             want = ref.step(out, t, x, use_clipped_model_output=clipped)
-            torch.testing.assert_close(got.prev_sample, want.prev_sample, **TIGHT)
-            torch.testing.assert_close(got.pred_original_sample, want.pred_original_sample, **TIGHT)
+            if clipped:  # ε̂ = (x − √ᾱ x̂0)/√(1−ᾱ), carrying x̂0's error scaled by √ᾱ/√(1−ᾱ)
+                a_over_s = (ab_t / (1 - ab_t)).sqrt().item()
+                eps_terms = [x / (1 - ab_t).sqrt().item(), a_over_s * want.pred_original_sample,
+                             *(a_over_s * term for term in x0_terms)]
+            prev_terms = [ab_s.sqrt().item() * term for term in x0_terms] + [(1 - ab_s).sqrt().item() * term for term in eps_terms]
+            assert_f32_close(got.prev_sample, want.prev_sample, prev_terms, x0_ops + DDIM_OPS)
+            assert_f32_close(got.pred_original_sample, want.pred_original_sample, x0_terms, x0_ops)
 
 
 @pytest.mark.parametrize("config", [SD, CLIPPED], ids=["sd", "clip"])
@@ -77,7 +105,10 @@ def test_ddim_inversion_without_context_is_diffusers(config, prediction_type):
     ours, ref = pair(ContextualDDIMScheduler, DDIMInverseScheduler, config, 20, prediction_type)
     for i, t in enumerate(ours.timesteps.flip(0)):  # the forward scheduler's timesteps (steps_offset kept)
         x, out = randn(*SHAPE, seed=2 * i), randn(*SHAPE, seed=2 * i + 1)
-        torch.testing.assert_close(ours.invert_step(out, t, x), ref.step(out, t, x).prev_sample, **TIGHT)
+        ab_s, ab_t = ours.schedule.alpha_bar(int(t) - 50), ours.schedule.alpha_bar(int(t))
+        x0_terms, eps_terms = x0_eps_terms(x, out, ab_s, prediction_type)
+        terms = [ab_t.sqrt().item() * term for term in x0_terms] + [(1 - ab_t).sqrt().item() * term for term in eps_terms]
+        assert_f32_close(ours.invert_step(out, t, x), ref.step(out, t, x).prev_sample, terms, X0_OPS + DDIM_OPS)
 
 
 def test_ddim_stochastic_without_context_is_diffusers_and_refused_with_context():
@@ -85,9 +116,31 @@ def test_ddim_stochastic_without_context_is_diffusers_and_refused_with_context()
     x, out, t = randn(*SHAPE, seed=1), randn(*SHAPE, seed=2), ours.timesteps[3]
     got = ours.step(out, t, x, eta=0.7, generator=torch.Generator().manual_seed(5)).prev_sample
     want = ref.step(out, t, x, eta=0.7, generator=torch.Generator().manual_seed(5)).prev_sample
-    torch.testing.assert_close(got, want, **TIGHT)
+    assert torch.equal(got, want)  # η > 0 runs diffusers' own step
     with pytest.raises(UsageError):
         ours.step(out, t, x, lambda x0, s: x0, eta=0.7)
+
+
+def ddpm_terms(s, t, x, out, x0_hat, noise, prediction_type):
+    """(summands of diffusers' DDPM x_s, the terms its float32 β_t conditions) for f32_tol.
+
+    x_s = c0·x̂0 + c1·x + σ·n with c0 ∝ β_t and σ ∝ √β_t. diffusers forms β_t = 1 − ᾱ_t/ᾱ_s in
+    float32: exact to eps/2 absolute only, a relative error eps/(2β_t) in c0 and eps/(4β_t) in σ
+    (fixed_small_log's log and exp, good to an ulp each, add up to eps·|log σ²|/2 to σ). With
+    1000 steps β_t ≈ 1e-4 near t = 0, where diffusers is off by ~5e-4; this module forms β_t in
+    float64, so the bound is tight elsewhere (β_t ≈ 0.01–0.1).
+    """
+    ab_t, ab_s = s.schedule.alpha_bar(t), s.schedule.alpha_bar(int(s.previous_timestep(t)))
+    beta = 1 - ab_t / ab_s
+    c0 = (ab_s.sqrt() * beta / (1 - ab_t)).item()
+    c1 = ((1 - beta).sqrt() * (1 - ab_s) / (1 - ab_t)).item()
+    variance = beta if s.config.variance_type == "fixed_large" else (1 - ab_s) / (1 - ab_t) * beta
+    noise_term = variance.clamp(min=1e-20).sqrt().item() * noise if t > 0 else torch.zeros(())
+    x0_terms, _ = x0_eps_terms(x, out, ab_t, prediction_type)
+    summands = [c0 * term for term in x0_terms] + [c1 * x, noise_term]
+    log_factor = variance.clamp(min=1e-20).log().abs().item() / 2 if s.config.variance_type == "fixed_small_log" else 0
+    conditioned = [c0 * x0_hat / (2 * beta.item()), noise_term * (1 / (4 * beta.item()) + log_factor)]
+    return x0_terms, summands, conditioned
 
 
 @pytest.mark.parametrize("config,n,prediction_type,variance_type", [
@@ -100,13 +153,17 @@ def test_ddim_stochastic_without_context_is_diffusers_and_refused_with_context()
 def test_ddpm_without_context_is_diffusers(config, n, prediction_type, variance_type):
     config = {**config, "variance_type": variance_type}
     ours, ref = pair(ContextualDDPMScheduler, DDPMScheduler, config, n, prediction_type)
+    x0_ops = THRESHOLD_OPS if config.get("thresholding") else X0_OPS
     g_ours, g_ref = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     x = randn(*SHAPE, seed=1)
     for i, t in enumerate(ours.timesteps):
         out = randn(*SHAPE, seed=i + 2)
+        noise = torch.randn(SHAPE, generator=torch.Generator().set_state(g_ref.get_state()))  # what the step draws
         got, want = ours.step(out, t, x, generator=g_ours), ref.step(out, t, x, generator=g_ref)
-        torch.testing.assert_close(got.prev_sample, want.prev_sample, **(DDPM_1000 if n == 1000 else TIGHT))
-        torch.testing.assert_close(got.pred_original_sample, want.pred_original_sample, **TIGHT)
+        x0_terms, summands, conditioned = ddpm_terms(ours, int(t), x, out, want.pred_original_sample, noise, prediction_type)
+        atol = f32_tol(*summands, ops=x0_ops + DDPM_OPS) + f32_tol(*conditioned, ops=1)
+        torch.testing.assert_close(got.prev_sample, want.prev_sample, rtol=0, atol=atol)
+        assert_f32_close(got.pred_original_sample, want.pred_original_sample, x0_terms, x0_ops)
         x = want.prev_sample
 
 
@@ -265,16 +322,21 @@ def test_q_sample_and_targets_broadcast_a_batch_of_timesteps():
     ref = DDPMScheduler.from_config(SD)
     x0, noise, r = randn(*SHAPE, seed=1), randn(*SHAPE, seed=2), randn(*SHAPE, seed=3)
     t = torch.tensor([10, 700])
-    torch.testing.assert_close(q_sample(ref, x0, noise, t), ref.add_noise(x0, noise, t), **TIGHT)
-    ab = alphas(SD)[t].float().view(-1, 1, 1, 1)
+    ab = alphas(SD)[t].float().view(-1, 1, 1, 1)  # diffusers' float32 ᾱ: the references compute in float32
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    # ops: √ᾱ, ·x0, 1−ᾱ, √·, ·n, + in diffusers' add_noise (6); k = √ᾱ(1−√ᾱ) and ·r add 3. The float32
+    # √ᾱ in the reference's k (error eps/2·√ᾱ, then 1−√ᾱ cancels) is off by eps/2·ᾱ·|r|: the term ᾱ·r.
+    torch.testing.assert_close(q_sample(ref, x0, noise, t), ref.add_noise(x0, noise, t), rtol=0,
+                               atol=f32_tol(a * x0, s * noise, ops=6))
     x_t = q_sample(ref, x0, noise, t, r)
-    torch.testing.assert_close(x_t, ab.sqrt() * x0 + k(ab) * r + (1 - ab).sqrt() * noise, **TIGHT)
+    assert_f32_close(x_t, a * x0 + k(ab) * r + s * noise, [a * x0, k(ab) * r, s * noise, ab * r], 9)
+    # ε̃ = (x_t − √ᾱ x0)/√(1−ᾱ) on our x_t (its q_sample error included: 9 + 3 ops), against ε + k·r/√(1−ᾱ)
     eps_tilde = training_target(ref, x0, x_t, t)
-    torch.testing.assert_close(eps_tilde, noise + k(ab) * r / (1 - ab).sqrt(), **TIGHT)
+    assert_f32_close(eps_tilde, noise + k(ab) * r / s, [x_t / s, a * x0 / s, noise, k(ab) * r / s, ab * r / s], 12)
     v = training_target(ref, x0, x_t, t, "v_prediction")
-    torch.testing.assert_close(v, ab.sqrt() * eps_tilde - (1 - ab).sqrt() * x0, **TIGHT)
-    # a scalar t applies to the whole batch (one clip's frames)
-    torch.testing.assert_close(q_sample(ref, x0, noise, 700, r)[1], x_t[1], **TIGHT)
+    assert_f32_close(v, a * eps_tilde - s * x0, [a * eps_tilde, s * x0], 4)
+    # a scalar t applies to the whole batch (one clip's frames): the same arithmetic
+    assert torch.equal(q_sample(ref, x0, noise, 700, r)[1], x_t[1])
 
 
 def test_k_vanishes_at_both_ends():

@@ -1,6 +1,7 @@
 """Attention processors: sparse-causal + temporal inflation, and source-attention fusion."""
 
-from .fusion import FusionStore, fuse_attention, record_attention, token_alignment
+from .control import BlendMask, PromptEdit, prompt_edit
+from .fusion import FusionPlan, FusionStore, fuse_attention, record_attention
 from .processors import (
     CrossAttnProcessor,
     InflatedSelfAttnProcessor,
@@ -10,13 +11,16 @@ from .processors import (
 )
 
 __all__ = [
+    "BlendMask",
     "CrossAttnProcessor",
+    "FusionPlan",
     "FusionStore",
     "InflatedSelfAttnProcessor",
+    "PromptEdit",
     "TemporalAttention",
     "fuse_attention",
+    "prompt_edit",
     "record_attention",
     "sdpa",
     "sparse_causal_kv",
-    "token_alignment",
 ]

@@ -1,14 +1,18 @@
-"""Attention fusion for editing (DESIGN §5.5, after FateZero): record the source pass, fuse it in.
+"""Attention fusion for editing (DESIGN §5.5–5.6, after FateZero and Prompt-to-Prompt).
 
-During DDIM inversion :func:`record_attention` keeps, per attention layer and inversion step, the
-source's self-attention queries and keys and its cross-attention queries (plus the source
-prompt's text states). During the noisy half of sampling :func:`fuse_attention` replays them:
+The source pass — DDIM inversion, or the guided source branch replayed on the inversion
+trajectory — is recorded by :func:`record_attention`: per attention layer and sampling step, the
+self-attention queries and keys and the cross-attention queries (plus the source prompt's text
+states). :func:`fuse_attention` replays them while the target is sampled, as a
+:class:`FusionPlan` says:
 
 - self-attention: SDPA(Q_src, K_src, V_current) — the source's attention pattern applied to the
   current values, with the usual sparse-causal key gather; memory stays linear in tokens;
-- cross-attention, conditional half only: for target tokens whose word the source prompt
-  shares, the source's probabilities (from Q_src and K_src = to_k(source text states)) replace
-  the current ones; then × V_current. Maps are only (tokens × 77), so they are materialised.
+  inside a blend mask the target keeps its own pattern (MaskBlend);
+- cross-attention, conditional half only: the source's probabilities (from Q_src and
+  K_src = to_k(source text states)) mapped to the target's tokens by a
+  :class:`~contextedit.attention.control.PromptEdit` (refine, word swap, reweight), × V_current.
+  Maps are only (tokens × 77), so they are materialised.
 
 Both context managers wrap the processors already installed (inflated or plain), reuse their
 maths through ``run(..., attend=...)``, and restore them on exit, even on error. Everything the
@@ -18,32 +22,16 @@ fusion keeps lives in the :class:`FusionStore` passed in: the processors hold no
 from __future__ import annotations
 
 import contextlib
-import difflib
-from typing import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import torch
 
 from ..errors import RunFailure, UsageError
+from .control import BlendMask, PromptEdit
 from .processors import apply_probs, attention_context, attention_modules, attention_probs, base_processor
 
 OFFLOAD_MODES = ("auto", "cpu", "device")
-
-
-def token_alignment(source_ids: Sequence[int], target_ids: Sequence[int]) -> list[int]:
-    """For each target token position, the source position of the same token, else −1.
-
-    difflib.SequenceMatcher over the two id lists; BOS maps to BOS. On padded lists the
-    EOS/padding run matches as one block, so padding maps position-by-position (as
-    prompt-to-prompt's mapper does).
-    """
-    source, target = [int(i) for i in source_ids], [int(i) for i in target_ids]
-    mapping = [-1] * len(target)
-    for block in difflib.SequenceMatcher(None, source, target, autojunk=False).get_matching_blocks():
-        for offset in range(block.size):
-            mapping[block.b + offset] = block.a + offset
-    if source and target:
-        mapping[0] = 0
-    return mapping
 
 
 class FusionStore:
@@ -62,7 +50,6 @@ class FusionStore:
         self.self_qk: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.cross_q: dict[tuple[str, int], torch.Tensor] = {}
         self.source_text_states: torch.Tensor | None = None
-        self.alignment: torch.Tensor | None = None
         self._on_cpu = offload == "cpu"
 
     # -- writing ------------------------------------------------------------------------------
@@ -83,12 +70,8 @@ class FusionStore:
         """The source prompt's encoder states, from which the source cross-attention keys are recomputed."""
         self.source_text_states = self._keep(text_states)
 
-    def set_alignment(self, source_ids: Sequence[int], target_ids: Sequence[int]) -> None:
-        """Align the target prompt's tokens to the source's (see :func:`token_alignment`)."""
-        self.alignment = torch.tensor(token_alignment(source_ids, target_ids), dtype=torch.long)
-
     def clear(self) -> None:
-        """Forget the recorded source pass (the alignment, which belongs to the target, stays)."""
+        """Forget the recorded source pass."""
         self._on_cpu = self.offload == "cpu"
         self.self_qk.clear()
         self.cross_q.clear()
@@ -113,25 +96,14 @@ class FusionStore:
             raise RunFailure(f"no recorded source attention for layer {layer} at inversion step {step}; "
                              "record every step you fuse (same step indices and frame count)") from None
 
-    def self_attention(self, layer: str, step: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query, key = self._get(self.self_qk, layer, step)
-        return match_batch(query, like), match_batch(key, like)
+    def self_attention(self, layer: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._get(self.self_qk, layer, step)
 
     def cross_query(self, layer: str, step: int) -> torch.Tensor:
         return self._get(self.cross_q, layer, step)
 
-    def blend_cross(self, probs: torch.Tensor, source_probs: torch.Tensor) -> torch.Tensor:
-        """Current cross-attention probabilities with matched tokens' columns taken from the source."""
-        if self.alignment is None:
-            raise UsageError("call store.set_alignment(source_ids, target_ids) before fusing cross-attention")
-        tokens = probs.shape[-1]
-        align = torch.full((tokens,), -1, dtype=torch.long)
-        n = min(tokens, len(self.alignment))
-        align[:n] = self.alignment[:n]
-        align[align >= source_probs.shape[-1]] = -1
-        align = align.to(probs.device)
-        taken = source_probs.index_select(-1, align.clamp(min=0))
-        return torch.where(align >= 0, taken, probs)
+    def has_cross(self, layer: str, step: int) -> bool:
+        return (layer, step) in self.cross_q
 
 
 def match_batch(stored: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -149,6 +121,28 @@ def match_batch(stored: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 # -------------------------------------------------------------------------------------------------
 # Processors that wrap the installed ones
 # -------------------------------------------------------------------------------------------------
+@dataclass
+class FusionPlan:
+    """What one sampling step fuses (FateZero / Prompt-to-Prompt controls).
+
+    - ``self_attention``: the source's self-attention queries and keys replace the current ones,
+      in layers with at most ``max_tokens`` tokens per frame (None: every layer), on the
+      conditional half only (``self_half="cond"``) or on both halves of the guided batch;
+    - ``cross_attention``: the cross-attention map is the source's, mapped by ``edit`` (word swap,
+      refine) — else the target's own; ``edit``'s reweighting applies either way;
+    - ``blend``: the mask of the changed words; inside it the self-attention is the target's own
+      (MaskBlend), and every cross-attention layer adds its maps to it.
+    """
+
+    self_attention: bool = True
+    cross_attention: bool = True
+    self_half: str = "cond"
+    max_tokens: int | None = None
+    edit: PromptEdit | None = None
+    blend: BlendMask | None = None
+    guided: bool = True
+
+
 class _Wrapper:
     """Common call path: pick the self- or cross-attention hook, run the wrapped processor with it."""
 
@@ -167,52 +161,91 @@ class _Wrapper:
 
 
 class RecordingProcessor(_Wrapper):
-    """The wrapped processor's output, unchanged; its projected queries/keys go to the store."""
+    """The wrapped processor's output, unchanged; its projected queries/keys go to the store.
+
+    ``cond_only``: under guidance ([uncond, cond] batch) keep only the conditional half.
+    """
+
+    def __init__(self, inner, store, layer, step, cond_only: bool = False):
+        super().__init__(inner, store, layer, step)
+        self.cond_only = cond_only
+
+    def _half(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x.shape[0] // 2:] if self.cond_only else x
 
     def before(self, cross, encoder_hidden_states):
         if cross and self.store.source_text_states is None:
-            self.store.set_source_text(encoder_hidden_states)
+            self.store.set_source_text(self._half(encoder_hidden_states)[:1])
 
     def attend_self(self, attn, q, k, v, mask, num_frames=1):
-        self.store.put_self(self.layer, self.step, q, k)
+        self.store.put_self(self.layer, self.step, self._half(q), self._half(k))
         return self.inner.attend(attn, q, k, v, mask, num_frames)
 
     def attend_cross(self, attn, q, k, v, mask, num_frames=1):
-        self.store.put_cross(self.layer, self.step, q)
+        self.store.put_cross(self.layer, self.step, self._half(q))
         return self.inner.attend(attn, q, k, v, mask, num_frames)
 
 
 class FusingProcessor(_Wrapper):
-    """Source attention patterns applied to the current values (see the module docstring)."""
+    """Source attention patterns applied to the current values (see :class:`FusionPlan`)."""
 
-    def __init__(self, inner, store, layer, step, self_attention: bool = True, cross_attention: bool = True):
+    def __init__(self, inner, store, layer, step, plan: FusionPlan):
         super().__init__(inner, store, layer, step)
-        self.fuse_self, self.fuse_cross = self_attention, cross_attention
+        self.plan = plan
+
+    def _split(self, batch: int, recorded: int | None) -> slice:
+        """The part of the batch that is fused: all of it, or the conditional half under guidance."""
+        if recorded is not None and batch not in (recorded, 2 * recorded):
+            raise RunFailure(f"fusion: sampling batch {batch} is neither the recorded batch {recorded} nor twice it "
+                             "(classifier-free guidance); invert and sample with the same frame count")
+        n = recorded if recorded is not None else (batch // 2 if self.plan.guided else batch)
+        return slice(batch - n, batch)
 
     def attend_self(self, attn, q, k, v, mask, num_frames=1):
-        if self.fuse_self:
-            q, k = self.store.self_attention(self.layer, self.step, like=q)
-        return self.inner.attend(attn, q, k, v, mask, num_frames)
+        plan, tokens = self.plan, q.shape[1]
+        if not plan.self_attention or (plan.max_tokens is not None and tokens > plan.max_tokens):
+            return self.inner.attend(attn, q, k, v, mask, num_frames)
+        source_q, source_k = self.store.self_attention(self.layer, self.step)
+        part = self._split(q.shape[0], source_q.shape[0]) if plan.self_half == "cond" else slice(0, q.shape[0])
+        sub = lambda x: None if x is None else x[part]  # noqa: E731
+        source_q, source_k = match_batch(source_q, q[part]), match_batch(source_k, q[part])
+        fused = self.inner.attend(attn, source_q, source_k, v[part], sub(mask), num_frames)
+        inside = plan.blend.tokens(tokens) if plan.blend is not None else None
+        if inside is not None:  # MaskBlend: the edited region keeps its own self-attention
+            own = self.inner.attend(attn, q[part], k[part], v[part], sub(mask), num_frames)
+            inside = match_batch(inside, fused)
+            fused = inside * own + (1 - inside) * fused
+        if part.start == 0:
+            return fused
+        rest = slice(0, part.start)
+        return torch.cat([self.inner.attend(attn, q[rest], k[rest], v[rest], None if mask is None else mask[rest], num_frames), fused])
 
     def attend_cross(self, attn, q, k, v, mask, num_frames=1):
-        if not self.fuse_cross:
+        plan, tokens = self.plan, q.shape[1]
+        maps = plan.blend is not None and plan.blend.wants(tokens)
+        reweights = plan.edit is not None and not bool((plan.edit.weights == 1).all())
+        if not (plan.cross_attention or maps or reweights):
             return self.inner.attend(attn, q, k, v, mask, num_frames)
-        source_q = self.store.cross_query(self.layer, self.step)
-        batch, n_cond = q.shape[0], source_q.shape[0]
-        if batch not in (n_cond, 2 * n_cond):
-            raise RunFailure(f"fusion: sampling batch {batch} is neither the recorded batch {n_cond} nor twice it "
-                             "(classifier-free guidance); invert and sample with the same frame count")
-        source_q = match_batch(source_q, q[:n_cond])
-        text = match_batch(self.store.source_text_states, source_q)
-        source_k = attn.to_k(attention_context(attn, source_q, text))
-        cond = slice(batch - n_cond, batch)  # [uncond..., cond...] under guidance
+        recorded = self.store.has_cross(self.layer, self.step)
+        source_q = self.store.cross_query(self.layer, self.step) if recorded else None
+        cond = self._split(q.shape[0], None if source_q is None else source_q.shape[0])
         cond_mask = None if mask is None else mask[cond]
-        probs = self.store.blend_cross(attention_probs(attn, q[cond], k[cond], cond_mask),
-                                       attention_probs(attn, source_q, source_k))
+        probs = attention_probs(attn, q[cond], k[cond], cond_mask)
+        source_probs = None
+        if source_q is not None and (plan.cross_attention or maps):
+            source_q = match_batch(source_q, q[cond])
+            text = match_batch(self.store.source_text_states, source_q)
+            source_probs = attention_probs(attn, source_q, attn.to_k(attention_context(attn, source_q, text)))
+        if maps:
+            plan.blend.add(source_probs, probs, frames=probs.shape[0])
+        if plan.cross_attention and source_probs is not None:
+            probs = plan.edit.apply(source_probs, probs) if plan.edit is not None else source_probs
+        elif plan.edit is not None:
+            probs = plan.edit.reweight(probs)
         fused = apply_probs(attn, probs, v[cond])
-        if batch == n_cond:
+        if cond.start == 0:
             return fused
-        uncond = slice(0, batch - n_cond)
+        uncond = slice(0, cond.start)
         plain = self.inner.attend(attn, q[uncond], k[uncond], v[uncond], None if mask is None else mask[uncond], num_frames)
         return torch.cat([plain, fused])
 
@@ -231,14 +264,14 @@ def _wrapped_processors(unet: torch.nn.Module, wrap: Callable[[object, str], obj
             attn.set_processor(saved[name])
 
 
-def record_attention(unet: torch.nn.Module, store: FusionStore, step: int):
-    """Context manager for one inversion step: outputs unchanged, source attention recorded."""
-    return _wrapped_processors(unet, lambda inner, name: RecordingProcessor(inner, store, name, step))
+def record_attention(unet: torch.nn.Module, store: FusionStore, step: int, *, cond_only: bool = False):
+    """Context manager for one source step: outputs unchanged, source attention recorded under ``step``."""
+    return _wrapped_processors(unet, lambda inner, name: RecordingProcessor(inner, store, name, step, cond_only))
 
 
-def fuse_attention(unet: torch.nn.Module, store: FusionStore, step: int, *, self_attention: bool = True,
-                   cross_attention: bool = True):
-    """Context manager for one sampling step: the source attention of inversion step ``step`` fused in."""
-    return _wrapped_processors(
-        unet, lambda inner, name: FusingProcessor(inner, store, name, step, self_attention, cross_attention)
-    )
+def fuse_attention(unet: torch.nn.Module, store: FusionStore, step: int, plan: FusionPlan | None = None, *,
+                   self_attention: bool = True, cross_attention: bool = True):
+    """Context manager for one sampling step: the source attention recorded under ``step`` fused in
+    as ``plan`` says (default: self- and cross-attention, every layer, the words the prompts share)."""
+    plan = plan or FusionPlan(self_attention=self_attention, cross_attention=cross_attention, self_half="both")
+    return _wrapped_processors(unet, lambda inner, name: FusingProcessor(inner, store, name, step, plan))

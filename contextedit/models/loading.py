@@ -126,7 +126,36 @@ def _load_pretrained(model: str) -> Components:
             f"model {model!r} is not in the local Hugging Face cache and the hub cannot be reached (offline); "
             "download it on a connected machine, pass a local diffusers folder with --model PATH, or use --model tiny"
         ) from exc
-    return Components(model_id=model if not is_folder else str(path.resolve()), **parts)
+    comps = Components(model_id=model if not is_folder else str(path.resolve()), **parts)
+    comps.extra["defaults"] = recommended_defaults(path if is_folder else model)
+    return comps
+
+
+DEFAULTS_FILE = "contextedit.json"
+
+
+def recommended_defaults(source: Path | str) -> dict:
+    """The model's own recommended settings, ``{"edit": {...}, "generate": {...}}``, from a
+    ``contextedit.json`` beside ``model_index.json`` (a local folder, or a hub id's cached
+    snapshot); {} when there is none. Flags override them."""
+    import json
+
+    if isinstance(source, Path):
+        file = source / DEFAULTS_FILE
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(source, DEFAULTS_FILE)
+        file = Path(cached) if isinstance(cached, str) else None
+    if file is None or not file.is_file():
+        return {}
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{file} is not valid JSON ({exc}); fix or remove it") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{file} must hold a JSON object like {{\"edit\": {{\"guidance\": 5}}}}; fix or remove it")
+    return data
 
 
 def refuse_pickle_weights(folder: Path, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> None:

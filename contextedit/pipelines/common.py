@@ -24,6 +24,19 @@ class RuntimeOptions:
     overwrite: bool = False
 
 
+def fill_defaults(opts: object, section: str, defaults: dict, model_defaults: dict | None) -> None:
+    """Set each None option in ``defaults`` to the model's recommendation (``contextedit.json``,
+    ``section``), else to the built-in default; explicit values stay."""
+    recommended = (model_defaults or {}).get(section, {})
+    unknown = set(recommended) - set(defaults)
+    if unknown:
+        raise UsageError(f"the model's contextedit.json sets unknown {section} settings {sorted(unknown)}; "
+                         f"known: {', '.join(defaults)}")
+    for name, value in defaults.items():
+        if getattr(opts, name) is None:
+            setattr(opts, name, recommended.get(name, value))
+
+
 def check_at_least_one(opts: object, *names: str) -> None:
     for name in names:
         value = getattr(opts, name)

@@ -1,57 +1,37 @@
-"""Editing a tuned run (DESIGN §5.5–5.6): one contextual DDIM inversion, then one guided, fused,
-contextual sampling per target prompt, decoded and written as videos with an ``edits.json``."""
+"""Editing a tuned run (DESIGN §5.5–5.6): one source pass (contextual DDIM inversion, made to hold
+under guidance as ``--inversion`` says), then one guided, fused, contextual sampling per target
+prompt with Prompt-to-Prompt control and blend masks, decoded and written as videos with an
+``edits.json``."""
 
 from __future__ import annotations
 
 import contextlib
-import math
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..attention.fusion import FusionStore, fuse_attention, record_attention
+from ..attention.fusion import FusionPlan, FusionStore, fuse_attention
 from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
 from ..errors import UsageError
-from ..fileio import load_safetensors, write_json
+from ..fileio import load_safetensors, save_safetensors, write_json
 from ..models.adapter import ContextAdapter
 from ..models.inflate import inflate_unet, load_tuned
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
-from ..runs import check_new_output, latest_run, load_manifest, run_file, slugify
+from ..runs import check_new_output, latest_run, load_manifest, output_name, run_file
 from ..schedulers import ContextualDDIMScheduler
 from .. import video as vio
-from .common import (RuntimeOptions, check_at_least_one, check_choice, check_guidance, check_prompt, check_prompts,
-                     decode_latents, encode_prompts, token_ids)
-from .loop import Denoiser, invert, sample
+from .common import decode_latents, encode_prompts, token_ids
+from .edit_options import FORMATS, EditOptions, parse_fusion_layers
+from .inversion import SourcePass, context_for, ddim_inversion, null_text_optimisation, replay_source
+from .loop import Denoiser, sample
+from .prompt_control import PromptControl, prompt_control, read_mask
 
-FORMATS = ("mp4", "gif", "frames")
-
-
-@dataclass
-class EditOptions(RuntimeOptions):
-    prompts: list[str]
-    run: str | None = None
-    source_prompt: str | None = None
-    steps: int = 20
-    guidance: float = 7.5
-    fusion_start: float = 0.5
-    fusion: bool = True
-    adapter: bool = True
-    out: str | None = None
-    format: str = "mp4"
-    side_by_side: bool = False
-
-    def validate(self) -> None:
-        self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable) or --prompts-file FILE")
-        if self.source_prompt is not None:
-            self.source_prompt = check_prompt(self.source_prompt, "--source-prompt")
-        check_at_least_one(self, "steps")
-        check_guidance(self.guidance)
-        if not (math.isfinite(self.fusion_start) and 0.0 <= self.fusion_start <= 1.0):
-            raise UsageError(f"--fusion-start must be between 0 and 1 (got {self.fusion_start}); 0.5 fuses t in [0.5T, T]")
-        check_choice("--format", self.format, FORMATS)
+__all__ = ["FORMATS", "EditOptions", "EditResult", "edit", "fused_steps", "prepare_source", "sample_edit"]
 
 
 @dataclass
@@ -61,9 +41,9 @@ class EditResult:
     record: dict = field(default_factory=dict)
 
 
-def fused_steps(steps: int, fusion_start: float) -> int:
-    """Sampling steps i < n are fused: t ∈ [fusion_start·T, T], the noisy first part of sampling."""
-    return int(round((1.0 - fusion_start) * steps))
+def fused_steps(steps: int, fraction: float) -> int:
+    """Sampling steps i < n are fused: the first ``fraction`` of them, the noisy end (t near T)."""
+    return int(round(fraction * steps))
 
 
 def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> EditResult:
@@ -78,6 +58,7 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
         raise UsageError("two target prompts give the same output name; remove the duplicate --prompt")
     for name in names:
         check_new_output(out_dir / name, opts.overwrite)
+    user_mask = read_mask(opts.mask, manifest["frames"]) if opts.mask else None
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
     x0 = load_safetensors(run_file(run_dir, manifest, "latents"))["latents"]
@@ -86,56 +67,56 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
 
     t0 = time.perf_counter()
     comps = comps or load_components(manifest["model"], device, dtype)
-    unet = load_tuned(inflate_unet(comps.unet), tuned)
+    opts.resolve(comps.extra.get("defaults"))
+    unet = load_tuned(inflate_unet(comps.unet), tuned).requires_grad_(False)
     adapter = None
     if adapter_sd is not None:
         adapter = ContextAdapter.from_config(manifest["adapter_config"])
         adapter.load_state_dict(adapter_sd)
-        adapter.to(device).eval()
+        adapter.to(device).eval().requires_grad_(False)
     torch.manual_seed(opts.seed)
     x0 = x0.to(device, dtype)
     frames = x0.shape[0]
     source_prompt = opts.source_prompt or manifest["source_prompt"]
     encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
     src_text, uncond = encode([source_prompt]), encode([""])
+    src_ids = token_ids(comps.tokenizer, [source_prompt])[0]
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(opts.steps, device=device)
-    n_fused = fused_steps(opts.steps, opts.fusion_start) if opts.fusion else 0
-    store = FusionStore()
     timings = {"load_s": time.perf_counter() - t0}
 
     with oom_guard(device, "editing"):
         t1 = time.perf_counter()
-        with progress("inverting", opts.steps) as advance:
-            x_T = invert_source(unet, scheduler, x0, src_text, adapter=adapter, store=store, n_fused=n_fused,
-                                callback=lambda **_: advance())
+        source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, run_dir=run_dir,
+                                source_prompt=source_prompt, progress=progress)
         timings["inversion_s"] = time.perf_counter() - t1
+        timings.update(source.seconds)
         source_pixels = None
         files, outputs, per_prompt = [], [], []
         for prompt, name in zip(opts.prompts, names):
             t2 = time.perf_counter()
             text = encode([prompt])
-            store.set_alignment(token_ids(comps.tokenizer, [source_prompt])[0], token_ids(comps.tokenizer, [prompt])[0])
+            control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]), user_mask)
+            negative = src_text if opts.inversion == "negative-prompt" else uncond
             with progress(f"editing: {prompt[:40]}", opts.steps) as advance:
-                latents = sample_edit(unet, scheduler, x_T, text, uncond, opts.guidance, adapter=adapter, store=store,
-                                      n_fused=n_fused, callback=lambda **_: advance())
+                latents = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
+                                      callback=lambda **_: advance())
             pixels = vio.to_frames(decode_latents(comps.vae, latents))
             if opts.side_by_side:
                 if source_pixels is None:
                     source_pixels = vio.to_frames(decode_latents(comps.vae, x0))
                 pixels = vio.side_by_side(source_pixels, pixels)
-            path = vio.write_video(pixels, out_dir / name, manifest["fps"], fmt=opts.format)
+            path = vio.write_video(pixels, out_dir / name, manifest["fps"], fmt=opts.format, exclusive=not opts.overwrite)
             per_prompt.append(time.perf_counter() - t2)
             files.append(path)
-            outputs.append({"prompt": prompt, "file": name, "seed": opts.seed, "sampling_s": per_prompt[-1]})
-    timings.update(sampling_s_per_prompt=per_prompt, fusion_store_mib=store.nbytes / 2**20,
+            outputs.append({"prompt": prompt, "file": name, "seed": opts.seed, "sampling_s": per_prompt[-1],
+                            "control": control.describe(comps.tokenizer, src_ids)})
+    timings.update(sampling_s_per_prompt=per_prompt, fusion_store_mib=source.store.nbytes / 2**20,
                    peak_gib=peak_memory_gib(device))
     record_doc = {
         "run": str(run_dir.resolve()), "model": manifest["model"], "source_prompt": source_prompt,
-        "settings": {"steps": opts.steps, "guidance": opts.guidance, "fusion": opts.fusion,
-                     "fusion_start": opts.fusion_start, "fused_steps": n_fused, "adapter": adapter is not None,
-                     "format": opts.format, "side_by_side": opts.side_by_side, "seed": opts.seed,
-                     "device": str(device), "dtype": str(dtype).replace("torch.", "")},
+        "settings": {**opts.settings(), "adapter": adapter is not None, "device": str(device),
+                     "dtype": str(dtype).replace("torch.", "")},
         "frames": frames, "width": manifest["width"], "height": manifest["height"], "fps": manifest["fps"],
         "outputs": outputs, "timings": timings,
     }
@@ -143,52 +124,90 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     return EditResult(out_dir=out_dir, files=files, record=record_doc)
 
 
-def invert_source(unet, scheduler, x0: torch.Tensor, source_text: torch.Tensor, *, adapter=None,
-                  store: FusionStore | None = None, n_fused: int = 0, callback=None) -> torch.Tensor:
-    """Contextual DDIM inversion of the source latents x0 (frames as batch) → x_T.
+def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditOptions, *, adapter=None, run_dir: Path | None = None,
+                   source_prompt: str = "", progress: ProgressFactory = silent) -> SourcePass:
+    """Invert the source as ``opts.inversion`` says and record the attention the edits fuse."""
+    steps = len(scheduler.timesteps)
+    store = FusionStore()
+    # Blend masks read the source's cross-attention at every step; fusion only inside its windows.
+    windows = max(fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion))
+    record = set(range(steps if (opts.blend or opts.blend_words) else windows))
+    replayed = opts.inversion in ("direct", "null-text")
+    seconds = {}
+    with progress("inverting", steps) as advance:
+        levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter, store=None if replayed else store,
+                                record_steps=record, callback=lambda **_: advance())
+    source = SourcePass(levels=levels, store=store, seconds=seconds)
+    if opts.inversion == "null-text":
+        t = time.perf_counter()
+        source.null_text, optimised = _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, run_dir,
+                                                 source_prompt, progress)
+        seconds["null_text_s" if optimised else "null_text_cached_s"] = time.perf_counter() - t
+    if replayed:
+        t = time.perf_counter()
+        with progress("source branch", steps) as advance:
+            offsets = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, opts.guidance,
+                                    adapter=adapter, store=store, record_steps=record, callback=lambda **_: advance())
+        source.offsets = offsets if opts.inversion == "direct" else None
+        seconds["replay_s"] = time.perf_counter() - t
+    return source
 
-    The last ``n_fused`` inversion steps (the noisy ones) record the source attention in ``store``.
-    """
-    steps, frames = len(scheduler.timesteps), x0.shape[0]
-    record = _window(steps - n_fused, lambda j: record_attention(unet, store, step=j)) if store is not None else None
-    return invert(scheduler, Denoiser(unet, source_text, num_frames=frames), x0,
-                  context=_context(adapter, x0, source_text, frames, fixed=True), step_context=record, callback=callback)
+
+def _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, run_dir, source_prompt, progress):
+    """Null-text embeddings, cached in the run folder: N prompts (and later edits) pay once.
+    Returns them and whether they were optimised now (False: read from the cache)."""
+    key = hashlib.sha256(json.dumps([source_prompt, opts.steps, opts.guidance, opts.null_text_steps, adapter is not None,
+                                     str(levels[0].dtype)]).encode()).hexdigest()[:12]
+    cache = run_dir / f"null-text-{key}.safetensors" if run_dir is not None else None
+    if cache is not None and cache.is_file():
+        stored = load_safetensors(cache)
+        return [stored[f"step{i}"].to(uncond.device, uncond.dtype) for i in range(len(stored))], False
+    with progress("null-text", opts.steps) as advance:
+        null = null_text_optimisation(unet, scheduler, levels, src_text, uncond, opts.guidance, adapter=adapter,
+                                      inner_steps=opts.null_text_steps, callback=lambda **_: advance())
+    if cache is not None:
+        save_safetensors({f"step{i}": n.float().cpu() for i, n in enumerate(null)}, cache)
+    return null, True
 
 
-def sample_edit(unet, scheduler, x_T: torch.Tensor, text: torch.Tensor, uncond: torch.Tensor, guidance: float, *,
-                adapter=None, store: FusionStore | None = None, n_fused: int = 0, callback=None) -> torch.Tensor:
-    """Guided contextual DDIM sampling from x_T with the target text, the source attention fused in
-    for the first ``n_fused`` steps (``store`` must be aligned to this prompt: ``set_alignment``)."""
-    steps, frames = len(scheduler.timesteps), x_T.shape[0]
-    # Sampling step i undoes inversion step T−1−i: fuse with what that step recorded.
-    fuse = _window(0, lambda i: fuse_attention(unet, store, step=steps - 1 - i), end=n_fused) if store is not None else None
-    return sample(scheduler, Denoiser(unet, text, uncond, guidance, num_frames=frames), x_T.clone(),
-                  context=_context(adapter, None, text, frames), step_context=fuse, callback=callback)
+def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond: torch.Tensor, opts: EditOptions,
+                control: PromptControl | None = None, *, adapter=None, callback=None) -> torch.Tensor:
+    """Guided contextual DDIM sampling of one target prompt from the inverted source, with the
+    source attention fused in (its windows from the noisy end), direct inversion's offsets and
+    LocalBlend applied after each step."""
+    steps, frames = len(scheduler.timesteps), source.x_T.shape[0]
+    n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion)
+    control = control or PromptControl()
+    denoiser = Denoiser(unet, text, uncond, opts.guidance, num_frames=frames)
+    max_tokens = parse_fusion_layers(opts.fusion_layers, source.x_T.shape[-1] * source.x_T.shape[-2])
 
-
-def _window(start: int, scope, end: int | None = None):
-    """A step_context that applies ``scope(i)`` for steps start ≤ i < end, and nothing elsewhere."""
+    @contextlib.contextmanager
     def step_context(i: int, t: int):
-        inside = i >= start and (end is None or i < end)
-        return scope(i) if inside else contextlib.nullcontext()
-    return step_context
+        if source.null_text is not None:
+            denoiser.uncond = source.null_text[i]
+        if control.blend is not None:
+            control.blend.begin_step()
+        plan = FusionPlan(self_attention=i < n_self, cross_attention=i < n_cross, self_half=opts.self_half,
+                          max_tokens=max_tokens, edit=control.edit, blend=control.blend, guided=denoiser.guided)
+        active = plan.self_attention or plan.cross_attention or control.blend is not None or control.reweights
+        with fuse_attention(unet, source.store, step=i, plan=plan) if active else contextlib.nullcontext():
+            yield
 
+    def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
+        if source.offsets is not None:
+            latents = latents + source.offsets[i]
+        mask = control.blend.mask() if control.local_blend(opts.local_blend) else None
+        if mask is not None:  # LocalBlend: outside the mask the latents follow the source
+            mask = mask.to(latents.device, latents.dtype)
+            latents = mask * latents + (1 - mask) * source.level_after(i)
+        return latents
 
-def _context(adapter, x0, text, frames, fixed: bool = False):
-    """r_φ as the schedulers want it: on the true source latents (inversion) or on x̂0 (sampling)."""
-    if adapter is None:
-        return None
-
-    def context(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
-        x = x0 if fixed else x0_hat
-        r = adapter(x.float(), text.float(), torch.tensor([t], device=x.device), num_frames=frames)
-        return r.to(x0_hat.dtype)
-    return context
+    return sample(scheduler, denoiser, source.x_T.clone(), context=context_for(adapter, None, text, frames),
+                  step_context=step_context, after_step=after_step, callback=callback)
 
 
 def _output_name(prompt: str, seed: int, fmt: str) -> str:
-    stem = f"{slugify(prompt)}-s{seed}"
-    return stem if fmt == "frames" else f"{stem}.{fmt}"
+    return output_name(prompt, seed, fmt)
 
 
 def _merge_record(path: Path, doc: dict) -> None:

@@ -19,14 +19,15 @@ from ..fileio import atomic_path, load_safetensors, safetensors_metadata, write_
 from ..models.adapter import ContextAdapter
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
-from ..runs import check_new_output, slugify
+from ..runs import check_new_output, output_name
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from .. import video as vio
-from .common import RuntimeOptions, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
+from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
 from .loop import Denoiser, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
 ADAPTER_META = "contextedit.adapter_config"
+GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5}
 
 
 @dataclass
@@ -34,8 +35,8 @@ class GenerateOptions(RuntimeOptions):
     prompts: list[str]
     n: int = 1
     sampler: str = "ddim"
-    steps: int = 50
-    guidance: float = 7.5
+    steps: int | None = None            # default: the model's recommendation, else GENERATE_DEFAULTS
+    guidance: float | None = None
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
@@ -45,9 +46,12 @@ class GenerateOptions(RuntimeOptions):
 
     def validate(self) -> None:
         self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable)")
-        check_at_least_one(self, "n", "steps")
+        check_at_least_one(self, "n")
+        if self.steps is not None:
+            check_at_least_one(self, "steps")
         check_choice("--sampler", self.sampler, SAMPLERS)
-        check_guidance(self.guidance)
+        if self.guidance is not None:
+            check_guidance(self.guidance)
         if self.width is not None or self.height is not None:
             if self.width is None or self.height is None:
                 raise UsageError("give both --width and --height, or neither")
@@ -76,7 +80,7 @@ def load_image_adapter(path: str | Path, device: torch.device) -> tuple[ContextA
 def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> GenerateResult:
     opts.validate()
     out_dir = Path(opts.out) if opts.out else Path("outputs/generate") / datetime.now().strftime("%Y%m%d-%H%M%S")
-    names = [f"{slugify(p)}-s{opts.seed + k}.png" for p in opts.prompts for k in range(opts.n)]
+    names = [output_name(p, opts.seed + k, "png") for p in opts.prompts for k in range(opts.n)]
     if len(set(names)) < len(names):
         raise UsageError("two prompts give the same file name; remove the duplicate --prompt")
     for name in names + (["grid.png"] if opts.grid else []):
@@ -86,6 +90,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     adapter, unet_sd, meta = (load_image_adapter(opts.adapter, device) if opts.adapter else (None, {}, {}))
     t0 = time.perf_counter()
     comps = comps or load_components(opts.model, device, dtype)
+    fill_defaults(opts, "generate", GENERATE_DEFAULTS, comps.extra.get("defaults"))
     if meta.get("model") and meta["model"] != comps.model_id:
         raise UsageError(f"adapter {opts.adapter} was trained on {meta['model']!r}, not {comps.model_id!r}; pass --model {meta['model']}")
     if unet_sd:
@@ -109,14 +114,14 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
                     latents = sample(scheduler, Denoiser(comps.unet, text, uncond, opts.guidance), latents,
                                      context=context, generator=generator, callback=lambda **_: advance())
                 image = vio.to_frames(decode_latents(comps.vae, latents))[0]
-                name = f"{slugify(prompt)}-s{seed}.png"
-                _write_png(image, out_dir / name)
+                name = output_name(prompt, seed, "png")
+                _write_png(image, out_dir / name, exclusive=not opts.overwrite)
                 images.append(image)
                 times.append(time.perf_counter() - t1)
                 entries.append({"prompt": prompt, "seed": seed, "file": name, "seconds": times[-1]})
     files = [out_dir / e["file"] for e in entries]
     if opts.grid:
-        files.append(_write_png(make_grid(images, rows=len(opts.prompts)), out_dir / "grid.png"))
+        files.append(_write_png(make_grid(images, rows=len(opts.prompts)), out_dir / "grid.png", exclusive=not opts.overwrite))
     record = {
         "model": comps.model_id, "images": entries,
         "settings": {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
@@ -157,9 +162,9 @@ def make_grid(images: list[np.ndarray], rows: int) -> np.ndarray:
     return grid
 
 
-def _write_png(image: np.ndarray, path: Path) -> Path:
+def _write_png(image: np.ndarray, path: Path, exclusive: bool = False) -> Path:
     from PIL import Image
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, exclusive=exclusive) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
     return path

@@ -16,6 +16,7 @@ import torch
 Context = Optional[Callable[[torch.Tensor, int], torch.Tensor]]
 StepContext = Optional[Callable[[int, int], ContextManager]]
 Callback = Optional[Callable[..., None]]
+AfterStep = Optional[Callable[[int, torch.Tensor], torch.Tensor]]
 
 
 @dataclass
@@ -62,12 +63,17 @@ def _step_scope(step_context: StepContext, i: int, t: int) -> ContextManager:
 @torch.no_grad()
 def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Context = None,
            generator: torch.Generator | None = None, step_context: StepContext = None,
-           callback: Callback = None) -> torch.Tensor:
-    """Reverse process over ``scheduler.timesteps`` (contextual DDIM or DDPM)."""
+           after_step: AfterStep = None, callback: Callback = None) -> torch.Tensor:
+    """Reverse process over ``scheduler.timesteps`` (contextual DDIM or DDPM).
+
+    ``after_step(i, latents)`` may correct the latents after step i (direct inversion's offset,
+    LocalBlend)."""
     for i, (t, t_int) in enumerate(_timesteps(scheduler.timesteps)):
         with _step_scope(step_context, i, t_int):
             model_output = model(scheduler.scale_model_input(latents, t), t)
         latents = scheduler.step(model_output, t_int, latents, context=context, generator=generator).prev_sample
+        if after_step is not None:
+            latents = after_step(i, latents)
         if callback is not None:
             callback(i=i, t=t_int)
     return latents
@@ -75,18 +81,24 @@ def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Contex
 
 @torch.no_grad()
 def invert(scheduler, model: Callable, latents: torch.Tensor, *, context: Context = None,
-           step_context: StepContext = None, callback: Callback = None) -> torch.Tensor:
+           step_context: StepContext = None, callback: Callback = None,
+           trajectory: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Contextual DDIM inversion x_0 → x_T over the sampler's timesteps, reversed.
 
     Step j maps level s to level t (the exact inverse of sampling step T−1−j); the model is
     evaluated on x_s at timestep t, as Tune-A-Video and FateZero do, so inversion step j and
     sampling step T−1−j condition the UNet on the same timestep (fusion pairs them).
+    ``trajectory``, when given, receives every level: x_0, x_{t_1}, …, x_T.
     """
+    if trajectory is not None:
+        trajectory.append(latents)
     for j, (t, t_int) in enumerate(_timesteps(scheduler.timesteps.flip(0))):
         with _step_scope(step_context, j, t_int):
             model_output = model(latents, t)
         latents = scheduler.invert_step(model_output, t_int, latents, context=context)
         latents = getattr(latents, "prev_sample", latents)
+        if trajectory is not None:
+            trajectory.append(latents)
         if callback is not None:
             callback(j=j, t=t_int)
     return latents

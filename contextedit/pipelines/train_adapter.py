@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype
+from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype, seeded
 from ..errors import InputError, UsageError
 from ..fileio import refuse_pickle, save_safetensors, write_json
 from ..models.adapter import ContextAdapter, config_for_unet
@@ -112,7 +112,8 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
         x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
         texts = torch.cat([encode_prompts(comps.tokenizer, comps.text_encoder, [c]) for _, c in pairs])
         unet = comps.unet
-        adapter = ContextAdapter(config_for_unet(unet)).to(device)
+        with seeded(opts.seed):  # the fresh adapter's weights follow --seed
+            adapter = ContextAdapter(config_for_unet(unet)).to(device)
         params = {f"adapter.{n}": p for n, p in adapter.named_parameters()}
         if opts.tune_unet == "attn":
             for name, p in trainable_parameters(unet).items():  # the attention queries

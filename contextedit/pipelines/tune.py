@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
-from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype
+from ..device import oom_guard, peak_memory_gib, resolve_device, resolve_dtype, seeded
 from ..errors import InputError, OutputExistsError, UsageError
 from ..fileio import save_safetensors
 from ..models.adapter import ContextAdapter, config_for_unet
@@ -99,7 +99,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     with oom_guard(device, "tuning"):
         x0 = encode_latents(comps.vae, vio.to_tensor(frames))
         text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
-        unet, adapter = build_video_model(comps, opts.adapter, opts.checkpointing)
+        unet, adapter = build_video_model(comps, opts.adapter, opts.checkpointing, seed=opts.seed)
         params = trainable_parameters(unet)
         if adapter is not None:
             params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
@@ -135,16 +135,20 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     return TuneResult(run_dir=run_dir, manifest=load_manifest(run_dir), losses=losses)
 
 
-def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False):
-    """The inflated UNet (trainable parameters in fp32) and a fresh zero-headed adapter."""
-    unet = inflate_unet(comps.unet)
+def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None):
+    """The inflated UNet (trainable parameters in fp32) and a fresh zero-headed adapter.
+
+    With ``seed``, the new temporal layers and the adapter are initialised from it (the global RNG
+    is left as it was), so a tune is reproducible from its --seed.
+    """
+    with seeded(seed) if seed is not None else contextlib.nullcontext():
+        unet = inflate_unet(comps.unet)
+        adapter = ContextAdapter(config_for_unet(unet)) if with_adapter else None
     if checkpointing:
         unet.enable_gradient_checkpointing()
     for p in mark_trainable(unet).values():
         p.data = p.data.float()
-    adapter = None
-    if with_adapter:
-        adapter = ContextAdapter(config_for_unet(unet))
+    if adapter is not None:
         adapter.to(next(unet.parameters()).device)
     return unet, adapter
 

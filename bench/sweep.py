@@ -1,0 +1,143 @@
+"""Edit-settings sweep on the shapes world: which inversion, windows, masks and guidance work.
+
+Every setting is one ``bench/quality.py`` run over the same clips and the same tuned runs (tuned
+once, with the adapter), in ``--jobs`` shard processes; the figures go to
+``bench/results/sweep/<name>.json``, a table into BENCHMARKS.md (between the sweep markers) and a
+plot of mean edit success against background kept per setting to ``bench/results/sweep.png``.
+
+    python bench/sweep.py                       # the recorded sweep (8 clips, 2 processes)
+    python bench/sweep.py --only direct ddim    # some settings
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "sweep"
+MARK_BEGIN, MARK_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+
+# name → EditOptions overrides of edit's defaults (the first is the pre-issue-15 behaviour at T = 20)
+SETTINGS: dict[str, dict] = {
+    "legacy (ddim, no masks, fuse both halves)": {"inversion": "ddim", "blend": False, "self_half": "both"},
+    "ddim": {"inversion": "ddim"},
+    "negative-prompt": {"inversion": "negative-prompt"},
+    "null-text": {"inversion": "null-text"},
+    "direct (defaults)": {},
+    "direct, no masks": {"blend": False},
+    "direct, LocalBlend on for every edit": {"local_blend": "on"},
+    "direct, LocalBlend off": {"local_blend": "off"},
+    "direct, no cross-attention fusion": {"cross_fusion": 0.0},
+    "direct, self-attention fusion 0.8 T": {"self_fusion": 0.8},
+    "direct, self-attention fusion in coarse layers": {"fusion_layers": "coarse"},
+    "direct, guidance 3": {"guidance": 3.0},
+    "direct, new words × 2": {"new_word_weight": 2.0},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+def run_setting(name: str, options: dict, args) -> dict:
+    """One quality run of ``options`` over the clips, sharded over ``args.jobs`` processes."""
+    out = RESULTS / f"{slug(name)}.json"
+    base = [sys.executable, str(ROOT / "bench" / "quality.py"), "--clips", str(args.clips), "--variants", "adapter",
+            "--tune-steps", str(args.tune_steps), "--edit-steps", str(args.edit_steps), "--work", args.work, "--reuse",
+            "--tag", slug(name), "--edit-options", json.dumps(options), "--generate-prompts", "0", "--benchmarks", "", "--threads", "1"]
+    parts = [RESULTS / f"{slug(name)}.part{i}.json" for i in range(args.jobs)]
+    procs = [subprocess.Popen(base + ["--shard", f"{i}/{args.jobs}", "--out", str(part)], stdout=subprocess.DEVNULL)
+             for i, part in enumerate(parts)]
+    if any(p.wait() for p in procs):
+        raise SystemExit(f"setting {name!r} failed")
+    subprocess.run(base + ["--merge", *map(str, parts), "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+    for part in parts:
+        part.unlink()
+    return json.loads(out.read_text())
+
+
+def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> None:
+    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py` — {args.clips} clips × 3 edits + 1 reconstruction, "
+             f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}, {seconds / 60:.0f} min on 2 CPU cores. "
+             "Every row changes the defaults (first data row: direct inversion, blend masks, LocalBlend for object "
+             "edits) as its name says; the first row is the behaviour before issue 15.", "",
+             "| setting | colour | shape | background | mean success | background kept | motion px | temporal IoU | reconstruction gap dB | s / clip |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        s = r["summary"]["adapter"]
+        cells = [s.get(k) for k in ("success_colour", "success_shape", "success_background", "success_mean",
+                                    "background_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")]
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells)
+                     + f" | {r['seconds'] / max(r['clips'], 1):.0f} |")
+    lines += ["", "![mean edit success against background kept](bench/results/sweep.png)", "", MARK_END]
+    text = path.read_text()
+    block = "\n".join(lines)
+    if MARK_BEGIN in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Edit settings sweep (shapes world)\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    """Mean edit success (y) against background kept (x), one labelled point per setting."""
+    from PIL import Image, ImageDraw
+
+    w, h, pad = 900, 600, 60
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    pts = [(r["summary"]["adapter"].get("background_kept") or 0, r["summary"]["adapter"].get("success_mean") or 0, n)
+           for n, r in results.items()]
+    x0 = min(0.5, min(p[0] for p in pts))
+    sx = lambda x: pad + (x - x0) / (1 - x0) * (w - 2 * pad)  # noqa: E731
+    sy = lambda y: h - pad - y * (h - 2 * pad)  # noqa: E731
+    d.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    for v in np.linspace(0, 1, 6):
+        d.text((pad - 35, sy(v) - 6), f"{v:.1f}", fill="black")
+        d.text((sx(x0 + v * (1 - x0)) - 12, h - pad + 8), f"{x0 + v * (1 - x0):.2f}", fill="black")
+    d.text((w // 2 - 60, h - 25), "background kept", fill="black")
+    d.text((8, 20), "mean edit success (colour, shape, background)", fill="black")
+    for i, (x, y, name) in enumerate(pts):
+        colour = (200, 30, 30) if i == 0 else (30, 80, 200) if name.startswith("direct (defaults)") else (90, 90, 90)
+        d.ellipse([sx(x) - 5, sy(y) - 5, sx(x) + 5, sy(y) + 5], fill=colour)
+        d.text((sx(x) + 8, sy(y) - 6 + (i % 3 - 1) * 9), name[:40], fill=colour)
+    img.save(path)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=int, default=8)
+    p.add_argument("--tune-steps", type=int, default=100)
+    p.add_argument("--edit-steps", type=int, default=20)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--work", default="/tmp/contextedit-sweep")
+    p.add_argument("--only", nargs="*", default=None, help="slugs or names of settings to run (others are read back)")
+    p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    args = p.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    start, results = time.perf_counter(), {}
+    for name, options in SETTINGS.items():
+        out = RESULTS / f"{slug(name)}.json"
+        if args.only is None or name in args.only or slug(name) in args.only:
+            results[name] = run_setting(name, options, args)
+            print(f"[{time.perf_counter() - start:6.0f}s] {name}: {json.dumps(results[name]['summary']['adapter'])}", flush=True)
+        elif out.is_file():
+            results[name] = json.loads(out.read_text())
+    plot(results, ROOT / "bench" / "results" / "sweep.png")
+    if args.benchmarks:
+        write_table(results, Path(args.benchmarks), args, time.perf_counter() - start)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Prompt-to-Prompt attention control on the target prompt (DESIGN §5.6).
+
+:class:`PromptEdit` says, token by token, how the target prompt relates to the source one:
+
+- *same* tokens keep the source's cross-attention map (Prompt-to-Prompt's refine);
+- *swapped* tokens — a replacement of the same token count at the same place ("red" → "blue")
+  — inherit the map of the source token they replace (word swap);
+- *new* tokens (insertions, or replacements of another length) keep their own map;
+- every target column can be reweighted (``--reweight WORD=SCALE``).
+
+:class:`BlendMask` turns the cross-attention of the changed words into a mask, FateZero's
+MaskBlend (inside: the target's own self-attention, outside: the source's) and Prompt-to-Prompt's
+LocalBlend (latents outside the mask follow the source trajectory). For a background edit the
+object's words make the mask and it is inverted, so the object is kept and the rest is edited.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+# A changed word right before one of these makes the edit a background edit.
+BACKGROUND_NOUNS = ("background", "backdrop", "sky", "scene", "wall", "ground", "floor", "landscape")
+# Words that never make a mask: their attention is spread over the whole frame.
+STOPWORDS = frozenset("a an the of on in at to and with is are moving".split())
+
+
+@dataclass
+class PromptEdit:
+    """Target token t takes source column ``mapping[t]`` (−1: its own), then × ``weights[t]``."""
+
+    mapping: torch.Tensor                               # (L,) long
+    weights: torch.Tensor                               # (L,) float
+    swapped: list[int] = field(default_factory=list)    # target positions (word swap)
+    new: list[int] = field(default_factory=list)        # target positions with no source token
+    source_changed: list[int] = field(default_factory=list)  # source positions replaced or deleted
+
+    def apply(self, source_probs: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+        """Fused cross-attention probabilities (…, queries, tokens): mapped source columns, own
+        columns where unmapped, then reweighted."""
+        tokens = target_probs.shape[-1]
+        mapping = _fit(self.mapping, tokens, -1).to(target_probs.device)
+        mapping[mapping >= source_probs.shape[-1]] = -1
+        taken = source_probs.index_select(-1, mapping.clamp(min=0))
+        fused = torch.where(mapping >= 0, taken, target_probs)
+        return self.reweight(fused)
+
+    def reweight(self, probs: torch.Tensor) -> torch.Tensor:
+        weights = _fit(self.weights, probs.shape[-1], 1.0).to(probs.device, probs.dtype)
+        return probs if bool((weights == 1).all()) else probs * weights
+
+
+def _fit(x: torch.Tensor, n: int, fill) -> torch.Tensor:
+    out = torch.full((n,), fill, dtype=x.dtype)
+    m = min(n, len(x))
+    out[:m] = x[:m]
+    return out
+
+
+def prompt_edit(source_ids: Sequence[int], target_ids: Sequence[int], reweight: dict[int, float] | None = None,
+                new_word_weight: float = 1.0) -> PromptEdit:
+    """Align the target token ids to the source's with difflib (BOS maps to BOS; the EOS/padding
+    run matches as one block, as Prompt-to-Prompt's mapper does).
+
+    ``reweight`` maps target positions to scales; ``new_word_weight`` scales swapped and new
+    tokens that ``reweight`` does not name.
+    """
+    source, target = [int(i) for i in source_ids], [int(i) for i in target_ids]
+    mapping = [-1] * len(target)
+    swapped, new, source_changed = [], [], []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, source, target, autojunk=False).get_opcodes():
+        if op == "equal" or (op == "replace" and i2 - i1 == j2 - j1):
+            for offset in range(j2 - j1):
+                mapping[j1 + offset] = i1 + offset
+            if op == "replace":
+                swapped += range(j1, j2)
+        else:
+            new += range(j1, j2)
+        if op in ("replace", "delete"):
+            source_changed += range(i1, i2)
+    if source and target:
+        mapping[0] = 0
+    weights = torch.ones(len(target))
+    for j in (*swapped, *new):
+        weights[j] = new_word_weight
+    for j, scale in (reweight or {}).items():
+        weights[j] = scale
+    return PromptEdit(torch.tensor(mapping, dtype=torch.long), weights, swapped, new, source_changed)
+
+
+def word_positions(tokenizer, ids: Sequence[int], word: str) -> list[int]:
+    """Positions of ``word``'s tokens in ``ids`` (every occurrence); [] when it is not there."""
+    pieces = tokenizer(word, add_special_tokens=False).input_ids
+    ids = [int(i) for i in ids]
+    found = []
+    for start in range(len(ids) - len(pieces) + 1):
+        if pieces and ids[start:start + len(pieces)] == pieces:
+            found += range(start, start + len(pieces))
+    return found
+
+
+def content_positions(tokenizer, ids: Sequence[int], positions: Sequence[int]) -> list[int]:
+    """``positions`` without special tokens, stopwords and padding."""
+    special = set(tokenizer.all_special_ids)
+    words = tokenizer.convert_ids_to_tokens([int(ids[p]) for p in positions])
+    return [p for p, w in zip(positions, words)
+            if int(ids[p]) not in special and w.replace("</w>", "").lower() not in STOPWORDS]
+
+
+def is_background_edit(tokenizer, ids: Sequence[int], changed: Sequence[int]) -> bool:
+    """A changed token followed (within two tokens) by a background noun: "on a *white* background"."""
+    words = [w.replace("</w>", "").lower() for w in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+    return any(word in BACKGROUND_NOUNS for p in changed for word in words[p + 1:p + 3])
+
+
+@dataclass
+class BlendWords:
+    """Which columns make the mask: source and target token positions, and whether to invert."""
+
+    source: list[int]
+    target: list[int]
+    invert: bool = False
+
+
+def choose_blend_words(tokenizer, source_ids, target_ids, edit: PromptEdit,
+                       words: Sequence[str] | None = None) -> BlendWords | None:
+    """The blend words named by the user, else the changed words; for a background edit the
+    words the prompts share (the object) with the mask inverted. None: nothing to mask."""
+    if words:
+        return BlendWords([p for w in words for p in word_positions(tokenizer, source_ids, w)],
+                          [p for w in words for p in word_positions(tokenizer, target_ids, w)])
+    source_changed = content_positions(tokenizer, source_ids, edit.source_changed)
+    target_changed = content_positions(tokenizer, target_ids, [*edit.swapped, *edit.new])
+    if not source_changed and not target_changed:
+        return None
+    if is_background_edit(tokenizer, target_ids, [*edit.swapped, *edit.new]):
+        kept = [int(edit.mapping[j]) for j in range(len(target_ids)) if edit.mapping[j] >= 0]
+        background = [p for p in range(len(target_ids)) if _is_background_word(tokenizer, target_ids, p)]
+        target = [j for j in content_positions(tokenizer, target_ids, range(1, len(target_ids)))
+                  if j not in edit.swapped and j not in edit.new and j not in background]
+        source = [int(edit.mapping[j]) for j in target if int(edit.mapping[j]) in kept]
+        return BlendWords(source, target, invert=True) if target else None
+    return BlendWords(source_changed, target_changed)
+
+
+def _is_background_word(tokenizer, ids, p: int) -> bool:
+    word = tokenizer.convert_ids_to_tokens([int(ids[p])])[0].replace("</w>", "").lower()
+    return word in BACKGROUND_NOUNS
+
+
+def contrast(m: torch.Tensor) -> torch.Tensor:
+    """|m − median| / max per frame (F, N): where a word's attention stands out from the rest of the
+    frame, whichever its sign. Stable Diffusion attends to a word *more* on its object; the embedded
+    model attends to it *less* there (measured on the shapes world); both give the object."""
+    dev = (m - m.median(dim=-1, keepdim=True).values).abs()
+    return dev / dev.amax(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+class BlendMask:
+    """Cross-attention maps of the blend words, accumulated over layers and steps → a binary mask
+    at latent resolution (Prompt-to-Prompt's LocalBlend: max-pool 3×3, threshold after per-frame
+    normalisation, here min–max), each layer's map taken as its :func:`contrast`.
+
+    ``max_tokens``: only layers with at most this many tokens per frame contribute (the coarse
+    layers, whose maps are the least noisy).
+    """
+
+    def __init__(self, words: BlendWords, latent_hw: tuple[int, int], threshold: float = 0.5,
+                 max_tokens: int | None = None, user_mask: torch.Tensor | None = None):
+        self.words, self.latent_hw, self.threshold, self.max_tokens = words, latent_hw, threshold, max_tokens
+        self.user_mask = user_mask        # (F, 1, h, w) in [0, 1]: replaces the attention mask
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+        self._frozen: torch.Tensor | None = None
+
+    def begin_step(self) -> None:
+        """Freeze the mask the self-attention blends with during this step (maps still accumulate)."""
+        self._frozen = self.mask()
+
+    def wants(self, tokens: int) -> bool:
+        return self.user_mask is None and (self.max_tokens is None or tokens <= self.max_tokens)
+
+    def add(self, source_probs: torch.Tensor | None, target_probs: torch.Tensor | None, frames: int) -> None:
+        """Add one layer's maps: probabilities (F, heads, N, L) of the source and the target pass."""
+        maps = []
+        for probs, cols in ((source_probs, self.words.source), (target_probs, self.words.target)):
+            if probs is not None and cols:
+                maps.append(probs[..., cols].float().sum(-1).mean(1))  # (F, N)
+        if not maps:
+            return
+        m = torch.stack([contrast(x) for x in maps]).amax(0)[-frames:]
+        self._add(self._to_latent(m))
+
+    def _to_latent(self, m: torch.Tensor) -> torch.Tensor:
+        h, w = self.latent_hw
+        scale = int(round((h * w / m.shape[-1]) ** 0.5))
+        m = m.reshape(m.shape[0], 1, h // scale, w // scale)
+        return F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
+
+    def _add(self, m: torch.Tensor) -> None:
+        self._sum = m if self._sum is None else self._sum + m
+        self._count += 1
+
+    @property
+    def ready(self) -> bool:
+        return self.user_mask is not None or self._sum is not None
+
+    def mask(self) -> torch.Tensor | None:
+        """(F, 1, h, w) in {0, 1}: 1 where the edit may change things."""
+        if self.user_mask is not None:
+            return self.user_mask
+        if self._sum is None:
+            return None
+        m = self._sum / self._count
+        low, high = m.flatten(1).amin(1).view(-1, 1, 1, 1), m.flatten(1).amax(1).view(-1, 1, 1, 1)
+        m = ((m - low) / (high - low).clamp(min=1e-12) > self.threshold).float()
+        if self.words.invert:  # the object is kept as it is: neither grown nor shrunk
+            return 1 - m
+        # Grow the edited object by one latent cell, so its new border is not pinned to the source.
+        return F.max_pool2d(m, 3, stride=1, padding=1)
+
+    def tokens(self, n: int) -> torch.Tensor | None:
+        """This step's mask at a layer's resolution as (F, n, 1), for blending per query token."""
+        m = self._frozen
+        if m is None:
+            return None
+        h, w = self.latent_hw
+        scale = int(round((h * w / n) ** 0.5))
+        m = F.adaptive_avg_pool2d(m, (h // scale, w // scale)) if scale > 1 else m
+        return m.flatten(1).unsqueeze(-1)

@@ -1,0 +1,135 @@
+"""Options of ``edit``, their checks, and where their defaults come from.
+
+A setting left as None takes, in order: the model's recommended value (``contextedit.json`` in
+the model folder, section ``"edit"``), then :data:`EDIT_DEFAULTS` — chosen on the shapes-world
+benchmark (BENCHMARKS.md, "Edit settings sweep"). ``edits.json`` records the values that ran.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+
+from ..errors import UsageError
+from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompt, check_prompts
+from .inversion import INVERSIONS
+
+FORMATS = ("mp4", "gif", "frames")
+SELF_HALVES = ("cond", "both")
+LOCAL_BLENDS = ("auto", "on", "off")
+
+# Built-in defaults (see the module docstring); every key is an EditOptions field.
+EDIT_DEFAULTS = {
+    "steps": 20,
+    "guidance": 7.5,
+    "inversion": "direct",
+    "self_fusion": 0.5,
+    "cross_fusion": 0.5,
+    "self_half": "cond",
+    "fusion_layers": "all",
+    "blend": True,
+    "local_blend": "auto",
+    "blend_threshold": 0.5,
+    "new_word_weight": 1.0,
+    "null_text_steps": 10,
+}
+
+
+@dataclass
+class EditOptions(RuntimeOptions):
+    prompts: list[str]
+    run: str | None = None
+    source_prompt: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    inversion: str | None = None
+    self_fusion: float | None = None       # fraction of T: sampling steps i < self_fusion·T fuse self-attention
+    cross_fusion: float | None = None      # the same for cross-attention
+    fusion_start: float | None = None      # older spelling: both windows = 1 − fusion_start
+    fusion: bool = True
+    self_half: str | None = None
+    fusion_layers: str | None = None       # "all", "coarse" (≤ ¼ of the finest layer's tokens) or a token count
+    reweight: list[str] = field(default_factory=list)  # "WORD=SCALE"
+    new_word_weight: float | None = None
+    blend: bool | None = None
+    blend_words: list[str] = field(default_factory=list)
+    blend_threshold: float | None = None
+    local_blend: str | None = None         # auto: on for object edits, off for background edits
+    mask: str | None = None
+    null_text_steps: int | None = None
+    adapter: bool = True
+    out: str | None = None
+    format: str = "mp4"
+    side_by_side: bool = False
+
+    def resolve(self, model_defaults: dict | None = None) -> "EditOptions":
+        """Fill every None setting from the model's recommendations, then the built-in defaults."""
+        if self.fusion_start is not None:
+            self.self_fusion = self.self_fusion if self.self_fusion is not None else 1.0 - self.fusion_start
+            self.cross_fusion = self.cross_fusion if self.cross_fusion is not None else 1.0 - self.fusion_start
+        fill_defaults(self, "edit", EDIT_DEFAULTS, model_defaults)
+        if not self.fusion:
+            self.self_fusion = self.cross_fusion = 0.0
+        self.validate()
+        return self
+
+    def validate(self) -> None:
+        self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable) or --prompts-file FILE")
+        if self.source_prompt is not None:
+            self.source_prompt = check_prompt(self.source_prompt, "--source-prompt")
+        if self.steps is not None:
+            check_at_least_one(self, "steps")
+        if self.null_text_steps is not None:
+            check_at_least_one(self, "null_text_steps")
+        if self.guidance is not None:
+            check_guidance(self.guidance)
+        for name in ("fusion_start", "self_fusion", "cross_fusion", "blend_threshold"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {value}); "
+                                 "a window is the fraction of the T sampling steps, from the noisy end")
+        if self.new_word_weight is not None and not (math.isfinite(self.new_word_weight) and self.new_word_weight > 0):
+            raise UsageError(f"--new-word-weight must be a positive number (got {self.new_word_weight})")
+        if self.inversion is not None:
+            check_choice("--inversion", self.inversion, INVERSIONS)
+        if self.local_blend is not None:
+            check_choice("--local-blend", self.local_blend, LOCAL_BLENDS)
+        if self.self_half is not None:
+            check_choice("--self-half", self.self_half, SELF_HALVES)
+        if self.fusion_layers is not None:
+            parse_fusion_layers(self.fusion_layers, 4096)
+        parse_reweight(self.reweight)
+        self.blend_words = [w.strip() for w in self.blend_words if w and w.strip()]
+        check_choice("--format", self.format, FORMATS)
+
+    def settings(self) -> dict:
+        """The resolved settings, as edits.json records them."""
+        skip = {"prompts", "run", "out", "source_prompt", "model", "device", "dtype", "overwrite", "fusion_start"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+def parse_reweight(items: list[str]) -> dict[str, float]:
+    """``["WORD=SCALE", …]`` → {word: scale}; a malformed item is a UsageError."""
+    out = {}
+    for item in items or []:
+        word, sep, scale = str(item).rpartition("=")
+        try:
+            value = float(scale)
+        except ValueError:
+            value = math.nan
+        if not sep or not word.strip() or not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--reweight takes WORD=SCALE with a scale ≥ 0, like --reweight blue=2 (got {item!r})")
+        out[word.strip()] = value
+    return out
+
+
+def parse_fusion_layers(value: str, finest_tokens: int) -> int | None:
+    """Most tokens per frame of a layer whose self-attention is fused: None for every layer."""
+    value = str(value).strip().lower()
+    if value == "all":
+        return None
+    if value == "coarse":  # FateZero: ≤ 32² tokens on SD's 64² latents
+        return finest_tokens // 4
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise UsageError(f"--fusion-layers must be all, coarse, or a positive token count (got {value!r})")

@@ -1,0 +1,147 @@
+"""The source pass of an edit (DESIGN §3, §5.5): DDIM inversion, and what makes it hold under
+classifier-free guidance.
+
+Plain DDIM inversion gives the noise of the *unguided* model, so guided sampling drifts away
+from the source. The modes (``contextedit edit --inversion``):
+
+- ``ddim``: inversion only; the source attention is recorded during inversion (step j is
+  fused into sampling step T−1−j, which sees the same timestep).
+- ``negative-prompt``: the same inversion; sampling uses the source prompt's states as the
+  unconditional branch (Miyake et al. 2023).
+- ``null-text``: per sampling step, an unconditional embedding optimised so that guided sampling
+  with the source prompt retraces the inversion trajectory (Mokady et al. 2023; Video-P2P).
+- ``direct``: the guided source branch is evaluated on the inversion trajectory itself; the
+  difference between where its step lands and the trajectory's next level is an offset added
+  after each sampling step (Ju et al. 2023, "PnP Inversion"), and its attention is what the
+  target fuses. Sampling the source prompt then returns the source latents exactly.
+
+For ``null-text`` and ``direct`` the source attention comes from that guided replay at the same
+level and timestep as the target's step (the conditional half), not from the inversion.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+
+from ..attention.fusion import FusionStore, record_attention
+from .loop import Denoiser, invert
+
+INVERSIONS = ("ddim", "negative-prompt", "null-text", "direct")
+
+
+@dataclass
+class SourcePass:
+    """The inverted source: ``levels[k]`` is the latent at the k-th level (levels[0] = x0,
+    levels[T] = x_T); sampling step i goes from level T−i to T−i−1."""
+
+    levels: list[torch.Tensor]
+    store: FusionStore
+    offsets: list[torch.Tensor] | None = None        # direct: added after sampling step i
+    null_text: list[torch.Tensor] | None = None      # null-text: unconditional states of step i
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def x_T(self) -> torch.Tensor:
+        return self.levels[-1]
+
+    def level_after(self, i: int) -> torch.Tensor:
+        return self.levels[len(self.levels) - 2 - i]
+
+
+def context_for(adapter, x0, text, frames, fixed: bool = False):
+    """r_φ as the schedulers want it: on the true source latents (inversion) or on x̂0 (sampling)."""
+    if adapter is None:
+        return None
+
+    def context(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        x = x0 if fixed else x0_hat
+        r = adapter(x.float(), text.float(), torch.tensor([t], device=x.device), num_frames=frames)
+        return r.to(x0_hat.dtype)
+    return context
+
+
+def ddim_inversion(unet, scheduler, x0: torch.Tensor, source_text: torch.Tensor, *, adapter=None,
+                   store: FusionStore | None = None, record_steps: set[int] = frozenset(),
+                   callback=None) -> list[torch.Tensor]:
+    """Contextual DDIM inversion of x0 (frames as batch); returns every level x_0 … x_T.
+
+    Inversion step j records its attention under sampling step T−1−j when that is in ``record_steps``.
+    """
+    steps, frames = len(scheduler.timesteps), x0.shape[0]
+
+    def record(j: int, t: int):
+        i = steps - 1 - j
+        return record_attention(unet, store, step=i) if store is not None and i in record_steps else contextlib.nullcontext()
+
+    levels: list[torch.Tensor] = []
+    invert(scheduler, Denoiser(unet, source_text, num_frames=frames), x0,
+           context=context_for(adapter, x0, source_text, frames, fixed=True), step_context=record,
+           callback=callback, trajectory=levels)
+    return levels
+
+
+@torch.no_grad()
+def replay_source(unet, scheduler, levels: list[torch.Tensor], source_text: torch.Tensor, uncond, guidance: float, *,
+                  adapter=None, store: FusionStore | None = None, record_steps: set[int] = frozenset(),
+                  callback=None) -> list[torch.Tensor]:
+    """The guided source branch on the inversion trajectory: step i from level T−i, recording its
+    conditional attention under step i. Returns the offsets level(T−i−1) − step_i (direct inversion).
+
+    ``uncond`` is one tensor, or one per step (null-text).
+    """
+    frames = levels[0].shape[0]
+    context = context_for(adapter, None, source_text, frames)
+    offsets = []
+    for i, (t, t_int) in enumerate(zip(scheduler.timesteps, scheduler.timesteps.tolist())):
+        u = uncond[i] if isinstance(uncond, list) else uncond
+        x_t = levels[len(levels) - 1 - i]
+        scope = (record_attention(unet, store, step=i, cond_only=guidance != 1.0)
+                 if store is not None and i in record_steps else contextlib.nullcontext())
+        with scope:
+            out = Denoiser(unet, source_text, u, guidance, num_frames=frames)(x_t, t)
+        x_s = scheduler.step(out, t_int, x_t, context=context).prev_sample
+        offsets.append(levels[len(levels) - 2 - i] - x_s)
+        if callback is not None:
+            callback(i=i, t=t_int)
+    return offsets
+
+
+def null_text_optimisation(unet, scheduler, levels: list[torch.Tensor], source_text: torch.Tensor,
+                           uncond: torch.Tensor, guidance: float, *, adapter=None, inner_steps: int = 10,
+                           lr: float = 1e-2, callback=None) -> list[torch.Tensor]:
+    """Null-text inversion (Mokady et al. 2023, Alg. 1): for each sampling step i, optimise the
+    unconditional states ∅_i with Adam so that the guided step from the current latent lands on
+    level T−i−1 of the inversion; then take that step with ∅_i and go on from where it lands."""
+    frames = levels[0].shape[0]
+    context = context_for(adapter, None, source_text, frames)
+    x = levels[-1]
+    null, out = uncond.detach().clone(), []
+    steps = len(scheduler.timesteps)
+    for i, (t, t_int) in enumerate(zip(scheduler.timesteps, scheduler.timesteps.tolist())):
+        target = levels[len(levels) - 2 - i]
+        with torch.no_grad():
+            cond = Denoiser(unet, source_text, num_frames=frames)(x, t)
+        null = null.detach().requires_grad_(True)
+        opt = torch.optim.Adam([null], lr=lr * (1.0 - i / (2 * steps)))
+        for _ in range(inner_steps):
+            with torch.enable_grad():
+                u = Denoiser(unet, null, num_frames=frames)(x, t)
+                guided = u + guidance * (cond - u)
+                x_s = scheduler.step(guided, t_int, x, context=context).prev_sample
+                loss = torch.nn.functional.mse_loss(x_s.float(), target.float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if float(loss.detach()) < 1e-5:
+                break
+        null = null.detach()
+        out.append(null.clone())
+        with torch.no_grad():
+            u = Denoiser(unet, null, num_frames=frames)(x, t)
+            x = scheduler.step(u + guidance * (cond - u), t_int, x, context=context).prev_sample
+        if callback is not None:
+            callback(i=i, t=t_int)
+    return out
