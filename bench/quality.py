@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import json
 import platform
 import shutil
@@ -92,7 +93,7 @@ def _other(options, current, rng) -> str:
 
 
 def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, direction: str,
-               target_frames: np.ndarray | None = None) -> dict:
+               target_frames: np.ndarray | None = None, stride: int = 1) -> dict:
     src, out = shapes.oracle_clip(source), shapes.oracle_clip(edited)
     key = {"colour": "colour", "shape": "shape", "background": "background"}[kind]
     hits = [reading[key] == target[key] for reading in out]
@@ -106,7 +107,8 @@ def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, 
     errors = [np.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1])
               for o, s in zip(out, src) if o["centroid"] and s["centroid"]]
     scores["motion_error_px"] = float(np.mean(errors)) if errors else None
-    dx, dy = (shapes.STEP * v for v in shapes.DIRECTIONS[direction])
+    # consecutive edited frames are ``stride`` clip frames apart: the object moved STEP·stride px
+    dx, dy = (shapes.STEP * stride * v for v in shapes.DIRECTIONS[direction])
     ious = [_iou(np.roll(a["mask"], (dy, dx), axis=(0, 1)), b["mask"]) for a, b in zip(out, out[1:])]
     scores["temporal_iou"] = float(np.mean(ious)) if ious else None
     return scores
@@ -163,18 +165,38 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
     source = _source_frames(spec, entry["start"], args)
     extra = json.loads(args.edit_options) if args.edit_options else {}
     prompts = [e["prompt"] for e in entry["edits"]] + [entry["source_prompt"]]
-    edits = edit(EditOptions(prompts=prompts, run=str(run_dir), steps=args.edit_steps, guidance=args.guidance,
-                             format="frames", out=str(work / f"{clip_path.stem}-{variant}-edits-{args.tag}"),
-                             overwrite=True, device=args.device, seed=args.seed, **extra), comps=comps)
+    settings = {"steps": args.edit_steps, "guidance": args.guidance, **extra}
+    edits = edit(EditOptions(prompts=prompts, run=str(run_dir), format="frames", overwrite=True, device=args.device,
+                             out=str(work / f"{clip_path.stem}-{variant}-edits-{args.tag}"), seed=args.seed,
+                             **settings), comps=comps)
     rows = []
     for e, path in zip(entry["edits"], edits.files):
         edited = video.read_video(path, frames=args.frames, stride=1).frames
         target = _source_frames(e["target"], entry["start"], args)
         rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"],
-                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"], target)})
+                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"], target, args.stride)})
     rows.append({"clip": entry["video"], "variant": variant, "kind": "reconstruction", "prompt": entry["source_prompt"],
                  **reconstruction(run_dir, edits.files[-1], args, comps)})
     return rows
+
+
+def rescore(result: dict, work: Path, tag: str, args) -> dict:
+    """Score the edits a run left in ``work`` again (after a change to the scores), same rows order."""
+    entries = {e["video"]: e for e in json.loads(PROMPTS.read_text())}
+    rows = []
+    for row in result["rows"]:
+        entry = entries[row["clip"]]
+        folder = work / f"{Path(row['clip']).stem}-{row['variant']}-edits-{tag}"
+        files = {o["prompt"]: o["file"] for o in read_json(folder / "edits.json")["outputs"]}
+        edited = video.read_video(folder / files[row["prompt"]], frames=args.frames, stride=1).frames
+        if row["kind"] == "reconstruction":
+            rows.append(row)
+            continue
+        e = next(e for e in entry["edits"] if e["kind"] == row["kind"])
+        source, target = (_source_frames(spec, entry["start"], args) for spec in (entry["spec"], e["target"]))
+        rows.append({**row, **score_edit(source, edited, row["kind"], e["target"], entry["spec"]["direction"], target,
+                                         args.stride)})
+    return {**result, "summary": summarise(rows), "rows": rows}
 
 
 def _tuned_like(run_dir: Path, opts) -> bool:
@@ -253,13 +275,19 @@ def write_table(result: dict, path: Path) -> None:
                       f"{_fmt(g['all'])} of images (colour {_fmt(g['colour'])}, shape {_fmt(g['shape'])}, "
                       f"background {_fmt(g['background'])}); target ≥ 0.90."]
     lines += ["", MARK_END]
+    write_block(path, "\n".join(lines), "Quality (shapes world)")
+
+
+def write_block(path: Path, block: str, heading: str) -> None:
+    """Replace the marked block (its first and last lines are the markers) in ``path``, or append
+    it under ``heading``."""
+    begin, end = block.splitlines()[0], block.splitlines()[-1]
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = "\n".join(lines)
-    if MARK_BEGIN in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    if begin in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Quality (shapes world)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -314,6 +342,7 @@ def main(argv=None) -> dict:
         picked = picked[i::n]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="quality-"))
     work.mkdir(parents=True, exist_ok=True)
+    os.environ["CONTEXTEDIT_RUNS"] = str(work / "runs")  # the user's runs/latest stays theirs
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     rows = []
@@ -321,7 +350,8 @@ def main(argv=None) -> dict:
         for variant in args.variants.split(","):
             rows += run_clip(entries[index], work, args, variant)
         print(f"[{time.perf_counter() - start:7.1f}s] clip {k + 1}/{len(picked)} done", flush=True)
-    gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds and not args.shard else None
+    first = not args.shard or args.shard.startswith("0/")  # one shard runs the generate check
+    gen = generate_check(args, work) if args.generate_prompts and args.generate_seeds and first else None
     if args.gif and not args.shard:
         _write_gif(work, entries[0], args)
     result = {

@@ -54,3 +54,15 @@ def test_quality_bench_runs_and_writes_its_figures(tmp_path):
     assert set(summary) == {"adapter", "no-adapter"}
     assert result["clips"] == 1 and (tmp_path / "edit.gif").stat().st_size > 0
     assert "quality:begin" in benchmarks.read_text()
+
+
+def test_quality_scores_the_source_itself_as_perfect():
+    """The source clip, scored as its own edit, keeps everything: temporal IoU 1 with the clip's
+    stride (consecutive frames are STEP·stride px apart), no motion error, all background kept."""
+    with bench_script("quality") as quality:
+        args = quality.parse_args([])
+        for entry in quality.make_prompt_set(4):
+            source = quality._source_frames(entry["spec"], entry["start"], args)
+            s = quality.score_edit(source, source, "colour", entry["spec"], entry["spec"]["direction"], source, args.stride)
+            assert s["temporal_iou"] == 1.0 and s["motion_error_px"] == 0.0 and s["background_kept"] == 1.0
+            assert s["success"]

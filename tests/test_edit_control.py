@@ -189,11 +189,17 @@ def test_reweight_names_a_word_of_the_prompt(tmp_path, runs):
 
 def test_the_model_folder_recommends_defaults_and_flags_override_them(tmp_path, runs):
     folder = save_components(tiny(), tmp_path / "model")
-    (folder / "contextedit.json").write_text(json.dumps({"edit": {"guidance": 3.0, "inversion": "ddim"}}))
+    (folder / "contextedit.json").write_text(json.dumps({"edit": {"guidance": 3.0, "inversion": "ddim",
+                                                                  "background_guidance": 6.0}}))
     run = _tune(tmp_path, model=str(folder))
     common = dict(prompts=["a blue circle"], run=str(run), steps=2, device="cpu")
     recommended = edit(EditOptions(**common, out=str(tmp_path / "a"))).record["settings"]
     assert (recommended["guidance"], recommended["inversion"]) == (3.0, "ddim")
+    # a background edit takes the background setting, an attribute edit the general one
+    kinds = edit(EditOptions(**{**common, "prompts": ["a blue circle moving right on a black background",
+                                                      "a red circle moving right on a white background"]},
+                             out=str(tmp_path / "kinds"))).record["outputs"]
+    assert [o["guidance"] for o in kinds] == [3.0, 6.0]
     flagged = edit(EditOptions(**common, guidance=5.0, out=str(tmp_path / "b"))).record["settings"]
     assert (flagged["guidance"], flagged["inversion"]) == (5.0, "ddim")
     (folder / "contextedit.json").write_text(json.dumps({"edit": {"guidance_scale": 3.0}}))

@@ -166,9 +166,10 @@ class RecordingProcessor(_Wrapper):
     ``cond_only``: under guidance ([uncond, cond] batch) keep only the conditional half.
     """
 
-    def __init__(self, inner, store, layer, step, cond_only: bool = False):
+    def __init__(self, inner, store, layer, step, cond_only: bool = False, self_attention: bool = True,
+                 cross_attention: bool = True):
         super().__init__(inner, store, layer, step)
-        self.cond_only = cond_only
+        self.cond_only, self.self_attention, self.cross_attention = cond_only, self_attention, cross_attention
 
     def _half(self, x: torch.Tensor) -> torch.Tensor:
         return x[x.shape[0] // 2:] if self.cond_only else x
@@ -178,11 +179,13 @@ class RecordingProcessor(_Wrapper):
             self.store.set_source_text(self._half(encoder_hidden_states)[:1])
 
     def attend_self(self, attn, q, k, v, mask, num_frames=1):
-        self.store.put_self(self.layer, self.step, self._half(q), self._half(k))
+        if self.self_attention:
+            self.store.put_self(self.layer, self.step, self._half(q), self._half(k))
         return self.inner.attend(attn, q, k, v, mask, num_frames)
 
     def attend_cross(self, attn, q, k, v, mask, num_frames=1):
-        self.store.put_cross(self.layer, self.step, self._half(q))
+        if self.cross_attention:
+            self.store.put_cross(self.layer, self.step, self._half(q))
         return self.inner.attend(attn, q, k, v, mask, num_frames)
 
 
@@ -264,9 +267,12 @@ def _wrapped_processors(unet: torch.nn.Module, wrap: Callable[[object, str], obj
             attn.set_processor(saved[name])
 
 
-def record_attention(unet: torch.nn.Module, store: FusionStore, step: int, *, cond_only: bool = False):
-    """Context manager for one source step: outputs unchanged, source attention recorded under ``step``."""
-    return _wrapped_processors(unet, lambda inner, name: RecordingProcessor(inner, store, name, step, cond_only))
+def record_attention(unet: torch.nn.Module, store: FusionStore, step: int, *, cond_only: bool = False,
+                     self_attention: bool = True, cross_attention: bool = True):
+    """Context manager for one source step: outputs unchanged, source attention (self, cross or
+    both) recorded under ``step``."""
+    return _wrapped_processors(unet, lambda inner, name: RecordingProcessor(inner, store, name, step, cond_only,
+                                                                            self_attention, cross_attention))
 
 
 def fuse_attention(unet: torch.nn.Module, store: FusionStore, step: int, plan: FusionPlan | None = None, *,

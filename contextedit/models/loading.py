@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from ..defaults import DEFAULTS_FILE
 from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 
@@ -129,9 +130,6 @@ def _load_pretrained(model: str) -> Components:
     comps = Components(model_id=model if not is_folder else str(path.resolve()), **parts)
     comps.extra["defaults"] = recommended_defaults(path if is_folder else model)
     return comps
-
-
-DEFAULTS_FILE = "contextedit.json"
 
 
 def recommended_defaults(source: Path | str) -> dict:

@@ -27,7 +27,7 @@ from ..schedulers import ContextualDDIMScheduler
 from .. import video as vio
 from .common import decode_latents, encode_prompts, token_ids
 from .edit_options import FORMATS, EditOptions, parse_fusion_layers
-from .inversion import SourcePass, context_for, ddim_inversion, null_text_optimisation, replay_source
+from .inversion import Recording, SourcePass, context_for, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, sample
 from .prompt_control import PromptControl, prompt_control, read_mask
 
@@ -110,6 +110,7 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
             per_prompt.append(time.perf_counter() - t2)
             files.append(path)
             outputs.append({"prompt": prompt, "file": name, "seed": opts.seed, "sampling_s": per_prompt[-1],
+                            "guidance": control.setting(opts, "guidance"),
                             "control": control.describe(comps.tokenizer, src_ids)})
     timings.update(sampling_s_per_prompt=per_prompt, fusion_store_mib=source.store.nbytes / 2**20,
                    peak_gib=peak_memory_gib(device))
@@ -129,14 +130,16 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditOptions, *, 
     """Invert the source as ``opts.inversion`` says and record the attention the edits fuse."""
     steps = len(scheduler.timesteps)
     store = FusionStore()
-    # Blend masks read the source's cross-attention at every step; fusion only inside its windows.
-    windows = max(fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion))
-    record = set(range(steps if (opts.blend or opts.blend_words) else windows))
+    # Self-attention is kept inside its window only; blend masks read the source's cross-attention
+    # at every step, cross-attention fusion inside its window.
+    masks = opts.blend or bool(opts.blend_words)
+    record = Recording(self_steps=frozenset(range(fused_steps(steps, opts.self_fusion))),
+                       cross_steps=frozenset(range(steps if masks else fused_steps(steps, opts.cross_fusion))))
     replayed = opts.inversion in ("direct", "null-text")
     seconds = {}
     with progress("inverting", steps) as advance:
         levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter, store=None if replayed else store,
-                                record_steps=record, callback=lambda **_: advance())
+                                record=record, callback=lambda **_: advance())
     source = SourcePass(levels=levels, store=store, seconds=seconds)
     if opts.inversion == "null-text":
         t = time.perf_counter()
@@ -146,9 +149,11 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditOptions, *, 
     if replayed:
         t = time.perf_counter()
         with progress("source branch", steps) as advance:
-            offsets = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, opts.guidance,
-                                    adapter=adapter, store=store, record_steps=record, callback=lambda **_: advance())
-        source.offsets = offsets if opts.inversion == "direct" else None
+            outputs = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, store=store,
+                                    record=record, callback=lambda **_: advance())
+        if opts.inversion == "direct":
+            source.outputs = outputs
+            source.context = context_for(adapter, None, src_text, x0.shape[0])
         seconds["replay_s"] = time.perf_counter() - t
     return source
 
@@ -178,7 +183,9 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     steps, frames = len(scheduler.timesteps), source.x_T.shape[0]
     n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion)
     control = control or PromptControl()
-    denoiser = Denoiser(unet, text, uncond, opts.guidance, num_frames=frames)
+    guidance, offset_inside = control.setting(opts, "guidance"), control.setting(opts, "offset_inside")
+    offsets = source.offsets(scheduler, guidance)
+    denoiser = Denoiser(unet, text, uncond, guidance, num_frames=frames)
     max_tokens = parse_fusion_layers(opts.fusion_layers, source.x_T.shape[-1] * source.x_T.shape[-2])
 
     @contextlib.contextmanager
@@ -194,8 +201,13 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
             yield
 
     def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
-        if source.offsets is not None:
-            latents = latents + source.offsets[i]
+        if offsets is not None:
+            offset = offsets[i]
+            edited = control.blend.mask() if control.blend is not None and offset_inside != 1 else None
+            if edited is not None:  # the edited region gets only part of the source's correction
+                edited = edited.to(offset.device, offset.dtype)
+                offset = offset * (1 - edited * (1 - offset_inside))
+            latents = latents + offset
         mask = control.blend.mask() if control.local_blend(opts.local_blend) else None
         if mask is not None:  # LocalBlend: outside the mask the latents follow the source
             mask = mask.to(latents.device, latents.dtype)

@@ -1,8 +1,8 @@
 """Options of ``edit``, their checks, and where their defaults come from.
 
 A setting left as None takes, in order: the model's recommended value (``contextedit.json`` in
-the model folder, section ``"edit"``), then :data:`EDIT_DEFAULTS` — chosen on the shapes-world
-benchmark (BENCHMARKS.md, "Edit settings sweep"). ``edits.json`` records the values that ran.
+the model folder, section ``"edit"``), then :data:`contextedit.defaults.EDIT_DEFAULTS` — chosen on
+the shapes-world benchmark (BENCHMARKS.md, "Edit settings sweep"). ``edits.json`` records the values that ran.
 """
 
 from __future__ import annotations
@@ -12,28 +12,12 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import UsageError
 from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompt, check_prompts
+from ..defaults import EDIT_DEFAULTS
 from .inversion import INVERSIONS
 
 FORMATS = ("mp4", "gif", "frames")
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
-
-# Built-in defaults (see the module docstring); every key is an EditOptions field.
-EDIT_DEFAULTS = {
-    "steps": 20,
-    "guidance": 7.5,
-    "inversion": "direct",
-    "self_fusion": 0.5,
-    "cross_fusion": 0.5,
-    "self_half": "cond",
-    "fusion_layers": "all",
-    "blend": True,
-    "local_blend": "auto",
-    "blend_threshold": 0.5,
-    "new_word_weight": 1.0,
-    "null_text_steps": 10,
-}
-
 
 @dataclass
 class EditOptions(RuntimeOptions):
@@ -54,6 +38,9 @@ class EditOptions(RuntimeOptions):
     blend: bool | None = None
     blend_words: list[str] = field(default_factory=list)
     blend_threshold: float | None = None
+    offset_inside: float | None = None     # direct inversion: share of the offset the masked (edited) region gets
+    background_guidance: float | None = None       # for background edits, instead of guidance
+    background_offset_inside: float | None = None  # for background edits, instead of offset_inside
     local_blend: str | None = None         # auto: on for object edits, off for background edits
     mask: str | None = None
     null_text_steps: int | None = None
@@ -81,9 +68,11 @@ class EditOptions(RuntimeOptions):
             check_at_least_one(self, "steps")
         if self.null_text_steps is not None:
             check_at_least_one(self, "null_text_steps")
-        if self.guidance is not None:
-            check_guidance(self.guidance)
-        for name in ("fusion_start", "self_fusion", "cross_fusion", "blend_threshold"):
+        for value in (self.guidance, self.background_guidance):
+            if value is not None:
+                check_guidance(value)
+        for name in ("fusion_start", "self_fusion", "cross_fusion", "blend_threshold", "offset_inside",
+                     "background_offset_inside"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {value}); "

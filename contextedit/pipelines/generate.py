@@ -22,12 +22,12 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, output_name
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from .. import video as vio
+from ..defaults import GENERATE_DEFAULTS
 from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
 from .loop import Denoiser, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
 ADAPTER_META = "contextedit.adapter_config"
-GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5}
 
 
 @dataclass

@@ -39,9 +39,11 @@ class SourcePass:
 
     levels: list[torch.Tensor]
     store: FusionStore
-    offsets: list[torch.Tensor] | None = None        # direct: added after sampling step i
+    outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # direct: the source branch per step
     null_text: list[torch.Tensor] | None = None      # null-text: unconditional states of step i
+    context: object = None                           # r_φ of the source branch (on x̂0, source prompt)
     seconds: dict = field(default_factory=dict)
+    _offsets: dict = field(default_factory=dict)
 
     @property
     def x_T(self) -> torch.Tensor:
@@ -49,6 +51,14 @@ class SourcePass:
 
     def level_after(self, i: int) -> torch.Tensor:
         return self.levels[len(self.levels) - 2 - i]
+
+    def offsets(self, scheduler, guidance: float) -> list[torch.Tensor] | None:
+        """Direct inversion's offsets at ``guidance`` (None for the other modes), computed once each."""
+        if self.outputs is None:
+            return None
+        if guidance not in self._offsets:
+            self._offsets[guidance] = direct_offsets(scheduler, self.levels, self.outputs, guidance, self.context)
+        return self._offsets[guidance]
 
 
 def context_for(adapter, x0, text, frames, fixed: bool = False):
@@ -63,49 +73,70 @@ def context_for(adapter, x0, text, frames, fixed: bool = False):
     return context
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Which sampling steps need the source's self-attention and which its cross-attention."""
+
+    self_steps: frozenset[int] = frozenset()
+    cross_steps: frozenset[int] = frozenset()
+
+    def scope(self, unet, store: FusionStore | None, step: int, cond_only: bool = False):
+        wants_self, wants_cross = step in self.self_steps, step in self.cross_steps
+        if store is None or not (wants_self or wants_cross):
+            return contextlib.nullcontext()
+        return record_attention(unet, store, step=step, cond_only=cond_only, self_attention=wants_self,
+                                cross_attention=wants_cross)
+
+
 def ddim_inversion(unet, scheduler, x0: torch.Tensor, source_text: torch.Tensor, *, adapter=None,
-                   store: FusionStore | None = None, record_steps: set[int] = frozenset(),
+                   store: FusionStore | None = None, record: Recording = Recording(),
                    callback=None) -> list[torch.Tensor]:
     """Contextual DDIM inversion of x0 (frames as batch); returns every level x_0 … x_T.
 
-    Inversion step j records its attention under sampling step T−1−j when that is in ``record_steps``.
+    Inversion step j records its attention under sampling step T−1−j, as ``record`` asks.
     """
     steps, frames = len(scheduler.timesteps), x0.shape[0]
 
-    def record(j: int, t: int):
-        i = steps - 1 - j
-        return record_attention(unet, store, step=i) if store is not None and i in record_steps else contextlib.nullcontext()
-
     levels: list[torch.Tensor] = []
     invert(scheduler, Denoiser(unet, source_text, num_frames=frames), x0,
-           context=context_for(adapter, x0, source_text, frames, fixed=True), step_context=record,
+           context=context_for(adapter, x0, source_text, frames, fixed=True),
+           step_context=lambda j, t: record.scope(unet, store, steps - 1 - j),
            callback=callback, trajectory=levels)
     return levels
 
 
 @torch.no_grad()
-def replay_source(unet, scheduler, levels: list[torch.Tensor], source_text: torch.Tensor, uncond, guidance: float, *,
-                  adapter=None, store: FusionStore | None = None, record_steps: set[int] = frozenset(),
-                  callback=None) -> list[torch.Tensor]:
-    """The guided source branch on the inversion trajectory: step i from level T−i, recording its
-    conditional attention under step i. Returns the offsets level(T−i−1) − step_i (direct inversion).
+def replay_source(unet, scheduler, levels: list[torch.Tensor], source_text: torch.Tensor, uncond, *,
+                  store: FusionStore | None = None, record: Recording = Recording(),
+                  callback=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The source branch on the inversion trajectory: step i evaluated on level T−i, both halves
+    of the guided batch in one call, its conditional attention recorded under step i. Returns the
+    (unconditional, conditional) outputs of every step: :func:`direct_offsets` turns them into
+    direct inversion's offsets for any guidance scale.
 
     ``uncond`` is one tensor, or one per step (null-text).
     """
     frames = levels[0].shape[0]
-    context = context_for(adapter, None, source_text, frames)
-    offsets = []
-    for i, (t, t_int) in enumerate(zip(scheduler.timesteps, scheduler.timesteps.tolist())):
+    outputs = []
+    for i, t in enumerate(scheduler.timesteps):
         u = uncond[i] if isinstance(uncond, list) else uncond
-        x_t = levels[len(levels) - 1 - i]
-        scope = (record_attention(unet, store, step=i, cond_only=guidance != 1.0)
-                 if store is not None and i in record_steps else contextlib.nullcontext())
-        with scope:
-            out = Denoiser(unet, source_text, u, guidance, num_frames=frames)(x_t, t)
-        x_s = scheduler.step(out, t_int, x_t, context=context).prev_sample
-        offsets.append(levels[len(levels) - 2 - i] - x_s)
+        with record.scope(unet, store, i, cond_only=True):
+            outputs.append(Denoiser(unet, source_text, u, num_frames=frames).halves(levels[len(levels) - 1 - i], t))
         if callback is not None:
-            callback(i=i, t=t_int)
+            callback(i=i, t=int(t))
+    return outputs
+
+
+@torch.no_grad()
+def direct_offsets(scheduler, levels: list[torch.Tensor], outputs: list[tuple[torch.Tensor, torch.Tensor]],
+                   guidance: float, context=None) -> list[torch.Tensor]:
+    """Direct inversion's offsets at ``guidance``: level(T−i−1) minus where the guided source step
+    from level T−i lands. No UNet call: the source branch's outputs are kept."""
+    offsets = []
+    for i, (t_int, (uncond, cond)) in enumerate(zip(scheduler.timesteps.tolist(), outputs)):
+        x_t = levels[len(levels) - 1 - i]
+        x_s = scheduler.step(uncond + guidance * (cond - uncond), t_int, x_t, context=context).prev_sample
+        offsets.append(levels[len(levels) - 2 - i] - x_s)
     return offsets
 
 

@@ -38,16 +38,21 @@ class Denoiser:
         return self.uncond is not None and self.guidance != 1.0
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
-        per_item = x.shape[0]
-        states = [self.uncond, self.text] if self.guided else [self.text]
-        states = torch.cat([s.expand(per_item, -1, -1) for s in states])
-        x_in = torch.cat([x] * (2 if self.guided else 1))
-        kwargs = {"num_frames": self.num_frames} if self.num_frames is not None else None
-        out = self.unet(x_in, t, encoder_hidden_states=states.to(x.dtype), cross_attention_kwargs=kwargs, return_dict=False)[0]
         if not self.guided:
-            return out
-        uncond, cond = out.chunk(2)
+            return self._forward(x, t, [self.text])
+        uncond, cond = self.halves(x, t)
         return uncond + self.guidance * (cond - uncond)
+
+    def halves(self, x: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unconditional and the conditional output, from one batched UNet call."""
+        return self._forward(x, t, [self.uncond, self.text]).chunk(2)
+
+    def _forward(self, x: torch.Tensor, t, states: list[torch.Tensor]) -> torch.Tensor:
+        per_item = x.shape[0]
+        states = torch.cat([s.expand(per_item, -1, -1) for s in states])
+        x_in = torch.cat([x] * (len(states) // per_item))
+        kwargs = {"num_frames": self.num_frames} if self.num_frames is not None else None
+        return self.unet(x_in, t, encoder_hidden_states=states.to(x.dtype), cross_attention_kwargs=kwargs, return_dict=False)[0]
 
 
 def _timesteps(timesteps: torch.Tensor) -> list[tuple[torch.Tensor, int]]:

@@ -24,6 +24,16 @@ class PromptControl:
     def reweights(self) -> bool:
         return self.edit is not None and not bool((self.edit.weights == 1).all())
 
+    @property
+    def background(self) -> bool:
+        """A background edit: the blend mask is the object's, inverted."""
+        return self.blend is not None and self.blend.words.invert and self.blend.user_mask is None
+
+    def setting(self, opts: EditOptions, name: str):
+        """``opts.<name>``, or ``opts.background_<name>`` when set and this is a background edit."""
+        special = getattr(opts, f"background_{name}")
+        return special if self.background and special is not None else getattr(opts, name)
+
     def local_blend(self, setting: str) -> bool:
         """LocalBlend on this prompt? ``auto``: for object and attribute edits, not for background
         edits — on the embedded model, source latents kept around the object of a recoloured
