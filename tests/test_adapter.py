@@ -112,3 +112,30 @@ def test_parameter_and_flop_helpers():
 def test_default_config_is_small():
     adapter = ContextAdapter()
     assert 1_000_000 < count_parameters(adapter) < 10_000_000
+
+
+def test_forward_process_is_float32_under_bf16_autocast():
+    """x_t and the target come out in float32 and agree with a float64 reference to float32
+    rounding even when latents, noise and adapter output are bf16 under a bf16 autocast."""
+    from diffusers import DDPMScheduler
+
+    from contextedit.pipelines.training import forward_process
+    from contextedit.schedulers import q_sample, training_target
+
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    g = torch.Generator().manual_seed(0)
+    x0, noise, r = (torch.randn(4, 4, 8, 8, generator=g).bfloat16() for _ in range(3))
+    t = torch.tensor([0, 50, 500, 999])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x_t, target = forward_process(scheduler, x0, noise, t, r)
+    assert x_t.dtype == target.dtype == torch.float32
+    ref_x_t = q_sample(scheduler, x0.double(), noise.double(), t, r.double())
+    ref_target = training_target(scheduler, x0.double(), ref_x_t, t)
+    eps = torch.finfo(torch.float32).eps
+    # a few float32 operations on terms of magnitude ≤ max|x0|+max|noise|+max|r|, divided by √(1−ᾱ) ≥ 0.03 at t = 0
+    scale = float(x0.abs().max() + noise.abs().max() + r.abs().max())
+    assert (x_t.double() - ref_x_t).abs().max() <= 8 * eps * scale
+    assert (target.double() - ref_target).abs().max() <= 8 * eps * scale / (1 - scheduler.alphas_cumprod[0]).sqrt()
+    # what bf16 arithmetic would give instead: far off at t = 0, where ε̃ divides by √(1−ᾱ_0) ≈ 0.03
+    bf16_target = training_target(scheduler, x0, q_sample(scheduler, x0, noise, t, r), t)
+    assert (bf16_target.double() - ref_target).abs().max() > 100 * (target.double() - ref_target).abs().max()

@@ -83,6 +83,17 @@ def test_resume_after_interrupt_ends_on_same_weights(tmp_path, runs):
         a, b = load_safetensors(full.run_dir / name), load_safetensors(resumed.run_dir / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
+    # the manifest's loss curve has every step, across the interruption too
+    assert len(full.manifest["loss_curve"]) == 4 and resumed.manifest["loss_curve"] == full.manifest["loss_curve"]
+    assert resumed.manifest["adapter_rel_scale"] == full.manifest["adapter_rel_scale"]
+
+
+def test_manifest_records_the_adapters_relative_scale(tmp_path, runs):
+    m = _tune(tmp_path, steps=3).manifest
+    scale = m["adapter_rel_scale"]
+    assert set(scale) == {"100", "500", "900"} and all(v > 0 for v in scale.values())  # lr 1e-3 moved the zero head
+    assert len(m["loss_curve"]) == 3 and m["final_loss"] == m["loss_curve"][-1]
+    assert _tune(tmp_path / "b", adapter=False).manifest["adapter_rel_scale"] is None
 
 
 def _count_unet_calls(comps):

@@ -28,7 +28,7 @@ from ..runs import check_new_output, default_run_dir, load_manifest, set_latest,
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
 from .common import RuntimeOptions, check_at_least_one, check_lr, check_prompt, encode_latents, encode_prompts
-from .training import Batch, Trainer, contextual_loss
+from .training import Batch, Trainer, adapter_rel_scale, contextual_loss
 
 CHECKPOINT = "checkpoint.safetensors"
 FILES = {"tuned": "tuned.safetensors", "adapter": "adapter.safetensors", "latents": "latents.safetensors", "clip": "source.mp4"}
@@ -118,6 +118,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
                 autocast=autocast_for(device, dtype),
             )
         unet.eval()
+        rel_scale = adapter_rel_scale(adapter.eval(), scheduler, batch) if adapter is not None else None
         timings["train_s"] = time.perf_counter() - t0
         timings["steps_per_s"] = (trainer.step - first) / max(timings["train_s"], 1e-9)
 
@@ -128,7 +129,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         save_safetensors(dict(adapter.state_dict()), run_dir / FILES["adapter"])
     save_safetensors({"latents": x0.float().cpu()}, run_dir / FILES["latents"])
     vio.write_video(frames, run_dir / FILES["clip"], clip.fps)
-    manifest = _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dtype, losses)
+    manifest = _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dtype, trainer.losses)
+    manifest["adapter_rel_scale"] = rel_scale
     write_manifest(run_dir, manifest)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
     set_latest(run_dir)
@@ -190,6 +192,7 @@ def _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dty
         "adapter_parameters": count_parameters(adapter) if adapter is not None else 0,
         "adapter_flop_share": share,
         "final_loss": losses[-1] if losses else None,
+        "loss_curve": losses,
         "files": {k: v for k, v in FILES.items() if k != "adapter" or adapter is not None},
         "versions": {"contextedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
