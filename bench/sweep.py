@@ -81,10 +81,8 @@ def run_setting(name: str, options: dict, args) -> dict:
 
 def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> None:
     lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py` — {args.clips} clips × 3 edits + 1 reconstruction, "
-             f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}, {seconds / 60:.0f} min on 2 CPU cores. "
-             "Every row but the last is edit's built-in defaults (direct inversion, blend masks, LocalBlend for object "
-             "edits, guidance 7.5) changed as its name says; the first row is the behaviour before issue 15, the last "
-             "what `edit --model tiny` does now (its `contextedit.json`). One edit is 0.125 of a success rate here.", "",
+             f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}. How the rows were run and what "
+             "they show: below the table.", "",
              "| setting | colour | shape | background | mean success | background kept | motion px | temporal IoU | reconstruction gap dB | s / clip |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
@@ -103,15 +101,15 @@ def plot(results: dict[str, dict], path: Path) -> None:
     """Mean edit success (y) against background kept (x), one labelled point per setting."""
     from PIL import Image, ImageDraw
 
-    w, h, pad = 900, 600, 60
+    w, h, pad, right = 1100, 600, 60, 260
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     pts = [(r["summary"]["adapter"].get("background_kept") or 0, r["summary"]["adapter"].get("success_mean") or 0, n)
            for n, r in results.items()]
     x0 = min(0.5, min(p[0] for p in pts))
-    sx = lambda x: pad + (x - x0) / (1 - x0) * (w - 2 * pad)  # noqa: E731
+    sx = lambda x: pad + (x - x0) / (1 - x0) * (w - pad - right)  # noqa: E731
     sy = lambda y: h - pad - y * (h - 2 * pad)  # noqa: E731
-    d.rectangle([pad, pad, w - pad, h - pad], outline="black")
+    d.rectangle([pad, pad, w - right, h - pad], outline="black")
     for v in np.linspace(0, 1, 6):
         d.text((pad - 35, sy(v) - 6), f"{v:.1f}", fill="black")
         d.text((sx(x0 + v * (1 - x0)) - 12, h - pad + 8), f"{x0 + v * (1 - x0):.2f}", fill="black")
