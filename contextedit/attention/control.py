@@ -39,6 +39,9 @@ class PromptEdit:
     new: list[int] = field(default_factory=list)        # target positions with no source token
     source_changed: list[int] = field(default_factory=list)  # source positions replaced or deleted
 
+    def __post_init__(self):
+        self.reweights = bool((self.weights != 1).any())  # read in every cross-attention layer: once
+
     def apply(self, source_probs: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
         """Fused cross-attention probabilities (…, queries, tokens): mapped source columns, own
         columns where unmapped, then reweighted."""
@@ -50,8 +53,9 @@ class PromptEdit:
         return self.reweight(fused)
 
     def reweight(self, probs: torch.Tensor) -> torch.Tensor:
-        weights = _fit(self.weights, probs.shape[-1], 1.0).to(probs.device, probs.dtype)
-        return probs if bool((weights == 1).all()) else probs * weights
+        if not self.reweights:
+            return probs
+        return probs * _fit(self.weights, probs.shape[-1], 1.0).to(probs.device, probs.dtype)
 
 
 def _fit(x: torch.Tensor, n: int, fill) -> torch.Tensor:
@@ -103,17 +107,20 @@ def word_positions(tokenizer, ids: Sequence[int], word: str) -> list[int]:
     return found
 
 
+def _words(tokenizer, ids: Sequence[int]) -> list[str]:
+    """Each token id as its lower-case word (CLIP's end-of-word mark dropped)."""
+    return [w.replace("</w>", "").lower() for w in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+
+
 def content_positions(tokenizer, ids: Sequence[int], positions: Sequence[int]) -> list[int]:
     """``positions`` without special tokens, stopwords and padding."""
-    special = set(tokenizer.all_special_ids)
-    words = tokenizer.convert_ids_to_tokens([int(ids[p]) for p in positions])
-    return [p for p, w in zip(positions, words)
-            if int(ids[p]) not in special and w.replace("</w>", "").lower() not in STOPWORDS]
+    special, words = set(tokenizer.all_special_ids), _words(tokenizer, ids)
+    return [p for p in positions if int(ids[p]) not in special and words[p] not in STOPWORDS]
 
 
 def is_background_edit(tokenizer, ids: Sequence[int], changed: Sequence[int]) -> bool:
     """A changed token followed (within two tokens) by a background noun: "on a *white* background"."""
-    words = [w.replace("</w>", "").lower() for w in tokenizer.convert_ids_to_tokens([int(i) for i in ids])]
+    words = _words(tokenizer, ids)
     return any(word in BACKGROUND_NOUNS for p in changed for word in words[p + 1:p + 3])
 
 
@@ -138,18 +145,12 @@ def choose_blend_words(tokenizer, source_ids, target_ids, edit: PromptEdit,
     if not source_changed and not target_changed:
         return None
     if is_background_edit(tokenizer, target_ids, [*edit.swapped, *edit.new]):
-        kept = [int(edit.mapping[j]) for j in range(len(target_ids)) if edit.mapping[j] >= 0]
-        background = [p for p in range(len(target_ids)) if _is_background_word(tokenizer, target_ids, p)]
+        words, changed = _words(tokenizer, target_ids), {*edit.swapped, *edit.new}
         target = [j for j in content_positions(tokenizer, target_ids, range(1, len(target_ids)))
-                  if j not in edit.swapped and j not in edit.new and j not in background]
-        source = [int(edit.mapping[j]) for j in target if int(edit.mapping[j]) in kept]
+                  if j not in changed and words[j] not in BACKGROUND_NOUNS]
+        source = [int(edit.mapping[j]) for j in target if edit.mapping[j] >= 0]
         return BlendWords(source, target, invert=True) if target else None
     return BlendWords(source_changed, target_changed)
-
-
-def _is_background_word(tokenizer, ids, p: int) -> bool:
-    word = tokenizer.convert_ids_to_tokens([int(ids[p])])[0].replace("</w>", "").lower()
-    return word in BACKGROUND_NOUNS
 
 
 def contrast(m: torch.Tensor) -> torch.Tensor:
@@ -164,14 +165,11 @@ class BlendMask:
     """Cross-attention maps of the blend words, accumulated over layers and steps → a binary mask
     at latent resolution (Prompt-to-Prompt's LocalBlend: max-pool 3×3, threshold after per-frame
     normalisation, here min–max), each layer's map taken as its :func:`contrast`.
-
-    ``max_tokens``: only layers with at most this many tokens per frame contribute (the coarse
-    layers, whose maps are the least noisy).
     """
 
     def __init__(self, words: BlendWords, latent_hw: tuple[int, int], threshold: float = 0.5,
-                 max_tokens: int | None = None, user_mask: torch.Tensor | None = None):
-        self.words, self.latent_hw, self.threshold, self.max_tokens = words, latent_hw, threshold, max_tokens
+                 user_mask: torch.Tensor | None = None):
+        self.words, self.latent_hw, self.threshold = words, latent_hw, threshold
         self.user_mask = user_mask        # (F, 1, h, w) in [0, 1]: replaces the attention mask
         self._sum: torch.Tensor | None = None
         self._count = 0
@@ -181,8 +179,10 @@ class BlendMask:
         """Freeze the mask the self-attention blends with during this step (maps still accumulate)."""
         self._frozen = self.mask()
 
-    def wants(self, tokens: int) -> bool:
-        return self.user_mask is None and (self.max_tokens is None or tokens <= self.max_tokens)
+    @property
+    def from_attention(self) -> bool:
+        """Built from cross-attention maps (every layer adds its own), not given by the user."""
+        return self.user_mask is None
 
     def add(self, source_probs: torch.Tensor | None, target_probs: torch.Tensor | None, frames: int) -> None:
         """Add one layer's maps: probabilities (F, heads, N, L) of the source and the target pass."""
@@ -204,10 +204,6 @@ class BlendMask:
     def _add(self, m: torch.Tensor) -> None:
         self._sum = m if self._sum is None else self._sum + m
         self._count += 1
-
-    @property
-    def ready(self) -> bool:
-        return self.user_mask is not None or self._sum is not None
 
     def mask(self) -> torch.Tensor | None:
         """(F, 1, h, w) in {0, 1}: 1 where the edit may change things."""

@@ -224,10 +224,9 @@ class FusingProcessor(_Wrapper):
         return torch.cat([self.inner.attend(attn, q[rest], k[rest], v[rest], None if mask is None else mask[rest], num_frames), fused])
 
     def attend_cross(self, attn, q, k, v, mask, num_frames=1):
-        plan, tokens = self.plan, q.shape[1]
-        maps = plan.blend is not None and plan.blend.wants(tokens)
-        reweights = plan.edit is not None and not bool((plan.edit.weights == 1).all())
-        if not (plan.cross_attention or maps or reweights):
+        plan = self.plan
+        maps = plan.blend is not None and plan.blend.from_attention
+        if not (plan.cross_attention or maps or (plan.edit is not None and plan.edit.reweights)):
             return self.inner.attend(attn, q, k, v, mask, num_frames)
         recorded = self.store.has_cross(self.layer, self.step)
         source_q = self.store.cross_query(self.layer, self.step) if recorded else None

@@ -200,17 +200,18 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         with fuse_attention(unet, source.store, step=i, plan=plan) if active else contextlib.nullcontext():
             yield
 
+    local_blend = control.local_blend(opts.local_blend)
+
     def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
+        mask = control.blend.mask() if control.blend is not None else None  # with this step's maps
+        if mask is not None:
+            mask = mask.to(latents.device, latents.dtype)
         if offsets is not None:
             offset = offsets[i]
-            edited = control.blend.mask() if control.blend is not None and offset_inside != 1 else None
-            if edited is not None:  # the edited region gets only part of the source's correction
-                edited = edited.to(offset.device, offset.dtype)
-                offset = offset * (1 - edited * (1 - offset_inside))
+            if mask is not None and offset_inside != 1:  # the edited region gets part of the correction
+                offset = offset * (1 - mask * (1 - offset_inside))
             latents = latents + offset
-        mask = control.blend.mask() if control.local_blend(opts.local_blend) else None
-        if mask is not None:  # LocalBlend: outside the mask the latents follow the source
-            mask = mask.to(latents.device, latents.dtype)
+        if local_blend and mask is not None:  # LocalBlend: outside the mask the latents follow the source
             latents = mask * latents + (1 - mask) * source.level_after(i)
         return latents
 

@@ -22,7 +22,7 @@ class PromptControl:
 
     @property
     def reweights(self) -> bool:
-        return self.edit is not None and not bool((self.edit.weights == 1).all())
+        return self.edit is not None and self.edit.reweights
 
     @property
     def background(self) -> bool:
