@@ -41,6 +41,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bootstrap as stats  # noqa: E402
 
 from contextedit import shapes, video  # noqa: E402
 from contextedit.fileio import read_json  # noqa: E402
@@ -140,6 +143,31 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def intervals(rows: list[dict]) -> dict:
+    """95 % bootstrap intervals over clips, per arm, and the adapter's paired lead on each measure
+    (adapter − no adapter, clips resampled): the summary's figures with their uncertainty."""
+    clips = sorted({r["clip"] for r in rows})
+    measures = [f"success_{kind}" for kind in EDIT_KINDS] + ["success_mean", "background_kept", "motion_error_px", "temporal_iou"]
+
+    def per_clip(variant: str, measure: str) -> list:
+        out = []
+        for clip in clips:
+            mine = [r for r in rows if r["clip"] == clip and r["variant"] == variant and r["kind"] in EDIT_KINDS]
+            if measure.startswith("success_"):
+                kind = measure[len("success_"):]
+                mine = mine if kind == "mean" else [r for r in mine if r["kind"] == kind]
+                out.append(_mean([r["success"] for r in mine]))
+            else:
+                out.append(_mean([r[measure] for r in mine if r.get(measure) is not None]))
+        return out
+
+    variants = sorted({r["variant"] for r in rows})
+    result = {v: {m: stats.interval(per_clip(v, m)) for m in measures} for v in variants}
+    if {"adapter", "no-adapter"} <= set(variants):
+        result["adapter_minus_no_adapter"] = {m: stats.paired(per_clip("adapter", m), per_clip("no-adapter", m)) for m in measures}
+    return result
+
+
 def _mean(values) -> float | None:
     values = [float(v) for v in values]
     return float(np.mean(values)) if values else None
@@ -162,6 +190,7 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
         checkpointing=False, model=args.model, device=args.device, seed=args.seed)
     if not (args.reuse and _tuned_like(run_dir, tune_opts)):
         tune(tune_opts, comps=comps)
+    manifest = read_json(run_dir / "manifest.json")
     source = _source_frames(spec, entry["start"], args)
     extra = json.loads(args.edit_options) if args.edit_options else {}
     prompts = [e["prompt"] for e in entry["edits"]] + [entry["source_prompt"]]
@@ -177,6 +206,8 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
                      **score_edit(source, edited, e["kind"], e["target"], spec["direction"], target, args.stride)})
     rows.append({"clip": entry["video"], "variant": variant, "kind": "reconstruction", "prompt": entry["source_prompt"],
                  **reconstruction(run_dir, edits.files[-1], args, comps)})
+    rows.append({"clip": entry["video"], "variant": variant, "kind": "tune", "prompt": entry["source_prompt"],
+                 "tune_losses": manifest.get("loss_curve"), "adapter_rel_scale": manifest.get("adapter_rel_scale")})
     return rows
 
 
@@ -185,13 +216,13 @@ def rescore(result: dict, work: Path, tag: str, args) -> dict:
     entries = {e["video"]: e for e in json.loads(PROMPTS.read_text())}
     rows = []
     for row in result["rows"]:
+        if row["kind"] in ("reconstruction", "tune"):
+            rows.append(row)
+            continue
         entry = entries[row["clip"]]
         folder = work / f"{Path(row['clip']).stem}-{row['variant']}-edits-{tag}"
         files = {o["prompt"]: o["file"] for o in read_json(folder / "edits.json")["outputs"]}
         edited = video.read_video(folder / files[row["prompt"]], frames=args.frames, stride=1).frames
-        if row["kind"] == "reconstruction":
-            rows.append(row)
-            continue
         e = next(e for e in entry["edits"] if e["kind"] == row["kind"])
         source, target = (_source_frames(spec, entry["start"], args) for spec in (entry["spec"], e["target"]))
         rows.append({**row, **score_edit(source, edited, row["kind"], e["target"], entry["spec"]["direction"], target,
@@ -385,6 +416,7 @@ def merge_shards(paths: list[str]) -> dict:
 
 
 def finish(args, argv, result: dict, table: bool = True) -> dict:
+    result["intervals"] = intervals(result["rows"])
     write_json(args.out, result)
     if args.benchmarks and table:
         write_table(result, Path(args.benchmarks))

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -118,10 +117,10 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     vae = _initial_vae(args).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    opt = torch.optim.AdamW([{"params": list(vae.parameters()), "peak": args.vae_lr}], lr=args.vae_lr, weight_decay=0.0)
     losses, started, step = [], time.time(), 0
     while (progress := _progress(step, args.vae_steps, time.time() - started, args.vae_minutes)) < 1:
-        _set_lr(opt, args.vae_lr, step, progress)
+        _set_lr(opt, step, progress)
         pixels = random_crops(image_batch(rng, args.vae_batch)[0], args.vae_crop, rng)
         posterior = vae.encode(pixels).latent_dist
         recon = vae.decode(posterior.sample()).sample
@@ -176,9 +175,15 @@ def _spec_of(caption: str) -> tuple[str, str, str]:
 # Stage B: text encoder + UNet
 
 
-def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Module, dict]:
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+def train_denoiser(args, vae, log):
+    """Stage B. With ``--adapter joint`` the context adapter r_φ is trained with the UNet and the
+    text encoder the paper's way (Table 7): every step is tune's own ``contextual_loss`` (Eq. 1
+    forward process with the bias inside, Eq. 6 target), so the UNet learns to denoise biased x_t."""
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
+
+    from contextedit.models.adapter import ContextAdapter, config_for_unet
+    from contextedit.schedulers import ContextualDDPMScheduler
 
     tokenizer = tiny.tiny_tokenizer()
     ckpt = Path(args.work) / "denoiser"
@@ -197,29 +202,33 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
     else:
         unet = tiny.tiny_unet(cross_attention_dim=TEXT_HIDDEN, seed=args.seed)
         text_encoder = tiny.tiny_text_encoder(tokenizer, hidden_size=TEXT_HIDDEN, seed=args.seed)
+    adapter = None
+    if args.adapter == "joint":
+        if (ckpt / "adapter").is_dir():
+            adapter = ContextAdapter.from_pretrained(ckpt / "adapter")
+        else:
+            torch.manual_seed(args.seed)
+            adapter = ContextAdapter(config_for_unet(unet))  # zero head: starts as the plain model
+        adapter.train()
+    modules = [m for m in (unet, text_encoder, adapter) if m is not None]
     # EMA of the weights is what gets saved: on a small model it samples markedly cleaner than
     # the last iterate. Stored beside the checkpoint so a resumed run keeps it.
-    ema = _EMA([unet, text_encoder], args.ema, ckpt / "ema.safetensors" if start else None)
+    ema = _EMA(modules, args.ema, ckpt / "ema.safetensors" if start else None)
     unet.train()
     text_encoder.train()
-    noise_scheduler = DDPMScheduler.from_config(tiny.tiny_scheduler_config())
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=1e-2)
-    scale = vae.config.scaling_factor
+    noise_scheduler = ContextualDDPMScheduler.from_config(tiny.tiny_scheduler_config())
+    opt = optimizer(unet, text_encoder, adapter, args.lr, args.adapter_lr)
+    params = [p for group in opt.param_groups for p in group["params"]]
     torch.manual_seed(args.seed + 1 + start)
     rng = np.random.default_rng([args.seed, start])
     started, step = time.time() - elapsed, start
     while (progress := _progress(step, args.unet_steps, time.time() - started, args.unet_minutes)) < 1:
-        _set_lr(opt, args.lr, step, progress)
+        _set_lr(opt, step, progress)
         pixels, captions = image_batch(rng, args.batch)
+        # caption dropout: the unconditional branch for guidance, and text the adapter must read
         captions = ["" if rng.random() < UNCOND_PROB else c for c in captions]
-        with torch.no_grad():
-            latents = vae.encode(pixels).latent_dist.sample() * scale
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(latents),))
-        noisy = noise_scheduler.add_noise(latents, noise, t)
-        pred = unet(noisy, t, encode_text(tokenizer, text_encoder, captions)).sample
-        loss = F.mse_loss(pred, noise)
+        loss = denoiser_loss(unet, text_encoder, adapter, noise_scheduler, vae, tokenizer, pixels, captions,
+                             step_seed=args.seed * 1_000_003 + step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -230,11 +239,40 @@ def train_denoiser(args, vae, log) -> tuple[object, torch.nn.Module, torch.nn.Mo
         if step % args.log_every == 0:
             log(f"unet step {step} ({progress:.0%}) loss {np.mean(losses[-args.log_every:]):.4f}")
         if step % args.ckpt_every == 0:
-            _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema)
-    _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema)
+            _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema, adapter)
+    _checkpoint(ckpt, unet, text_encoder, step, losses, time.time() - started, ema, adapter)
     ema.copy_to_params()
-    info = {"steps": step, "seconds": round(time.time() - started, 1), "final_loss": float(np.mean(losses[-args.log_every:])), "loss_curve": _curve(losses)}
-    return tokenizer, unet.eval(), text_encoder.eval(), info
+    info = {"steps": step, "seconds": round(time.time() - started, 1), "final_loss": float(np.mean(losses[-args.log_every:])),
+            "loss_curve": _curve(losses), "losses": [round(x, 5) for x in losses]}
+    if adapter is not None:
+        adapter.eval()
+    return tokenizer, unet.eval(), text_encoder.eval(), adapter, info
+
+
+def denoiser_loss(unet, text_encoder, adapter, scheduler, vae, tokenizer, pixels, captions, step_seed: int):
+    """One step's loss: the latents and text states of a batch through ``contextual_loss``,
+    the very function ``tune`` and ``train-adapter`` train with (adapter None: plain DDPM loss)."""
+    from contextedit.pipelines.training import Batch, contextual_loss
+
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(step_seed)
+        posterior = vae.encode(pixels).latent_dist
+        latents = (posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)) * vae.config.scaling_factor
+    text = encode_text(tokenizer, text_encoder, captions)
+    return contextual_loss(unet, adapter, scheduler, Batch(x0=latents, text=text, num_frames=None), step_seed)
+
+
+def optimizer(unet, text_encoder, adapter, lr: float, adapter_lr: float) -> torch.optim.AdamW:
+    """AdamW: the denoiser at ``lr`` (wd 1e-2); the adapter at ``adapter_lr``, no decay on its
+    zero-initialised head (decay would pull it back to 0, the plain model)."""
+    groups = [{"params": list(unet.parameters()) + list(text_encoder.parameters()), "weight_decay": 1e-2, "peak": lr}]
+    if adapter is not None:
+        from contextedit.pipelines.training import adapter_param_groups
+
+        groups += adapter_param_groups(dict(adapter.named_parameters()), adapter_lr)
+        for group in groups[1:]:
+            group["peak"] = group["lr"]
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 class _EMA:
@@ -269,9 +307,11 @@ class _EMA:
         save_file({str(i): s.contiguous() for i, s in enumerate(self.shadow)}, str(path))
 
 
-def _checkpoint(folder: Path, unet, text_encoder, step: int, losses: list[float], elapsed_s: float, ema=None) -> None:
+def _checkpoint(folder: Path, unet, text_encoder, step: int, losses: list[float], elapsed_s: float, ema=None, adapter=None) -> None:
     """Weights first, then the state file that marks them complete."""
     unet.save_pretrained(folder / "unet", safe_serialization=True)
+    if adapter is not None:
+        adapter.save_pretrained(folder / "adapter")
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
     if ema is not None:
         ema.save(folder / "ema.safetensors")
@@ -293,25 +333,30 @@ def _progress(step: int, total: int, elapsed_s: float, minutes: float | None) ->
     return max(by_steps, elapsed_s / (60 * minutes)) if minutes else by_steps
 
 
-def _set_lr(opt, peak: float, step: int, progress: float, warmup: int = 50) -> None:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of ``peak`` over ``progress``."""
+def _set_lr(opt, step: int, progress: float, warmup: int = 50) -> None:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of each group's peak."""
     cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    lr = peak * min(1.0, (step + 1) / warmup) * cosine
     for group in opt.param_groups:
-        group["lr"] = lr
+        group["lr"] = group["peak"] * min(1.0, (step + 1) / warmup) * cosine
 
 
 # ---------------------------------------------------------------------------------------------
 # Saving and checking
 
 
-def save_atomically(comps: Components, out: Path) -> Path:
-    """Write the folder beside ``out`` and swap it in, so ``out`` is never half-written."""
+def save_atomically(comps: Components, out: Path, adapter=None) -> Path:
+    """Write the folder beside ``out`` and swap it in, so ``out`` is never half-written. The base
+    adapter, when there is one, goes in ``adapter/`` (config.json + safetensors)."""
     out = Path(out)
     tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
     for path in (tmp, old):
         shutil.rmtree(path, ignore_errors=True)
     save_components(comps, tmp)
+    if adapter is not None:
+        adapter.save_pretrained(tmp / "adapter")
+    for extra in ("contextedit.json",):  # the model's recommended settings travel with it
+        if (out / extra).is_file():
+            shutil.copy2(out / extra, tmp / extra)
     if out.exists():
         os.replace(out, old)
     os.replace(tmp, out)
@@ -320,24 +365,38 @@ def save_atomically(comps: Components, out: Path) -> Path:
 
 
 @torch.no_grad()
-def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seed: int = 0, per_combo: int = 1) -> dict:
-    """Sample every (shape, colour, background) prompt with DDIM + CFG; score with the oracle."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), adapter: bool = True) -> tuple[dict, np.ndarray]:
+    """Sample every (shape, colour, background) prompt once per seed with contextedit's own
+    contextual DDIM (+ CFG), with the folder's base adapter unless ``adapter`` is False; score
+    with the pixel oracle. Without an adapter this is plain DDIM, as diffusers samples it."""
+    from contextedit.models.adapter import ContextAdapter
+    from contextedit.models.loading import load_components
+    from contextedit.pipelines.common import decode_latents, encode_prompts
+    from contextedit.pipelines.generate import _image_context
+    from contextedit.pipelines.loop import Denoiser, sample
+    from contextedit.schedulers import ContextualDDIMScheduler
 
-    comps = _load_pretrained(str(folder))
-    pipe = StableDiffusionPipeline(
-        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
-        scheduler=DDIMScheduler.from_config(comps.scheduler_config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    specs = [combo for combo in COMBOS for _ in range(per_combo)]
-    prompts = [shapes.image_caption(*spec) for spec in specs]
-    generator = torch.Generator().manual_seed(seed)
-    out = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=generator, output_type="np")
-    images = (out.images * 255).round().astype(np.uint8)
+    comps = load_components(str(folder), "cpu", torch.float32)
+    base = ContextAdapter.from_pretrained(Path(folder) / "adapter").eval() if adapter and (Path(folder) / "adapter").is_dir() else None
+    prompts = [shapes.image_caption(*spec) for spec in COMBOS]
+    text = encode_prompts(comps.tokenizer, comps.text_encoder, prompts)
+    uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [""])
+    scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
+    size = comps.native_size // comps.vae_scale_factor
+    images, specs = [], []
+    for seed in seeds:
+        generator = torch.Generator().manual_seed(seed)
+        scheduler.set_timesteps(steps)
+        latents = torch.randn((len(prompts), comps.unet.config.in_channels, size, size), generator=generator)
+        latents = sample(scheduler, Denoiser(comps.unet, text, uncond, guidance), latents * scheduler.init_noise_sigma,
+                         context=_image_context(base, text), generator=generator)
+        images.append(to_uint8(decode_latents(comps.vae, latents)))
+        specs += COMBOS
+    images = np.concatenate(images)
     scores = oracle_scores(images, specs)
-    scores.update(prompts=len(prompts), sampler=f"DDIM {steps} steps, guidance {guidance}, seed {seed}")
+    hits = [all(shapes.agrees(shapes.oracle(image), *spec).values()) for image, spec in zip(images, specs)]
+    scores.update(prompts=len(prompts), seeds=list(seeds), adapter=base is not None, hits=[int(h) for h in hits],
+                  sampler=f"contextual DDIM {steps} steps, guidance {guidance}")
     return scores, images
 
 
@@ -378,12 +437,16 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "contextedit-train-tiny"), help="checkpoints for resuming")
+    p.add_argument("--work", default=str(ROOT / "bench" / "work" / "train-tiny"), help="checkpoints for resuming")
     p.add_argument("--out", default=str(DEFAULT_OUT))
     p.add_argument("--results", default=str(DEFAULT_RESULTS))
     p.add_argument("--eval-steps", type=int, default=50)
     p.add_argument("--eval-only", action="store_true", help="only sample the saved --out folder and score it")
     p.add_argument("--grid", default=None, help="also save the evaluation samples as a PNG grid here")
+    p.add_argument("--eval-seeds", type=int, default=4, help="sample every prompt with this many seeds")
+    p.add_argument("--adapter", choices=("none", "joint"), default="joint",
+                   help="train the context adapter jointly with the denoiser (the paper's way), or no adapter")
+    p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak lr of the adapter (its own AdamW group)")
     return p.parse_args(argv)
 
 
@@ -397,33 +460,53 @@ def main(argv=None) -> None:
 
     if not args.eval_only:
         vae, vae_info = train_vae(args, log)
-        tokenizer, unet, text_encoder, unet_info = train_denoiser(args, vae, log)
+        tokenizer, unet, text_encoder, adapter, unet_info = train_denoiser(args, vae, log)
         comps = Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                            scheduler_config=tiny.tiny_scheduler_config(), model_id="tiny")
-        save_atomically(comps, Path(args.out))
+        save_atomically(comps, Path(args.out), adapter)
         train_s = time.time() - t0
         log(f"saved {args.out} ({folder_size_mb(Path(args.out)):.1f} MB) after {train_s:.0f}s")
-    scores, images = evaluate(Path(args.out), steps=args.eval_steps, seed=args.seed)
-    log(f"oracle agreement: {scores}")
-    if args.grid:
-        _save_grid(images, Path(args.grid))
+    seeds = tuple(range(args.seed, args.seed + args.eval_seeds))
+    arms = {"with_adapter": True, "without_adapter": False} if (Path(args.out) / "adapter").is_dir() else {"without_adapter": False}
+    scores = {}
+    for arm, use in arms.items():
+        scores[arm], images = evaluate(Path(args.out), steps=args.eval_steps, seeds=seeds, adapter=use)
+        log(f"oracle agreement ({arm}): {scores[arm]}")
+        if args.grid and arm == next(iter(arms)):
+            _save_grid(images[:len(COMBOS)], Path(args.grid))
     if args.eval_only:
         return
-    write_json(args.results, {
-        "model": "tiny (shapes world)", "folder": str(Path(args.out).relative_to(ROOT)) if Path(args.out).is_relative_to(ROOT) else args.out,
+    record = {
+        "variant": args.adapter, "folder": _portable(args.out),
         "size_mb": round(folder_size_mb(Path(args.out)), 2),
         "wall_time_s": round(train_s, 1),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch.set_num_threads({args.threads}), nice 19",
-        "notes": args.notes, "command": " ".join(sys.argv[1:]),
+        "notes": args.notes, "command": " ".join(_portable(a) for a in sys.argv[1:]) if argv is None else " ".join(_portable(a) for a in argv),
         "torch": torch.__version__, "python": sys.version.split()[0], "seed": args.seed,
         "data": "on the fly from contextedit.shapes: random_spec + make_image (uniform shape/colour/background, uniform valid centre), image captions",
-        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, batch {args.vae_batch}, warm-up + cosine", **vae_info},
-        "denoiser": {"recipe": f"eps-prediction DDPM loss on scaled latents, {UNCOND_PROB:.0%} empty captions, AdamW lr {args.lr} wd 1e-2, warm-up + cosine, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
-                     "init": args.unet_init,
+        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, batch {args.vae_batch}, warm-up + cosine",
+                **{k: (_portable(v) if k == "init" else v) for k, v in vae_info.items()}},
+        "denoiser": {"recipe": f"contextual_loss (tune's step): eps-prediction on scaled latents, {UNCOND_PROB:.0%} empty captions (caption dropout), "
+                               f"AdamW lr {args.lr} wd 1e-2" + (f", adapter lr {args.adapter_lr} (no decay on its head)" if args.adapter == "joint" else "")
+                               + f", warm-up + cosine, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
+                     "init": _portable(args.unet_init), "adapter": args.adapter,
                      "text_hidden": TEXT_HIDDEN, **unet_info},
-        "params": {name: sum(p.numel() for p in m.parameters()) for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder))},
+        "params": {name: sum(p.numel() for p in m.parameters()) for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("adapter", adapter)) if m is not None},
         "eval": scores,
-    })
+    }
+    results = read_json(args.results) if Path(args.results).is_file() else {}
+    if "variants" not in results:
+        results = {"model": "tiny (shapes world)", "variants": {}, "previous": results or None}
+    results["variants"][args.adapter] = record
+    write_json(args.results, results)
+
+
+def _portable(value):
+    """Paths inside the repository as relative paths, so the record names nothing outside it."""
+    if value is None or not isinstance(value, str) or "/" not in value:
+        return value
+    path = Path(value).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else value
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .defaults import describe
+from .defaults import TUNE_DEFAULTS, describe
 from .errors import ContextEditError, Interrupted
 
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -145,6 +145,9 @@ def tune(
     overwrite: Overwrite = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted tune from its checkpoint.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Tune without the context adapter (Tune-A-Video baseline).")] = False,
+    adapter_init: Annotated[str, typer.Option(help="Start the clip's adapter from: base (the model's own base adapter; a fresh one when it has none), none (fresh, zero output), an adapter folder or a `train-adapter` file.")] = "base",
+    adapter_lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate of the adapter (its own group, no weight decay on its head). " + f"[default: {TUNE_DEFAULTS['adapter_lr']:g}]")] = None,
+    adapter_input: Annotated[str, typer.Option(help="What the adapter reads in training: clean (x0) or predicted (every other step, the x̂0 the UNet predicts, as in sampling).")] = "clean",
     checkpointing: Annotated[bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing (less memory, a little slower).")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
     caption_model: Annotated[str, typer.Option(help="BLIP-2 model for captions: hub id, folder or 'tiny'.")] = "Salesforce/blip2-opt-2.7b",
@@ -158,7 +161,7 @@ def tune(
     result = run_tune(TuneOptions(
         video=str(video), prompt=prompt, frames=frames, stride=stride, start=start, size=size, steps=steps, lr=lr,
         out=str(out) if out else None, overwrite=overwrite, resume=resume, adapter=not no_adapter,
-        checkpointing=checkpointing, checkpoint_every=checkpoint_every, caption_model=caption_model,
+        adapter_init=adapter_init, adapter_lr=adapter_lr, adapter_input=adapter_input, checkpointing=checkpointing, checkpoint_every=checkpoint_every, caption_model=caption_model,
         model=model, device=device, dtype=dtype, seed=seed), progress=progress)
     m = result.manifest
     _say(quiet, f"source prompt: {m['source_prompt']}")
@@ -242,7 +245,7 @@ def generate(
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width (multiple of 8). Default: native.")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height (multiple of 8). Default: native.")] = None,
-    adapter: Annotated[Optional[Path], typer.Option(help="Image context adapter from `train-adapter` (.safetensors).")] = None,
+    adapter: Annotated[str, typer.Option(help="Context adapter: base (the model's own, when it ships one), none (plain DDIM/DDPM), an adapter folder or a `train-adapter` file.")] = "base",
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: outputs/generate/<timestamp>/.")] = None,
     overwrite: Overwrite = False,
@@ -255,7 +258,7 @@ def generate(
 
     result = run_generate(GenerateOptions(
         prompts=prompt, n=n, sampler=sampler, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
-        width=width, height=height, adapter=str(adapter) if adapter else None, grid=grid,
+        width=width, height=height, adapter=adapter, grid=grid,
         out=str(out) if out else None, overwrite=overwrite, model=model, device=device, dtype=dtype, seed=seed),
         progress=progress)
     for path in result.files:

@@ -27,6 +27,8 @@ EDIT_DEFAULTS = {
     "null_text_steps": 10,
 }
 GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5}
+# The adapter's own AdamW lr in tune (the UNet's stays at --lr 1e-5): see BENCHMARKS.md, "adapter lr".
+TUNE_DEFAULTS = {"adapter_lr": 1e-4}
 
 DEFAULTS_FILE = "contextedit.json"
 TINY_DEFAULTS = Path(__file__).resolve().parent / "assets" / "tiny" / DEFAULTS_FILE

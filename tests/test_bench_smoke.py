@@ -20,13 +20,14 @@ def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
     from contextedit.models.loading import load_components
 
     common = ["--vae-steps", "2", "--vae-batch", "2", "--batch", "2", "--eval-steps", "1", "--log-every", "1",
-              "--ckpt-every", "1", "--threads", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"),
+              "--ckpt-every", "1", "--threads", "1", "--eval-seeds", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"),
               "--results", str(tmp_path / "train.json")]
     train_tiny.main(common + ["--unet-steps", "2"])
     assert (tmp_path / "work" / "denoiser" / "ema.safetensors").is_file()
     train_tiny.main(common + ["--unet-steps", "3"])  # resumes at step 2, EMA included
     info = json.loads((tmp_path / "train.json").read_text())
-    assert info["denoiser"]["steps"] == 3 and 0 <= info["eval"]["all"] <= 1
+    info = info["variants"]["joint"]
+    assert info["denoiser"]["steps"] == 3 and 0 <= info["eval"]["with_adapter"]["all"] <= 1
     comps = load_components(str(tmp_path / "model"), torch.device("cpu"), torch.float32)
     assert comps.vae.config.scaling_factor == pytest.approx(info["vae"]["scaling_factor"])
 
@@ -34,13 +35,13 @@ def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
 def test_train_tiny_keeps_a_given_vae(train_tiny, tmp_path):
     def out(n: int) -> list[str]:
         return ["--work", str(tmp_path / f"work{n}"), "--out", str(tmp_path / f"model{n}"), "--results",
-                str(tmp_path / "r.json"), "--eval-steps", "1", "--threads", "1", "--batch", "2", "--unet-steps", "1"]
+                str(tmp_path / "r.json"), "--eval-steps", "1", "--threads", "1", "--batch", "2", "--unet-steps", "1", "--eval-seeds", "1"]
 
     train_tiny.main(out(1) + ["--vae-steps", "1", "--vae-batch", "2"])
-    first = json.loads((tmp_path / "r.json").read_text())["vae"]["scaling_factor"]
+    first = json.loads((tmp_path / "r.json").read_text())["variants"]["joint"]["vae"]["scaling_factor"]
     train_tiny.main(out(2) + ["--vae-init", str(tmp_path / "model1" / "vae"), "--vae-steps", "0",
                               "--unet-init", str(tmp_path / "model1")])
-    assert json.loads((tmp_path / "r.json").read_text())["vae"]["scaling_factor"] == pytest.approx(first)
+    assert json.loads((tmp_path / "r.json").read_text())["variants"]["joint"]["vae"]["scaling_factor"] == pytest.approx(first)
 
 
 def test_quality_bench_runs_and_writes_its_figures(tmp_path):
@@ -66,3 +67,35 @@ def test_quality_scores_the_source_itself_as_perfect():
             s = quality.score_edit(source, source, "colour", entry["spec"], entry["spec"]["direction"], source, args.stride)
             assert s["temporal_iou"] == 1.0 and s["motion_error_px"] == 0.0 and s["background_kept"] == 1.0
             assert s["success"]
+
+
+def test_claims_bench_measures_and_plots(tmp_path):
+    from contextedit.models.adapter import ContextAdapter, config_for_unet
+    from contextedit.models.loading import save_components
+
+    from helpers import tiny
+
+    comps = tiny()
+    save_components(comps, tmp_path / "model")
+    ContextAdapter(config_for_unet(comps.unet)).save_pretrained(tmp_path / "model" / "adapter")
+    benchmarks = tmp_path / "BENCHMARKS.md"
+    with bench_script("claims") as claims:
+        result = claims.main(["--model", "tiny-random", "--model-folder", str(tmp_path / "model"), "--tune-steps", "3",
+                              "--seeds", "2", "--generate-seeds", "1", "--default-steps", "1", "--threads", "1",
+                              "--out", str(tmp_path / "claims.json"), "--quality", str(tmp_path / "none.json"),
+                              "--train", str(tmp_path / "none.json"), "--benchmarks", str(benchmarks)])
+    held = result["convergence"]["held_out"]
+    assert held["adapter"]["n"] == 2 and "excludes_0" in held["adapter_minus_no_adapter"]
+    # a zero-headed adapter is the plain model: generation identical with and without it
+    assert result["generation"]["with_minus_without"]["mean"] == 0
+    assert (tmp_path / "claims-convergence.png").stat().st_size > 0 and (tmp_path / "claims-generate.png").is_file()
+    assert "claims:begin" in benchmarks.read_text()
+
+
+def test_bootstrap_intervals():
+    with bench_script("bootstrap") as bootstrap:
+        stat = bootstrap.interval([1.0] * 10 + [0.0] * 10)
+        assert stat["low"] < 0.5 < stat["high"] and stat["mean"] == 0.5 and stat["n"] == 20
+        lead = bootstrap.paired([1, 1, 1, 1], [0, 0, 1, 0])
+        assert lead["mean"] == 0.75 and lead["excludes_0"]
+        assert bootstrap.paired([1, 0], [1, 0])["excludes_0"] is False

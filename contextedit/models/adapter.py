@@ -22,6 +22,10 @@ from ..attention.processors import merge_heads, split_heads
 from ..errors import InputError, UsageError
 
 
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
 @dataclass
 class AdapterConfig:
     """Sizes of r_φ; defaults fit SD-1.x (≈5 M parameters, ≈2% of the UNet's FLOPs at 64×64 latents)."""
@@ -130,6 +134,36 @@ class ContextAdapter(nn.Module):
         if unknown:
             raise InputError(f"adapter config has unknown keys {sorted(unknown)}; it was written by another version — re-tune")
         return cls(AdapterConfig(**config))
+
+    # -- folders (diffusers' layout: config.json + diffusion_pytorch_model.safetensors) --------
+    def save_pretrained(self, folder) -> "Path":
+        """Write config.json and the weights (safetensors) into ``folder``."""
+        from pathlib import Path
+
+        from ..fileio import save_safetensors, write_json
+
+        folder = Path(folder)
+        save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
+                         folder / WEIGHTS_NAME)
+        write_json(folder / CONFIG_NAME, {"_class_name": type(self).__name__, **self.config})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder) -> "ContextAdapter":
+        """An adapter saved by :meth:`save_pretrained`."""
+        import json
+        from pathlib import Path
+
+        from ..fileio import load_safetensors
+
+        folder = Path(folder)
+        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+            raise InputError(f"{folder} is not an adapter folder (it needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        config = json.loads((folder / CONFIG_NAME).read_text())
+        config.pop("_class_name", None)
+        adapter = cls.from_config(config)
+        adapter.load_state_dict(load_safetensors(folder / WEIGHTS_NAME))
+        return adapter
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x0: torch.Tensor, text_states: torch.Tensor, timestep: int | torch.Tensor,

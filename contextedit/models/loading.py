@@ -129,7 +129,20 @@ def _load_pretrained(model: str) -> Components:
         ) from exc
     comps = Components(model_id=model if not is_folder else str(path.resolve()), **parts)
     comps.extra["defaults"] = recommended_defaults(path if is_folder else model)
+    comps.extra["base_adapter"] = base_adapter(path if is_folder else model)
     return comps
+
+
+def base_adapter(source: Path | str) -> str | None:
+    """The folder of the model's base context adapter (``adapter/config.json`` beside
+    ``model_index.json``, a local folder or a hub id's cached snapshot), or None."""
+    if isinstance(source, Path):
+        config = source / "adapter" / "config.json"
+        return str(config.parent) if config.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "adapter/config.json")
+    return str(Path(cached).parent) if isinstance(cached, str) else None
 
 
 def recommended_defaults(source: Path | str) -> dict:

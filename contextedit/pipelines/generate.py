@@ -3,7 +3,6 @@ contextual DDIM/DDPM with r_φ evaluated on x̂0 and the prompt when one is give
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,9 +13,8 @@ import numpy as np
 import torch
 
 from ..device import cpu_generator, oom_guard, peak_memory_gib, resolve_device, resolve_dtype
-from ..errors import InputError, UsageError
-from ..fileio import atomic_path, load_safetensors, safetensors_metadata, write_json
-from ..models.adapter import ContextAdapter
+from ..errors import UsageError
+from ..fileio import atomic_path, write_json
 from ..models.loading import Components, load_components
 from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, output_name
@@ -24,10 +22,10 @@ from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from .. import video as vio
 from ..defaults import GENERATE_DEFAULTS
 from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
+from .adapters import check_adapter_spec, resolve_adapter
 from .loop import Denoiser, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
-ADAPTER_META = "contextedit.adapter_config"
 
 
 @dataclass
@@ -40,7 +38,7 @@ class GenerateOptions(RuntimeOptions):
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
-    adapter: str | None = None
+    adapter: str | None = None         # base (default: the model's own, if any), none, or a file/folder
     grid: bool = False
     out: str | None = None
 
@@ -56,6 +54,7 @@ class GenerateOptions(RuntimeOptions):
             if self.width is None or self.height is None:
                 raise UsageError("give both --width and --height, or neither")
             vio.check_size(self.width, self.height)
+        check_adapter_spec(self.adapter)
 
 
 @dataclass
@@ -63,18 +62,6 @@ class GenerateResult:
     out_dir: Path
     files: list[Path]
     record: dict = field(default_factory=dict)
-
-
-def load_image_adapter(path: str | Path, device: torch.device) -> tuple[ContextAdapter, dict[str, torch.Tensor], dict]:
-    """An adapter file from ``train-adapter``: the adapter, tuned UNet tensors (maybe none), metadata."""
-    meta = safetensors_metadata(path)
-    if ADAPTER_META not in meta:
-        raise InputError(f"{path} is not a contextedit adapter file (no {ADAPTER_META} metadata); make one with `contextedit train-adapter`")
-    tensors = load_safetensors(path)
-    adapter = ContextAdapter.from_config(json.loads(meta[ADAPTER_META]))
-    adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
-    unet_sd = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.")}
-    return adapter.to(device).eval(), unet_sd, meta
 
 
 def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> GenerateResult:
@@ -87,9 +74,9 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
         check_new_output(out_dir / name, opts.overwrite)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    adapter, unet_sd, meta = (load_image_adapter(opts.adapter, device) if opts.adapter else (None, {}, {}))
     t0 = time.perf_counter()
     comps = comps or load_components(opts.model, device, dtype)
+    adapter, unet_sd, meta, adapter_source = resolve_adapter(opts.adapter, comps, device)
     fill_defaults(opts, "generate", GENERATE_DEFAULTS, comps.extra.get("defaults"))
     if meta.get("model") and meta["model"] != comps.model_id:
         raise UsageError(f"adapter {opts.adapter} was trained on {meta['model']!r}, not {comps.model_id!r}; pass --model {meta['model']}")
@@ -126,7 +113,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
         "model": comps.model_id, "images": entries,
         "settings": {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
                      "negative_prompt": opts.negative_prompt, "width": width, "height": height, "n": opts.n,
-                     "adapter": str(opts.adapter) if opts.adapter else None, "seed": opts.seed,
+                     "adapter": adapter_source, "seed": opts.seed,
                      "device": str(device), "dtype": str(dtype).replace("torch.", "")},
         "timings": {"load_s": t1 - t0 if entries else None, "seconds_per_image": sum(times) / max(len(times), 1),
                     "peak_gib": peak_memory_gib(device)},

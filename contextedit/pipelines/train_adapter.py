@@ -27,7 +27,7 @@ from ..runs import check_new_output
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
 from .common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_prompts
-from .generate import ADAPTER_META
+from .adapters import ADAPTER_META
 from .training import Batch, Trainer, contextual_loss
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}

@@ -29,8 +29,15 @@ class Batch:
     num_frames: int | None      # F for the inflated video UNet, None for the image UNet
 
 
-def contextual_loss(unet, adapter, scheduler, batch: Batch, step_seed: int) -> torch.Tensor:
-    """‖model(x_t) − target‖² with x_t = √ᾱ_t x0 + k_t r_φ(x0, c, t) + √(1−ᾱ_t) ε (Eq. 1)."""
+ADAPTER_INPUTS = ("clean", "predicted")
+
+
+def contextual_loss(unet, adapter, scheduler, batch: Batch, step_seed: int, adapter_input: str = "clean") -> torch.Tensor:
+    """‖model(x_t) − target‖² with x_t = √ᾱ_t x0 + k_t r_φ(x0, c, t) + √(1−ᾱ_t) ε (Eq. 1).
+
+    ``adapter_input`` "predicted": on every other step (by the step's seed) the adapter reads the
+    x̂0 the model predicts from the unbiased x_t, not the clean x0 — what it reads while sampling
+    (DESIGN §3). One more UNet call without gradients on those steps."""
     x0 = batch.x0
     per_clip = batch.num_frames or 1
     clips = x0.shape[0] // per_clip
@@ -38,14 +45,29 @@ def contextual_loss(unet, adapter, scheduler, batch: Batch, step_seed: int) -> t
     t = torch.randint(0, scheduler.config.num_train_timesteps, (clips,), generator=gen)
     noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32).to(x0.device, x0.dtype)
     t_items = t.repeat_interleave(per_clip).to(x0.device)
-    r = None
-    if adapter is not None:
-        r = adapter(x0.float(), batch.text.float(), t.to(x0.device), num_frames=per_clip)
-    x_t, target = forward_process(scheduler, x0, noise, t_items, r)
     states = batch.text.repeat_interleave(per_clip, dim=0).to(x0.dtype)
     kwargs = {"num_frames": batch.num_frames} if batch.num_frames is not None else None
-    pred = unet(x_t.to(x0.dtype), t_items, encoder_hidden_states=states, cross_attention_kwargs=kwargs, return_dict=False)[0]
-    return F.mse_loss(pred.float(), target)
+
+    def model(x_t: torch.Tensor) -> torch.Tensor:
+        return unet(x_t.to(x0.dtype), t_items, encoder_hidden_states=states, cross_attention_kwargs=kwargs, return_dict=False)[0]
+
+    r = None
+    if adapter is not None:
+        seen = x0.float()
+        if adapter_input == "predicted" and step_seed % 2:
+            seen = _predicted_x0(scheduler, model, x0, noise, t_items)
+        r = adapter(seen, batch.text.float(), t.to(x0.device), num_frames=per_clip)
+    x_t, target = forward_process(scheduler, x0, noise, t_items, r)
+    return F.mse_loss(model(x_t).float(), target)
+
+
+@torch.no_grad()
+def _predicted_x0(scheduler, model, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    from ..schedulers.maths import as_schedule, predict_x0_eps
+
+    schedule = as_schedule(scheduler)
+    x_t, _ = forward_process(scheduler, x0, noise, t, None)
+    return predict_x0_eps(model(x_t).float(), x_t, schedule.alpha_bar(t), schedule.prediction_type)[0].float()
 
 
 @torch.no_grad()
@@ -72,13 +94,34 @@ def forward_process(scheduler, x0: torch.Tensor, noise: torch.Tensor, t: torch.T
         return x_t, training_target(scheduler, x0, x_t, t)
 
 
+ADAPTER_PREFIX = "adapter."
+
+
+def adapter_param_groups(params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float = 1e-2) -> list[dict]:
+    """The adapter's AdamW groups at its own ``lr``: its zero-initialised output head without
+    weight decay (decay pulls the bias back to 0, the plain model), the rest with it."""
+    head = [p for name, p in params.items() if name.split(".")[-2:-1] == ["head"]]
+    body = [p for name, p in params.items() if name.split(".")[-2:-1] != ["head"]]
+    return [{"params": body, "lr": lr, "weight_decay": weight_decay, "name": "adapter"},
+            {"params": head, "lr": lr, "weight_decay": 0.0, "name": "adapter-head"}]
+
+
 class Trainer:
-    """AdamW over named parameters, with atomic safetensors checkpoints of weights and state."""
+    """AdamW over named parameters, with atomic safetensors checkpoints of weights and state.
+
+    Parameters named ``adapter.*`` form their own groups at ``adapter_lr`` (default ``lr``): Adam
+    moves a weight by about lr per step, so at the UNet's 1e-5 the zero-headed adapter would stay
+    near 0 for a whole tune."""
 
     def __init__(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float = 1e-2,
-                 betas: tuple[float, float] = (0.9, 0.999)):
+                 betas: tuple[float, float] = (0.9, 0.999), adapter_lr: float | None = None):
         self.params = params
-        self.optimizer = torch.optim.AdamW(list(params.values()), lr=lr, betas=betas, weight_decay=weight_decay)
+        rest = [p for name, p in params.items() if not name.startswith(ADAPTER_PREFIX)]
+        adapter = {name[len(ADAPTER_PREFIX):]: p for name, p in params.items() if name.startswith(ADAPTER_PREFIX)}
+        groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "model"}]
+        if adapter:
+            groups += adapter_param_groups(adapter, lr if adapter_lr is None else adapter_lr, weight_decay)
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=betas, weight_decay=weight_decay)
         self.step = 0
         self.losses: list[float] = []  # the loss of every step from the first, kept across --resume
 

@@ -27,8 +27,10 @@ from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file, write_manifest
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
-from .common import RuntimeOptions, check_at_least_one, check_lr, check_prompt, encode_latents, encode_prompts
-from .training import Batch, Trainer, adapter_rel_scale, contextual_loss
+from ..defaults import TUNE_DEFAULTS
+from .adapters import check_adapter_spec, resolve_adapter
+from .common import RuntimeOptions, check_at_least_one, check_choice, check_lr, check_prompt, encode_latents, encode_prompts
+from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
 
 CHECKPOINT = "checkpoint.safetensors"
 FILES = {"tuned": "tuned.safetensors", "adapter": "adapter.safetensors", "latents": "latents.safetensors", "clip": "source.mp4"}
@@ -47,6 +49,9 @@ class TuneOptions(RuntimeOptions):
     out: str | None = None
     resume: bool = False
     adapter: bool = True
+    adapter_init: str = "base"         # base | none | adapter folder | train-adapter file
+    adapter_lr: float | None = None    # default: TUNE_DEFAULTS["adapter_lr"]
+    adapter_input: str = "clean"       # clean | predicted: what x0 the adapter reads in training
     checkpointing: bool = True
     checkpoint_every: int = 100
     caption_model: str = "Salesforce/blip2-opt-2.7b"
@@ -56,6 +61,11 @@ class TuneOptions(RuntimeOptions):
         if self.start < 0:
             raise UsageError(f"--start must be 0 or more (got {self.start})")
         check_lr(self.lr, "; the paper uses 1e-5")
+        if self.adapter_lr is None:
+            self.adapter_lr = TUNE_DEFAULTS["adapter_lr"]
+        check_lr(self.adapter_lr, f" for --adapter-lr; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
+        check_adapter_spec(self.adapter_init, "--adapter-init")
+        check_choice("--adapter-input", self.adapter_input, ADAPTER_INPUTS)
         if self.prompt is not None:
             self.prompt = check_prompt(self.prompt)
         if self.size is not None:
@@ -99,11 +109,12 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     with oom_guard(device, "tuning"):
         x0 = encode_latents(comps.vae, vio.to_tensor(frames))
         text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
-        unet, adapter = build_video_model(comps, opts.adapter, opts.checkpointing, seed=opts.seed)
+        unet, adapter = build_video_model(comps, opts.adapter, opts.checkpointing, seed=opts.seed,
+                                          adapter_init=opts.adapter_init)
         params = trainable_parameters(unet)
         if adapter is not None:
             params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
-        trainer = Trainer(params, lr=opts.lr)
+        trainer = Trainer(params, lr=opts.lr, adapter_lr=opts.adapter_lr)
         if opts.resume:
             trainer.load(run_dir / CHECKPOINT)
         scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
@@ -113,7 +124,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         first = trainer.step
         with progress("tuning", opts.steps - trainer.step) as advance:
             losses = trainer.run(
-                opts.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed), seed=opts.seed,
+                opts.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed, opts.adapter_input), seed=opts.seed,
                 checkpoint=run_dir / CHECKPOINT, every=opts.checkpoint_every, advance=advance,
                 autocast=autocast_for(device, dtype),
             )
@@ -137,15 +148,20 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     return TuneResult(run_dir=run_dir, manifest=load_manifest(run_dir), losses=losses)
 
 
-def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None):
-    """The inflated UNet (trainable parameters in fp32) and a fresh zero-headed adapter.
+def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None,
+                      adapter_init: str = "base"):
+    """The inflated UNet (trainable parameters in fp32) and the adapter to tune: the model's base
+    adapter (``adapter_init`` base, when it ships one), a given folder/file, or a fresh zero-headed one.
 
-    With ``seed``, the new temporal layers and the adapter are initialised from it (the global RNG
-    is left as it was), so a tune is reproducible from its --seed.
+    With ``seed``, the new temporal layers and a fresh adapter are initialised from it (the global
+    RNG is left as it was), so a tune is reproducible from its --seed.
     """
     with seeded(seed) if seed is not None else contextlib.nullcontext():
         unet = inflate_unet(comps.unet)
-        adapter = ContextAdapter(config_for_unet(unet)) if with_adapter else None
+        adapter = None
+        if with_adapter:
+            adapter = resolve_adapter(adapter_init, comps, torch.device("cpu"), "--adapter-init")[0]
+            adapter = adapter.train() if adapter is not None else ContextAdapter(config_for_unet(unet))
     if checkpointing:
         unet.enable_gradient_checkpointing()
     for p in mark_trainable(unet).values():
@@ -153,6 +169,12 @@ def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool
     if adapter is not None:
         adapter.to(next(unet.parameters()).device)
     return unet, adapter
+
+
+def _adapter_init_record(opts: TuneOptions, comps: Components) -> str:
+    if opts.adapter_init == "base":
+        return "base" if comps.extra.get("base_adapter") else "none (the model ships no base adapter)"
+    return opts.adapter_init if opts.adapter_init == "none" else str(Path(opts.adapter_init).resolve())
 
 
 def _caption(frames, opts: TuneOptions) -> str:
@@ -186,6 +208,9 @@ def _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dty
         "frames": int(len(x0)), "stride": opts.stride, "start": opts.start,
         "width": size[0], "height": size[1], "fps": clip.fps,
         "steps": opts.steps, "lr": opts.lr, "seed": opts.seed,
+        "adapter_lr": opts.adapter_lr if adapter is not None else None,
+        "adapter_input": opts.adapter_input if adapter is not None else None,
+        "adapter_init": _adapter_init_record(opts, comps) if adapter is not None else None,
         "checkpointing": opts.checkpointing, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "adapter": adapter is not None,
         "adapter_config": adapter.config if adapter is not None else None,

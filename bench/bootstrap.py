@@ -1,0 +1,40 @@
+"""Bootstrap intervals for the benchmark figures (percentile method, resampling whole units).
+
+The unit is what is independent: a clip (its three edits and its tune share the clip), an image
+(prompt × seed). Paired comparisons resample units and take the difference within each, so the
+arms' shared difficulty cancels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RESAMPLES = 4000
+
+
+def interval(values, level: float = 0.95, seed: int = 0) -> dict | None:
+    """Mean of ``values`` and its bootstrap interval, as {"mean", "low", "high", "n"}."""
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if not len(values):
+        return None
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(RESAMPLES, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": float(values.mean()), "low": float(low), "high": float(high), "n": int(len(values))}
+
+
+def paired(a, b, level: float = 0.95, seed: int = 0) -> dict | None:
+    """a − b per unit (pairs with a None dropped), with its interval; ``excludes_0`` says
+    whether the interval lies wholly on one side of 0."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    out = interval([x - y for x, y in pairs], level, seed)
+    if out is not None:
+        out["excludes_0"] = bool(out["low"] > 0 or out["high"] < 0)
+    return out
+
+
+def fmt(stat: dict | None, digits: int = 3) -> str:
+    """'0.912 [0.871, 0.950]'."""
+    if stat is None:
+        return "–"
+    return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
