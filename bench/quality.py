@@ -52,6 +52,7 @@ from contextedit.pipelines.common import decode_latents, encode_latents  # noqa:
 from contextedit.fileio import write_json  # noqa: E402
 from contextedit.pipelines.edit import EditOptions, edit  # noqa: E402
 from contextedit.pipelines.generate import GenerateOptions, generate  # noqa: E402
+from contextedit.defaults import TUNE_DEFAULTS  # noqa: E402
 from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
 from contextedit.prompts import load_prompt_sets  # noqa: E402
 
@@ -389,7 +390,8 @@ def main(argv=None) -> dict:
         "command": "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device,
         "torch": torch.__version__, "clips": len(picked),
-        "settings": {k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "edit_options", "seed")},
+        "settings": {**{k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "edit_options", "seed")},
+                     "adapter_lr": TUNE_DEFAULTS["adapter_lr"], "adapter_init": "base"},
         "edit_settings": _edit_settings(work, args),
         "seconds": time.perf_counter() - start,
         "summary": summarise(rows), "generate": gen, "rows": rows,

@@ -44,9 +44,9 @@ def check_at_least_one(opts: object, *names: str) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def check_lr(lr: float, hint: str = "") -> None:
+def check_lr(lr: float, hint: str = "", option: str = "--lr") -> None:
     if not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"--lr must be a positive number (got {lr}){hint}")
+        raise UsageError(f"{option} must be a positive number (got {lr}){hint}")
 
 
 def check_guidance(guidance: float) -> None:

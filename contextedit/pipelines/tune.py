@@ -63,7 +63,7 @@ class TuneOptions(RuntimeOptions):
         check_lr(self.lr, "; the paper uses 1e-5")
         if self.adapter_lr is None:
             self.adapter_lr = TUNE_DEFAULTS["adapter_lr"]
-        check_lr(self.adapter_lr, f" for --adapter-lr; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
+        check_lr(self.adapter_lr, f"; the default is {TUNE_DEFAULTS['adapter_lr']:g}", "--adapter-lr")
         check_adapter_spec(self.adapter_init, "--adapter-init")
         check_choice("--adapter-input", self.adapter_input, ADAPTER_INPUTS)
         if self.prompt is not None:
