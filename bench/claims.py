@@ -224,7 +224,7 @@ def write_block(result: dict, path: Path) -> None:
     a = gen["arms"]
     lines += ["", f"**c. Generation**: `generate --model tiny`, 36 prompts × {len(a['with_adapter']['seeds'])} seeds, oracle agreement "
               "(plot: `bench/results/claims-generate.png`):", "",
-              f"| with the base adapter | without (`--adapter none`) | with − without |", "|---|---|---|",
+              "| with the base adapter | without (`--adapter none`) | with − without |", "|---|---|---|",
               f"| {f(a['with_adapter']['all'])} | {f(a['without_adapter']['all'])} | {f(gen['with_minus_without'])} |", ""]
     d = result.get("default_tune")
     if d:

@@ -12,6 +12,7 @@ unchanged (ContextDiff reduces to DDPM/DDIM).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -136,10 +137,8 @@ class ContextAdapter(nn.Module):
         return cls(AdapterConfig(**config))
 
     # -- folders (diffusers' layout: config.json + diffusion_pytorch_model.safetensors) --------
-    def save_pretrained(self, folder) -> "Path":
+    def save_pretrained(self, folder) -> Path:
         """Write config.json and the weights (safetensors) into ``folder``."""
-        from pathlib import Path
-
         from ..fileio import save_safetensors, write_json
 
         folder = Path(folder)
@@ -152,7 +151,6 @@ class ContextAdapter(nn.Module):
     def from_pretrained(cls, folder) -> "ContextAdapter":
         """An adapter saved by :meth:`save_pretrained`."""
         import json
-        from pathlib import Path
 
         from ..fileio import load_safetensors
 
