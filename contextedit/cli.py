@@ -199,6 +199,7 @@ def edit(
     background_offset_inside: Annotated[Optional[float], typer.Option(help="--offset-inside for background edits. " + describe("edit", "background_offset_inside"))] = None,
     local_blend: Annotated[Optional[str], typer.Option(help="auto | on | off: latents outside the mask follow the source (auto: not for background edits). " + describe("edit", "local_blend"))] = None,
     mask: Annotated[Optional[Path], typer.Option(help="User mask: a PNG for all frames or a folder of one per frame; white = may change.")] = None,
+    context_guidance: Annotated[Optional[float], typer.Option(help="Guide the adapter's bias like the noise, r_u + G·(r_c − r_u), in inversion's source branch and in sampling (1: the conditional bias). " + describe("edit", "context_guidance"))] = None,
     no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: no attention fusion.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Ablation: ignore the tuned adapter.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: <run>/edits/.")] = None,
@@ -225,7 +226,7 @@ def edit(
         reweight=list(reweight or []), new_word_weight=new_word_weight, blend=blend, blend_words=list(blend_words or []),
         blend_threshold=blend_threshold, offset_inside=offset_inside,
         background_guidance=background_guidance, background_offset_inside=background_offset_inside, local_blend=local_blend, mask=str(mask) if mask else None,
-        adapter=not no_adapter, out=str(out) if out else None,
+        context_guidance=context_guidance, adapter=not no_adapter, out=str(out) if out else None,
         format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype,
         seed=seed), progress=progress)
     t = result.record["timings"]

@@ -25,6 +25,7 @@ EDIT_DEFAULTS = {
     "background_guidance": None,        # None: the same as guidance
     "background_offset_inside": None,   # None: the same as offset_inside
     "null_text_steps": 10,
+    "context_guidance": 1.0,
 }
 GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5}
 # The adapter's own AdamW lr in tune (the UNet's stays at --lr 1e-5): the lowest tuning loss of

@@ -153,7 +153,7 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditOptions, *, 
                                     record=record, callback=lambda **_: advance())
         if opts.inversion == "direct":
             source.outputs = outputs
-            source.context = context_for(adapter, None, src_text, x0.shape[0])
+            source.context = context_for(adapter, None, src_text, x0.shape[0], uncond=uncond, scale=opts.context_guidance)
         seconds["replay_s"] = time.perf_counter() - t
     return source
 
@@ -215,7 +215,7 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
             latents = mask * latents + (1 - mask) * source.level_after(i)
         return latents
 
-    return sample(scheduler, denoiser, source.x_T.clone(), context=context_for(adapter, None, text, frames),
+    return sample(scheduler, denoiser, source.x_T.clone(), context=context_for(adapter, None, text, frames, uncond=uncond, scale=opts.context_guidance),
                   step_context=step_context, after_step=after_step, callback=callback)
 
 

@@ -44,6 +44,7 @@ class EditOptions(RuntimeOptions):
     local_blend: str | None = None         # auto: on for object edits, off for background edits
     mask: str | None = None
     null_text_steps: int | None = None
+    context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
     adapter: bool = True
     out: str | None = None
     format: str = "mp4"
@@ -77,6 +78,8 @@ class EditOptions(RuntimeOptions):
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {value}); "
                                  "a window is the fraction of the T sampling steps, from the noisy end")
+        if self.context_guidance is not None and not (math.isfinite(self.context_guidance) and self.context_guidance >= 0):
+            raise UsageError(f"--context-guidance must be 0 or more (got {self.context_guidance}); 1 is the plain conditional bias")
         if self.new_word_weight is not None and not (math.isfinite(self.new_word_weight) and self.new_word_weight > 0):
             raise UsageError(f"--new-word-weight must be a positive number (got {self.new_word_weight})")
         if self.inversion is not None:
