@@ -246,7 +246,7 @@ def generate(
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width (multiple of 8). Default: native.")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height (multiple of 8). Default: native.")] = None,
-    adapter: Annotated[str, typer.Option(help="Context adapter: base (the model's own, when it ships one), none (plain DDIM/DDPM), an adapter folder or a `train-adapter` file.")] = "base",
+    adapter: Annotated[Optional[str], typer.Option(help="Context adapter: base (the model's own, when it ships one), none (plain DDIM/DDPM), an adapter folder or a `train-adapter` file. " + describe("generate", "adapter"))] = None,
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: outputs/generate/<timestamp>/.")] = None,
     overwrite: Overwrite = False,

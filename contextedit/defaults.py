@@ -27,7 +27,7 @@ EDIT_DEFAULTS = {
     "null_text_steps": 10,
     "context_guidance": 1.0,
 }
-GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5}
+GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5, "adapter": "base"}
 # The adapter's own AdamW lr in tune (the UNet's stays at --lr 1e-5): the lowest tuning loss of
 # 1e-5, 1e-4, 1e-3, from a base adapter and from a fresh one (bench/adapter_lr.py).
 TUNE_DEFAULTS = {"adapter_lr": 1e-3}

@@ -38,7 +38,7 @@ class GenerateOptions(RuntimeOptions):
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
-    adapter: str | None = None         # base (default: the model's own, if any), none, or a file/folder
+    adapter: str | None = None         # base (the model's own, if any), none, or a file/folder; default: the model's recommendation, else base
     grid: bool = False
     out: str | None = None
 
@@ -76,8 +76,8 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     dtype = resolve_dtype(opts.dtype, device)
     t0 = time.perf_counter()
     comps = comps or load_components(opts.model, device, dtype)
-    adapter, unet_sd, meta, adapter_source = resolve_adapter(opts.adapter, comps, device)
     fill_defaults(opts, "generate", GENERATE_DEFAULTS, comps.extra.get("defaults"))
+    adapter, unet_sd, meta, adapter_source = resolve_adapter(opts.adapter, comps, device)
     if meta.get("model") and meta["model"] != comps.model_id:
         raise UsageError(f"adapter {opts.adapter} was trained on {meta['model']!r}, not {comps.model_id!r}; pass --model {meta['model']}")
     if unet_sd:
