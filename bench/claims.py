@@ -191,7 +191,8 @@ def _smooth(x, n: int):
     x = np.asarray(x, dtype=float)
     if len(x) < n:
         return x
-    return np.convolve(x, np.ones(n) / n, mode="same")
+    padded = np.pad(x, (n // 2, n - 1 - n // 2), mode="edge")  # no dip towards 0 at the ends
+    return np.convolve(padded, np.ones(n) / n, mode="valid")
 
 
 def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -248,7 +249,7 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, default=5, help="held-out tunes per arm")
     p.add_argument("--generate-seeds", type=int, default=4)
     p.add_argument("--default-steps", type=int, default=None, help="shorten the defaults tune (tests only)")
-    p.add_argument("--no-tune", action="store_true", help="reuse the held-out and default tunes in --out")
+    p.add_argument("--no-tune", action="store_true", help="reuse the tunes and the generation figures in --out (plots and tables only)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(RESULTS / "claims.json"))
     p.add_argument("--quality", default=str(RESULTS / "quality.json"))
@@ -273,10 +274,12 @@ def main(argv=None) -> dict:
             held, default = held_out_tunes(args, Path(tmp)), default_tune(args, Path(tmp))
     q = read_json(args.quality) if Path(args.quality).is_file() else {"rows": []}
     train = read_json(args.train) if Path(args.train).is_file() else {}
-    gen = generation(Path(args.model_folder), args.generate_seeds)
+    reuse = args.no_tune and "generation" in previous
+    gen = previous["generation"] if reuse else generation(Path(args.model_folder), args.generate_seeds)
     edits = q.get("intervals") or quality.intervals(q["rows"])
     result = {"held_out": held, "default_tune": default, "convergence": convergence(held, q["rows"], train),
-              "edits": edits, "generation": gen, "seconds": time.perf_counter() - start}
+              "edits": edits, "generation": gen,
+              "seconds": previous["seconds"] if reuse else time.perf_counter() - start}
     write_json(args.out, result)
     out = Path(args.out).parent
     plot_convergence(held, q["rows"], train, out / "claims-convergence.png")
