@@ -145,28 +145,8 @@ def summarise(rows: list[dict]) -> dict:
 
 
 def intervals(rows: list[dict]) -> dict:
-    """95 % bootstrap intervals over clips, per arm, and the adapter's paired lead on each measure
-    (adapter − no adapter, clips resampled): the summary's figures with their uncertainty."""
-    clips = sorted({r["clip"] for r in rows})
-    measures = [f"success_{kind}" for kind in EDIT_KINDS] + ["success_mean", "background_kept", "motion_error_px", "temporal_iou"]
-
-    def per_clip(variant: str, measure: str) -> list:
-        out = []
-        for clip in clips:
-            mine = [r for r in rows if r["clip"] == clip and r["variant"] == variant and r["kind"] in EDIT_KINDS]
-            if measure.startswith("success_"):
-                kind = measure[len("success_"):]
-                mine = mine if kind == "mean" else [r for r in mine if r["kind"] == kind]
-                out.append(_mean([r["success"] for r in mine]))
-            else:
-                out.append(_mean([r[measure] for r in mine if r.get(measure) is not None]))
-        return out
-
-    variants = sorted({r["variant"] for r in rows})
-    result = {v: {m: stats.interval(per_clip(v, m)) for m in measures} for v in variants}
-    if {"adapter", "no-adapter"} <= set(variants):
-        result["adapter_minus_no_adapter"] = {m: stats.paired(per_clip("adapter", m), per_clip("no-adapter", m)) for m in measures}
-    return result
+    """95 % bootstrap intervals over clips per arm, and the adapter's paired lead (bench/bootstrap.py)."""
+    return stats.arm_intervals(rows, EDIT_KINDS)
 
 
 def _mean(values) -> float | None:
