@@ -72,8 +72,7 @@ def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), a
     from contextedit.models.adapter import ContextAdapter
     from contextedit.models.loading import load_components
     from contextedit.pipelines.common import decode_latents, encode_prompts
-    from contextedit.pipelines.generate import _image_context
-    from contextedit.pipelines.loop import Denoiser, sample
+    from contextedit.pipelines.loop import Denoiser, context_for, sample
     from contextedit.schedulers import ContextualDDIMScheduler
 
     comps = load_components(str(folder), "cpu", torch.float32)
@@ -89,7 +88,7 @@ def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), a
         scheduler.set_timesteps(steps)
         latents = torch.randn((len(prompts), comps.unet.config.in_channels, size, size), generator=generator)
         latents = sample(scheduler, Denoiser(comps.unet, text, uncond, guidance), latents * scheduler.init_noise_sigma,
-                         context=_image_context(base, text), generator=generator)
+                         context=context_for(base, None, text, 1), generator=generator)
         images.append(to_uint8(decode_latents(comps.vae, latents)))
         specs += COMBOS
     images = np.concatenate(images)

@@ -27,8 +27,8 @@ from ..schedulers import ContextualDDIMScheduler
 from .. import video as vio
 from .common import decode_latents, encode_prompts, token_ids
 from .edit_options import FORMATS, EditOptions, parse_fusion_layers
-from .inversion import Recording, SourcePass, context_for, ddim_inversion, null_text_optimisation, replay_source
-from .loop import Denoiser, sample
+from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
+from .loop import Denoiser, context_for, sample
 from .prompt_control import PromptControl, prompt_control, read_mask
 
 __all__ = ["FORMATS", "EditOptions", "EditResult", "edit", "fused_steps", "prepare_source", "sample_edit"]

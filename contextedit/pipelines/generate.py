@@ -23,7 +23,7 @@ from .. import video as vio
 from ..defaults import GENERATE_DEFAULTS
 from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompts, decode_latents, encode_prompts
 from .adapters import check_adapter_spec, resolve_adapter
-from .loop import Denoiser, sample
+from .loop import Denoiser, context_for, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
 
@@ -90,7 +90,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     with oom_guard(device, "generation"):
         for prompt in opts.prompts:
             text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
-            context = _image_context(adapter, text)
+            context = context_for(adapter, None, text, 1)
             for k in range(opts.n):
                 t1 = time.perf_counter()
                 seed = opts.seed + k
@@ -127,16 +127,6 @@ def initial_latents(shape, generator: torch.Generator, device: torch.device, dty
     from diffusers.utils.torch_utils import randn_tensor
 
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
-
-def _image_context(adapter, text):
-    if adapter is None:
-        return None
-
-    def context(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
-        r = adapter(x0_hat.float(), text.float(), torch.tensor([t], device=x0_hat.device), num_frames=1)
-        return r.to(x0_hat.dtype)
-    return context
 
 
 def make_grid(images: list[np.ndarray], rows: int) -> np.ndarray:

@@ -65,6 +65,27 @@ def _step_scope(step_context: StepContext, i: int, t: int) -> ContextManager:
     return step_context(i, t) if step_context is not None else contextlib.nullcontext()
 
 
+def context_for(adapter, x0, text, frames, fixed: bool = False, uncond=None, scale: float = 1.0):
+    """r_φ as the schedulers want it (a ``Context``): on the true source latents (inversion) or
+    on x̂0 (sampling: edit, and generate with one frame).
+
+    With ``uncond`` and ``scale`` ≠ 1 the bias is guided like the noise (``--context-guidance``):
+    r_u + scale·(r_c − r_u), which scales the part of r_φ that the prompt decides."""
+    if adapter is None:
+        return None
+    guided = uncond is not None and scale != 1.0
+
+    def context(x0_hat: torch.Tensor, t: int) -> torch.Tensor:
+        x = x0 if fixed else x0_hat
+        level = torch.tensor([t], device=x.device)
+        if not guided:
+            return adapter(x.float(), text.float(), level, num_frames=frames).to(x0_hat.dtype)
+        both = adapter(torch.cat([x, x]).float(), torch.cat([uncond.expand_as(text), text]).float(), level,
+                       num_frames=frames).chunk(2)
+        return (both[0] + scale * (both[1] - both[0])).to(x0_hat.dtype)
+    return context
+
+
 @torch.no_grad()
 def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Context = None,
            generator: torch.Generator | None = None, step_context: StepContext = None,
