@@ -53,26 +53,27 @@ def resolve_adapter(spec: str | None, comps, device: torch.device, option: str =
     """``base`` (or None): the model's base adapter, None when it has none; ``none``: None;
     otherwise an adapter folder or a ``train-adapter`` .safetensors file.
 
-    Returns (adapter or None, UNet tensors to load, metadata, a description for the records)."""
+    Returns (adapter or None, UNet tensors to load, metadata, :func:`describe`'s record)."""
     spec = spec or "base"
-    if spec == "none":
-        return None, {}, {}, "none"
-    if spec == "base":
-        folder = base_adapter_folder(comps)
-        if folder is None:
-            return None, {}, {}, "none (the model ships no base adapter)"
-        adapter, unet_sd, meta, source = ContextAdapter.from_pretrained(folder), {}, {}, "base"
+    source = describe(spec, comps)
+    if spec == "none" or (spec == "base" and base_adapter_folder(comps) is None):
+        return None, {}, {}, source
+    check_adapter_spec(spec, option)
+    path = base_adapter_folder(comps) if spec == "base" else Path(spec).expanduser()
+    if path.is_dir():
+        adapter, unet_sd, meta = ContextAdapter.from_pretrained(path), {}, {}
     else:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            adapter, unet_sd, meta, source = ContextAdapter.from_pretrained(path), {}, {}, str(path.resolve())
-        elif path.is_file():
-            adapter, unet_sd, meta = load_image_adapter(path, device)
-            source = str(path.resolve())
-        else:
-            check_adapter_spec(spec, option)
+        adapter, unet_sd, meta = load_image_adapter(path, device)
     check_fits(adapter, comps.unet, spec, option)
     return adapter.to(device).eval(), unet_sd, meta, source
+
+
+def describe(spec: str | None, comps) -> str:
+    """Where the adapter comes from, as run records write it: base, none, or the resolved path."""
+    spec = spec or "base"
+    if spec == "base":
+        return "base" if base_adapter_folder(comps) is not None else "none (the model ships no base adapter)"
+    return spec if spec == "none" else str(Path(spec).expanduser().resolve())
 
 
 def check_fits(adapter: ContextAdapter, unet, spec: str, option: str) -> None:

@@ -28,7 +28,7 @@ from ..runs import check_new_output, default_run_dir, load_manifest, set_latest,
 from ..schedulers import ContextualDDPMScheduler
 from .. import video as vio
 from ..defaults import TUNE_DEFAULTS
-from .adapters import check_adapter_spec, resolve_adapter
+from .adapters import check_adapter_spec, describe as describe_adapter, resolve_adapter
 from .common import RuntimeOptions, check_at_least_one, check_choice, check_lr, check_prompt, encode_latents, encode_prompts
 from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
 
@@ -171,12 +171,6 @@ def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool
     return unet, adapter
 
 
-def _adapter_init_record(opts: TuneOptions, comps: Components) -> str:
-    if opts.adapter_init == "base":
-        return "base" if comps.extra.get("base_adapter") else "none (the model ships no base adapter)"
-    return opts.adapter_init if opts.adapter_init == "none" else str(Path(opts.adapter_init).resolve())
-
-
 def _caption(frames, opts: TuneOptions) -> str:
     from ..captioning import caption_frames
 
@@ -210,7 +204,7 @@ def _manifest(opts, comps, clip, prompt, size, adapter, x0, timings, device, dty
         "steps": opts.steps, "lr": opts.lr, "seed": opts.seed,
         "adapter_lr": opts.adapter_lr if adapter is not None else None,
         "adapter_input": opts.adapter_input if adapter is not None else None,
-        "adapter_init": _adapter_init_record(opts, comps) if adapter is not None else None,
+        "adapter_init": describe_adapter(opts.adapter_init, comps) if adapter is not None else None,
         "checkpointing": opts.checkpointing, "device": str(device), "dtype": str(dtype).replace("torch.", ""),
         "adapter": adapter is not None,
         "adapter_config": adapter.config if adapter is not None else None,
