@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 
 import bootstrap as stats  # noqa: E402
 import quality  # noqa: E402
-import train_tiny  # noqa: E402
+import tiny_data  # noqa: E402
 from contextedit import shapes, video  # noqa: E402
 from contextedit.fileio import read_json, write_json  # noqa: E402
 from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
@@ -120,7 +120,7 @@ def generation(model_folder: Path, seeds: int) -> dict:
     """Oracle agreement with and without the base adapter, per image, with a paired interval."""
     arms = {}
     for arm, use in (("with_adapter", True), ("without_adapter", False)):
-        arms[arm], _ = train_tiny.evaluate(model_folder, seeds=tuple(range(seeds)), adapter=use)
+        arms[arm], _ = tiny_data.evaluate(model_folder, seeds=tuple(range(seeds)), adapter=use)
     hits = {arm: arms[arm]["hits"] for arm in arms}
     return {"arms": {arm: {k: v for k, v in s.items() if k != "hits"} | {"all": stats.interval(hits[arm])} for arm, s in arms.items()},
             "with_minus_without": stats.paired(hits["with_adapter"], hits["without_adapter"]), "hits": hits}

@@ -102,7 +102,7 @@ def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, 
     key = {"colour": "colour", "shape": "shape", "background": "background"}[kind]
     hits = [reading[key] == target[key] for reading in out]
     paths = [r["mask"] for r in src] + ([r["mask"] for r in shapes.oracle_clip(target_frames)] if target_frames is not None else [])
-    path = _dilate(np.any(paths, axis=0), 2)
+    path = shapes.grow_mask(np.any(paths, axis=0), 2)
     scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
     if kind != "background":
         background_index = shapes.PALETTE_NAMES.index(src[0]["background"])
@@ -116,14 +116,6 @@ def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, 
     ious = [_iou(np.roll(a["mask"], (dy, dx), axis=(0, 1)), b["mask"]) for a, b in zip(out, out[1:])]
     scores["temporal_iou"] = float(np.mean(ious)) if ious else None
     return scores
-
-
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    out = mask.copy()
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            out |= np.roll(mask, (dy, dx), axis=(0, 1))
-    return out
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

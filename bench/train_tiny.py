@@ -44,7 +44,7 @@ from contextedit.models.loading import Components, save_components  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tiny_data import COMBOS, _spec_of, encode_text, evaluate, image_batch, oracle_scores, random_crops, save_grid, to_uint8  # noqa: E402,F401
+from tiny_data import COMBOS, _spec_of, encode_text, evaluate, image_batch, oracle_scores, random_crops, save_grid, to_uint8  # noqa: E402
 DEFAULT_OUT = ROOT / "contextedit" / "assets" / "tiny"
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "train-tiny.json"
 TEXT_HIDDEN = 64

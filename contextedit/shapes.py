@@ -207,6 +207,15 @@ def _shape_of(rows: np.ndarray, cols: np.ndarray) -> str:
     return min(FILL_RATIOS, key=lambda name: abs(FILL_RATIOS[name] - fill))
 
 
+def grow_mask(mask: np.ndarray, r: int) -> np.ndarray:
+    """``mask`` (…, H, W) grown by ``r`` pixels in every direction (a square neighbourhood)."""
+    out = mask.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out |= np.roll(mask, (dy, dx), axis=(-2, -1))
+    return out
+
+
 def oracle_clip(frames: np.ndarray) -> list[dict]:
     """:func:`oracle` on each frame of a (F, H, W, 3) clip."""
     return [oracle(frame) for frame in frames]

@@ -129,14 +129,6 @@ def _object_masks(run, frames=8):
     return np.stack([r["mask"] for r in shapes.oracle_clip(clip)])
 
 
-def _grow(mask: np.ndarray, r: int) -> np.ndarray:
-    out = mask.copy()
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            out |= np.roll(mask, (dy, dx), axis=(1, 2))
-    return out
-
-
 def _latent_mask(mask: torch.Tensor) -> np.ndarray:
     """(F, 1, 16, 16) latent mask → (F, 64, 64) pixels."""
     return mask[:, 0].repeat_interleave(4, 1).repeat_interleave(4, 2).numpy() > 0.5
@@ -153,7 +145,7 @@ def test_blend_mask_is_the_object_for_an_attribute_edit_and_the_rest_for_a_backg
     objects = _object_masks(run)
     colour, background = (_latent_mask(c.blend.mask()) for c in controls)
     assert not controls[0].blend.words.invert and controls[1].blend.words.invert
-    near, core = _grow(objects, 8), ~_grow(~objects, 2)  # a latent cell (4 px) of slack, twice; the object's core
+    near, core = shapes.grow_mask(objects, 8), ~shapes.grow_mask(~objects, 2)  # a latent cell (4 px) of slack, twice; the object's core
     # attribute edit: the mask covers the object and stays near it (it is grown by one latent cell)
     assert (colour & objects).sum() / objects.sum() > 0.9
     assert (colour & ~near).sum() / (~near).sum() < 0.1  # measured 0.07: spots on the frame border
