@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from claims import HELD_OUT  # noqa: E402
-from contextedit import shapes, video  # noqa: E402
+from contextedit import video  # noqa: E402
+from contextedit.testing import shapes  # noqa: E402
 from contextedit.fileio import write_json  # noqa: E402
-from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
+from contextedit.commands.tune import TuneOptions, tune  # noqa: E402
 
 
 def main(argv=None) -> dict:

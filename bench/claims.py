@@ -9,10 +9,11 @@
   c. Better generation (the FID claim's analogue): the shipped model's oracle agreement on 36
      prompts × 4 seeds with and without its base adapter (sampled here).
 
-Writes bench/results/claims.json, three PNG plots beside it and the BENCHMARKS.md block.
+Writes bench/results/claims.json and three PNG plots beside it; with ``--update-docs`` also the
+BENCHMARKS.md block.
 
-    python bench/claims.py              # ~10 min on 2 CPU cores
-    python bench/claims.py --no-tune    # reuse the held-out tunes in claims.json
+    python bench/claims.py --update-docs            # ~10 min on 2 CPU cores
+    python bench/claims.py --no-tune --update-docs  # reuse the held-out tunes in claims.json
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ sys.path[:0] = [str(ROOT), str(BENCH)]
 import bootstrap as stats  # noqa: E402
 import quality  # noqa: E402
 import tiny_data  # noqa: E402
-from contextedit import shapes, video  # noqa: E402
+import update_docs  # noqa: E402
+from contextedit import video  # noqa: E402
+from contextedit.testing import shapes  # noqa: E402
 from contextedit.fileio import read_json, write_json  # noqa: E402
-from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
+from contextedit.commands.tune import TuneOptions, tune  # noqa: E402
 
 RESULTS = BENCH / "results"
 HELD_OUT = {"shape": "triangle", "colour": "green", "background": "gray", "direction": "up"}
@@ -205,15 +208,17 @@ def _band(curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def write_block(result: dict, path: Path) -> None:
     f, conv, gen = stats.fmt, result["convergence"], result["generation"]
     q = result["edits"]
-    lines = [MARK_BEGIN, "", f"Command: `python bench/claims.py` ({result['seconds']:.0f} s); intervals are 95 % bootstrap "
+    lines = [MARK_BEGIN, "", f"Command: `python bench/claims.py --update-docs` ({result['seconds']:.0f} s); intervals are 95 % bootstrap "
              "intervals (clips, seeds or images resampled; differences paired).", "",
              "**a. Convergence** (plot: `bench/results/claims-convergence.png`). Mean loss over the last 30 tuning steps:", "",
              "| | with adapter | no adapter | adapter − none |", "|---|---|---|---|"]
     h = conv["held_out"]
-    lines.append(f"| held-out clip, {h['steps']} steps, {h['seeds']} seeds | {f(h['adapter'], 4)} | {f(h['no-adapter'], 4)} | {f(h['adapter_minus_no_adapter'], 4)} |")
+    lines.append(f"| held-out clip, {h['steps']} steps, {h['seeds']} seeds | {f(h['adapter'], 4)} | {f(h['no-adapter'], 4)} "
+                 f"| {f(h['adapter_minus_no_adapter'], 4)} |")
     if "quality_clips" in conv:
         c = conv["quality_clips"]
-        lines.append(f"| the {c['clips']} quality clips, {c['steps']} steps | {f(c['adapter'], 4)} | {f(c['no-adapter'], 4)} | {f(c['adapter_minus_no_adapter'], 4)} |")
+        lines.append(f"| the {c['clips']} quality clips, {c['steps']} steps | {f(c['adapter'], 4)} | {f(c['no-adapter'], 4)} "
+                     f"| {f(c['adapter_minus_no_adapter'], 4)} |")
     if "text_to_image" in conv:
         t = conv["text_to_image"]
         lines.append(f"| text-to-image training of tiny, last 500 of {t['steps']['joint']} steps | {f(t['last_500']['joint'], 4)} | "
@@ -254,12 +259,15 @@ def parse_args(argv=None):
     p.add_argument("--out", default=str(RESULTS / "claims.json"))
     p.add_argument("--quality", default=str(RESULTS / "quality.json"))
     p.add_argument("--train", default=str(RESULTS / "train-tiny.json"))
-    p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--benchmarks", default=None,
+                   help="Markdown file for the block (default: BENCHMARKS.md with --update-docs, else none; \"\": none)")
+    update_docs.add_flag(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    update_docs.check(args, args.out, args.benchmarks)  # the plots go beside --out
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
@@ -289,8 +297,9 @@ def main(argv=None) -> dict:
                   "edits at the defaults (95 % intervals over clips)", out / "claims-edits.png", "rate / score")
     plot_bars({"oracle agreement": {a: gen["arms"][a]["all"] for a in gen["arms"]}}, "generate, 36 prompts × seeds",
               out / "claims-generate.png", "agreement")
-    if args.benchmarks:
-        write_block(result, Path(args.benchmarks))
+    benchmarks = update_docs.benchmarks_file(args)
+    if benchmarks:
+        write_block(result, benchmarks)
     return result
 
 

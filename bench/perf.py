@@ -39,12 +39,13 @@ import torch
 from contextedit.models.inflate import mark_trainable, trainable_parameters
 from contextedit.models.loading import Components, load_components
 from contextedit.pipelines.common import decode_latents, encode_latents, encode_prompts, token_ids
-from contextedit.pipelines.edit import EditOptions, fused_steps, prepare_source, sample_edit
+from contextedit.pipelines.edit_options import EditSettings
+from contextedit.pipelines.editing import fused_steps, prepare_source, sample_edit
 from contextedit.pipelines.inversion import INVERSIONS
 from contextedit.pipelines.prompt_control import prompt_control
 from contextedit.pipelines.training import Batch, Trainer, contextual_loss
-from contextedit.pipelines.tune import autocast_for
-from contextedit.pipelines.tune import build_video_model
+from contextedit.pipelines.tuning import autocast_for
+from contextedit.pipelines.tuning import build_video_model
 from contextedit.schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 
 RESULTS = Path(__file__).parent / "results"
@@ -108,7 +109,7 @@ def build_components(model: str, device: torch.device, dtype: torch.dtype) -> Co
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from contextedit.models.tiny import tiny_scheduler_config, tiny_tokenizer
+    from contextedit.testing.tiny import tiny_scheduler_config, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()  # its ids fit CLIP-L's vocabulary; no download
     torch.manual_seed(0)
@@ -261,7 +262,7 @@ def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
     p, comps = s.preset, s.comps
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(p.steps, device=s.device)
-    opts = EditOptions(prompts=prompts, steps=p.steps, guidance=7.5, inversion=p.inversion).resolve()
+    opts = EditSettings(steps=p.steps, guidance=7.5, inversion=p.inversion).resolve()
     synchronize(s.device)
     t0 = time.perf_counter()
     source = prepare_source(unet, scheduler, s.x0, s.text, s.uncond, opts, adapter=adapter, source_prompt=SOURCE)

@@ -4,7 +4,7 @@ For every clip of ``prompts/shapes.json`` it tunes twice on the same clip with t
 seed — with the context adapter and without it (``--no-adapter``, the Tune-A-Video baseline) —
 edits each run with the clip's colour, shape and background prompts at ``edit``'s defaults (or
 ``--edit-options``), plus the source prompt itself (a reconstruction), and reads every edited
-frame with ``contextedit.shapes.oracle``:
+frame with ``contextedit.testing.shapes.oracle``:
 
 - edit success: the majority of frames show the target colour / shape / background;
 - background kept (colour and shape edits): share of pixels outside the object's path in both the
@@ -15,11 +15,13 @@ frame with ``contextedit.shapes.oracle``:
   the gap to the VAE round trip decode(encode(x)) of the same frames (dB; 0 is perfect).
 
 It also samples ``generate`` on image captions and reports how often the oracle agrees with the
-prompt. Writes ``bench/results/quality.json``, the table in BENCHMARKS.md (between the quality
-markers) and a side-by-side gif of one edit. ``--shard i/n`` runs every n-th clip from the i-th
-(no table, no gif); ``--merge a.json b.json …`` joins shard files into the full result.
+prompt. Writes ``bench/results/quality.json`` (``--out``); with ``--update-docs`` also the table
+in BENCHMARKS.md (between the quality markers), and ``--gif`` a side-by-side gif of one edit
+(into ``examples/`` only with ``--update-docs``). ``--shard i/n`` runs every n-th clip from the
+i-th (no table, no gif); ``--merge a.json b.json …`` joins shard files into the full result.
+``prompts/shapes.json`` is rewritten only by ``--write-prompts --update-docs``.
 
-    python bench/quality.py                 # the recorded run (tiny model, 24 clips)
+    python bench/quality.py --update-docs   # the recorded run (tiny model, 24 clips) + BENCHMARKS.md
     python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
 """
 
@@ -44,16 +46,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bootstrap as stats  # noqa: E402
+import update_docs  # noqa: E402
 
-from contextedit import shapes, video  # noqa: E402
+from contextedit import video  # noqa: E402
+from contextedit.testing import shapes  # noqa: E402
 from contextedit.fileio import read_json  # noqa: E402
 from contextedit.models.loading import load_components  # noqa: E402
 from contextedit.pipelines.common import decode_latents, encode_latents  # noqa: E402
 from contextedit.fileio import write_json  # noqa: E402
-from contextedit.pipelines.edit import EditOptions, edit  # noqa: E402
-from contextedit.pipelines.generate import GenerateOptions, generate  # noqa: E402
+from contextedit.commands.edit import EditOptions, edit  # noqa: E402
+from contextedit.commands.generate import GenerateOptions, generate  # noqa: E402
 from contextedit.defaults import TUNE_DEFAULTS  # noqa: E402
-from contextedit.pipelines.tune import TuneOptions, tune  # noqa: E402
+from contextedit.commands.tune import TuneOptions, tune  # noqa: E402
 from contextedit.prompts import load_prompt_sets  # noqa: E402
 
 PROMPTS = ROOT / "prompts" / "shapes.json"
@@ -82,7 +86,8 @@ def make_prompt_set(clips: int = 24, seed: int = 0) -> list[dict]:
         sets.append({
             "video": f"shapes-{i:02d}.mp4", "spec": spec, "start": start,
             "source_prompt": shapes.clip_caption(**spec),
-            "edits": [{"prompt": shapes.clip_caption(**t), "type": "attribute" if kind == "colour" else "object" if kind == "shape" else "background",
+            "edits": [{"prompt": shapes.clip_caption(**t),
+                       "type": "attribute" if kind == "colour" else "object" if kind == "shape" else "background",
                        "kind": kind, "target": t} for kind, t in targets.items()],
         })
     return sets
@@ -321,10 +326,12 @@ def parse_args(argv=None):
     p.add_argument("--generate-seeds", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "quality.json"))
-    p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--benchmarks", default=None,
+                   help="Markdown file for the table (default: BENCHMARKS.md with --update-docs, else none; \"\": none)")
     p.add_argument("--gif", default=None, help="also write source | edit of the first edit as a gif here")
     p.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    p.add_argument("--write-prompts", action="store_true", help="(re)write prompts/shapes.json and exit")
+    p.add_argument("--write-prompts", action="store_true", help="(re)write prompts/shapes.json and exit (needs --update-docs)")
+    update_docs.add_flag(p)
     return p.parse_args(argv)
 
 
@@ -332,10 +339,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.write_prompts or not PROMPTS.exists():
+    update_docs.check(args, args.out, args.gif, args.benchmarks, PROMPTS if args.write_prompts else None)
+    if args.write_prompts:
         write_json(PROMPTS, make_prompt_set(24, seed=0))
-        if args.write_prompts:
-            return {}
+        return {}
+    if not PROMPTS.exists():
+        raise SystemExit(f"{PROMPTS} is missing: restore it from git, or recreate it with --write-prompts --update-docs")
     if args.merge:
         return finish(args, argv, merge_shards(args.merge))
     entries = json.loads(PROMPTS.read_text())[: args.clips]
@@ -362,7 +371,8 @@ def main(argv=None) -> dict:
         "command": "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads" if args.device == "cpu" else args.device,
         "torch": torch.__version__, "clips": len(picked),
-        "settings": {**{k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance", "edit_options", "seed")},
+        "settings": {**{k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance",
+                                                     "edit_options", "seed")},
                      "adapter_lr": TUNE_DEFAULTS["adapter_lr"], "adapter_init": "base"},
         "edit_settings": _edit_settings(work, args),
         "seconds": time.perf_counter() - start,
@@ -392,8 +402,9 @@ def merge_shards(paths: list[str]) -> dict:
 def finish(args, argv, result: dict, table: bool = True) -> dict:
     result["intervals"] = intervals(result["rows"])
     write_json(args.out, result)
-    if args.benchmarks and table:
-        write_table(result, Path(args.benchmarks))
+    benchmarks = update_docs.benchmarks_file(args) if table else None
+    if benchmarks:
+        write_table(result, benchmarks)
     print(json.dumps({"summary": result["summary"], "generate": result.get("generate"), "seconds": round(result["seconds"])}, indent=2))
     return result
 

@@ -1,11 +1,12 @@
 """Edit-settings sweep on the shapes world: which inversion, windows, masks and guidance work.
 
 Every setting is one ``bench/quality.py`` run over the same clips and the same tuned runs (tuned
-once, with the adapter), in ``--jobs`` shard processes; the figures go to
-``bench/results/sweep/<name>.json``, a table into BENCHMARKS.md (between the sweep markers) and a
-plot of mean edit success against background kept per setting to ``bench/results/sweep.png``.
+once, with the adapter, in ``--work``), in ``--jobs`` shard processes; the figures go to
+``bench/results/sweep/<name>.json`` and a plot of mean edit success against background kept per
+setting to ``bench/results/sweep.png``; with ``--update-docs`` also a table into BENCHMARKS.md
+(between the sweep markers).
 
-    python bench/sweep.py                       # the recorded sweep (8 clips, 2 processes)
+    python bench/sweep.py --update-docs         # the recorded sweep (8 clips, 2 processes)
     python bench/sweep.py --only direct ddim    # some settings
 """
 
@@ -24,6 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+import update_docs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep"
 MARK_BEGIN, MARK_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
@@ -67,7 +70,8 @@ def run_setting(name: str, options: dict, args) -> dict:
     out = RESULTS / f"{slug(name)}.json"
     base = [sys.executable, str(ROOT / "bench" / "quality.py"), "--clips", str(args.clips), "--variants", "adapter",
             "--tune-steps", str(args.tune_steps), "--edit-steps", str(args.edit_steps), "--work", args.work, "--reuse",
-            "--tag", slug(name), "--edit-options", json.dumps({} if options is None else {**BASE, **options}), "--generate-prompts", "0", "--benchmarks", "", "--threads", "1"]
+            "--tag", slug(name), "--edit-options", json.dumps({} if options is None else {**BASE, **options}),
+            "--generate-prompts", "0", "--benchmarks", "", "--threads", "1"]
     parts = [RESULTS / f"{slug(name)}.part{i}.json" for i in range(args.jobs)]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{args.jobs}", "--out", str(part)], stdout=subprocess.DEVNULL)
              for i, part in enumerate(parts)]
@@ -80,10 +84,11 @@ def run_setting(name: str, options: dict, args) -> dict:
 
 
 def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> None:
-    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py` — {args.clips} clips × 3 edits + 1 reconstruction, "
+    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py --update-docs` — {args.clips} clips × 3 edits + 1 reconstruction, "
              f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}. How the rows were run and what "
              "they show: below the table.", "",
-             "| setting | colour | shape | background | mean success | background kept | motion px | temporal IoU | reconstruction gap dB | s / clip |",
+             "| setting | colour | shape | background | mean success | background kept | motion px | temporal IoU "
+             "| reconstruction gap dB | s / clip |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         s = r["summary"]["adapter"]
@@ -130,11 +135,14 @@ def main(argv=None) -> dict:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--work", default="/tmp/contextedit-sweep")
+    p.add_argument("--work", default=str(ROOT / "bench" / "work" / "sweep"), help="tuned runs and edits (scratch)")
     p.add_argument("--only", nargs="*", default=None, help="slugs or names of settings to run (others are read back)")
     p.add_argument("--rescore", action="store_true", help="score the edits left in --work again, run nothing")
-    p.add_argument("--benchmarks", default=str(ROOT / "BENCHMARKS.md"))
+    p.add_argument("--benchmarks", default=None,
+                   help="Markdown file for the table (default: BENCHMARKS.md with --update-docs, else none; \"\": none)")
+    update_docs.add_flag(p)
     args = p.parse_args(argv)
+    update_docs.check(args, args.benchmarks)
     RESULTS.mkdir(parents=True, exist_ok=True)
     start, results = time.perf_counter(), {}
     for name, options in SETTINGS.items():
@@ -150,8 +158,9 @@ def main(argv=None) -> dict:
         elif out.is_file():
             results[name] = json.loads(out.read_text())
     plot(results, ROOT / "bench" / "results" / "sweep.png")
-    if args.benchmarks:
-        write_table(results, Path(args.benchmarks), args, time.perf_counter() - start)
+    benchmarks = update_docs.benchmarks_file(args)
+    if benchmarks:
+        write_table(results, benchmarks, args, time.perf_counter() - start)
     return results
 
 

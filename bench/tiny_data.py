@@ -1,6 +1,6 @@
 """The shapes-world data of bench/train_tiny.py and its oracle-scored evaluation.
 
-Frames and image captions are drawn on the fly by ``contextedit.shapes``; a model is judged by
+Frames and image captions are drawn on the fly by ``contextedit.testing.shapes``; a model is judged by
 sampling every (shape, colour, background) caption and reading the pixels with the oracle.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contextedit import shapes
+from contextedit.testing import shapes
 
 COMBOS = list(itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.BACKGROUNDS))
 

@@ -1,18 +1,31 @@
 """Train the embedded ``tiny`` model on the shapes world and save it as a diffusers folder.
 
 Same classes as Stable Diffusion (AutoencoderKL, UNet2DConditionModel with cross-attention,
-CLIPTextModel + CLIPTokenizer) and the architectures of ``contextedit/models/tiny.py``, so the
+CLIPTextModel + CLIPTokenizer) and the architectures of ``contextedit/testing/tiny.py``, so the
 ordinary loading code and pipelines use it. Two stages, from a fixed seed, on frames generated
-on the fly by ``contextedit.shapes``:
+on the fly by ``contextedit.testing.shapes``:
 
   A. VAE: L1 + MSE reconstruction with a tiny KL weight; then ``scaling_factor`` = 1 / std of
      the latents, registered in the VAE config as SD does.
   B. text encoder + UNet jointly: ε-prediction DDPM loss on scaled latents of single frames with
      image captions, 10% empty captions for classifier-free guidance.
 
-Each stage checkpoints into ``--work`` (safetensors folders), so a killed run resumes; the model
-folder is written atomically at the end. ``--eval-only`` samples the saved model with diffusers'
-StableDiffusionPipeline (DDIM, guidance 7.5) and scores it with the pixel oracle.
+Each stage checkpoints into ``--work`` (safetensors folders, default ``bench/work/train-tiny``),
+so a killed run resumes; the model folder ``--out`` (default ``bench/work/tiny``) is written
+atomically at the end, and the record goes to ``bench/results/train-tiny.json``. Writing the
+shipped model, ``--out contextedit/assets/tiny``, or a ``--grid`` under ``examples/`` needs
+``--update-docs``. ``--init-commit`` starts both stages from ``contextedit/assets/tiny`` as it was
+at a commit (read with ``git archive``; needs a full clone). ``--eval-only`` samples the saved
+``--out`` model with diffusers' StableDiffusionPipeline (DDIM, guidance 7.5) and scores it with
+the pixel oracle.
+
+The shipped model, from a clean clone (the issue-15 model of commit 0b89dc4 continued 3,000 steps
+with its context adapter trained jointly; about an hour of one CPU core):
+
+    python bench/train_tiny.py --init-commit 0b89dc4 --vae-steps 0 --unet-steps 3000 --lr 1e-4 \
+        --adapter-lr 1e-3 --threads 1 --adapter joint --out contextedit/assets/tiny --update-docs
+
+A model from scratch, in a time budget:
 
     nice -n 19 python bench/train_tiny.py --vae-minutes 7 --unet-minutes 28
 """
@@ -23,6 +36,7 @@ import argparse
 import math
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -37,15 +51,20 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from contextedit.fileio import read_json, write_json  # noqa: E402
-from contextedit.models import tiny  # noqa: E402
+from contextedit.fileio import atomic_folder, read_json, write_json  # noqa: E402
+from contextedit.testing import tiny  # noqa: E402
 from contextedit.models.loading import Components, save_components  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tiny_data import COMBOS, _spec_of, encode_text, evaluate, image_batch, oracle_scores, random_crops, save_grid, to_uint8  # noqa: E402
-DEFAULT_OUT = ROOT / "contextedit" / "assets" / "tiny"
+import update_docs  # noqa: E402
+from tiny_data import (  # noqa: E402
+    COMBOS, _spec_of, encode_text, evaluate, image_batch, oracle_scores, random_crops, save_grid, to_uint8,
+)
+
+SHIPPED = ROOT / "contextedit" / "assets" / "tiny"
+DEFAULT_OUT = ROOT / "bench" / "work" / "tiny"  # the shipped folder only with --out SHIPPED --update-docs
 DEFAULT_RESULTS = ROOT / "bench" / "results" / "train-tiny.json"
 TEXT_HIDDEN = 64
 KL_WEIGHT = 1e-6
@@ -91,7 +110,8 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
             log(f"vae step {step} ({progress:.0%}) loss {np.mean(losses[-args.log_every:]):.4f}")
     vae.eval().requires_grad_(False)
     info = _vae_check(vae, rng)
-    info.update(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-args.log_every:])), loss_curve=_curve(losses))
+    info.update(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-args.log_every:])),
+                loss_curve=_curve(losses))
     vae.register_to_config(scaling_factor=info["scaling_factor"])
     log(f"vae: {info}")
     vae.save_pretrained(folder, safe_serialization=True)
@@ -159,7 +179,7 @@ def train_denoiser(args, vae, log):
             adapter = ContextAdapter.from_pretrained(ckpt / "adapter")
         else:
             torch.manual_seed(args.seed)
-            adapter = ContextAdapter(config_for_unet(unet))  # zero head: starts as the plain model
+            adapter = ContextAdapter(**config_for_unet(unet))  # zero head: starts as the plain model
         adapter.train()
     modules = [m for m in (unet, text_encoder, adapter) if m is not None]
     # EMA of the weights is what gets saved: on a small model it samples markedly cleaner than
@@ -299,19 +319,13 @@ def save_atomically(comps: Components, out: Path, adapter=None) -> Path:
     """Write the folder beside ``out`` and swap it in, so ``out`` is never half-written. The base
     adapter, when there is one, goes in ``adapter/`` (config.json + safetensors)."""
     out = Path(out)
-    tmp, old = out.with_name(f".{out.name}.tmp"), out.with_name(f".{out.name}.old")
-    for path in (tmp, old):
-        shutil.rmtree(path, ignore_errors=True)
-    save_components(comps, tmp)
-    if adapter is not None:
-        adapter.save_pretrained(tmp / "adapter")
-    for extra in ("contextedit.json",):  # the model's recommended settings travel with it
-        if (out / extra).is_file():
-            shutil.copy2(out / extra, tmp / extra)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_folder(out) as tmp:
+        save_components(comps, tmp)
+        if adapter is not None:
+            adapter.save_pretrained(tmp / "adapter")
+        for extra in ("contextedit.json",):  # the model's recommended settings travel with it
+            if (out / extra).is_file():
+                shutil.copy2(out / extra, tmp / extra)
     return out
 
 
@@ -330,6 +344,8 @@ def parse_args(argv=None):
     p.add_argument("--vae-batch", type=int, default=16)
     p.add_argument("--vae-crop", type=int, default=32, help="train the VAE on random crops this size")
     p.add_argument("--vae-init", default=None, help="start stage A from this saved AutoencoderKL folder")
+    p.add_argument("--init-commit", default=None,
+                   help="--vae-init and --unet-init default to contextedit/assets/tiny as of this git commit")
     p.add_argument("--notes", default="", help="free text recorded in the results file")
     p.add_argument("--unet-steps", type=int, default=20000)
     p.add_argument("--unet-init", default=None, help="start stage B from this model folder's unet and text_encoder")
@@ -351,11 +367,42 @@ def parse_args(argv=None):
     p.add_argument("--adapter", choices=("none", "joint"), default="joint",
                    help="train the context adapter jointly with the denoiser (the paper's way), or no adapter")
     p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak lr of the adapter (its own AdamW group)")
+    update_docs.add_flag(p)
     return p.parse_args(argv)
+
+
+def _init_folder(args) -> Path:
+    return Path(args.work) / f"init-{args.init_commit}"
+
+
+def init_from_commit(args) -> None:
+    """``--init-commit``: ``contextedit/assets/tiny`` as of that commit, extracted into ``--work`` once,
+    becomes the default of ``--vae-init`` (its ``vae/``) and ``--unet-init``."""
+    import io
+    import subprocess
+    import tarfile
+
+    model = _init_folder(args) / "contextedit" / "assets" / "tiny"
+    if not (model / "model_index.json").is_file():
+        cmd = ["git", "-C", str(ROOT), "archive", "--format=tar", args.init_commit, "contextedit/assets/tiny"]
+        try:
+            tar = subprocess.run(cmd, check=True, capture_output=True).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            reason = getattr(exc, "stderr", b"").decode(errors="replace").strip() or str(exc)
+            raise SystemExit(f"--init-commit {args.init_commit}: {' '.join(cmd)} failed ({reason}); name a commit of "
+                             "this repository that has contextedit/assets/tiny, in a full (not shallow) clone") from None
+        with atomic_folder(_init_folder(args)) as tmp, tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            archive.extractall(tmp, **safe)
+    args.vae_init = args.vae_init or str(model / "vae")
+    args.unet_init = args.unet_init or str(model)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    update_docs.check(args, None if args.eval_only else args.out, args.results, args.grid)
+    if args.init_commit:
+        init_from_commit(args)
     torch.set_num_threads(args.threads)
     t0 = time.time()
 
@@ -380,22 +427,29 @@ def main(argv=None) -> None:
             save_grid(images[:len(COMBOS)], Path(args.grid))
     if args.eval_only:
         return
+    argv_given = sys.argv[1:] if argv is None else list(argv)
+    adapter_recipe = f", adapter lr {args.adapter_lr} (no decay on its head)" if args.adapter == "joint" else ""
+    modules = (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("adapter", adapter))
     record = {
         "variant": args.adapter, "folder": _portable(args.out),
         "size_mb": round(folder_size_mb(Path(args.out)), 2),
         "wall_time_s": round(train_s, 1),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch.set_num_threads({args.threads}), nice 19",
-        "notes": args.notes, "command": " ".join(_portable(a) for a in sys.argv[1:]) if argv is None else " ".join(_portable(a) for a in argv),
+        "notes": args.notes,
+        # runnable as it stands, from the repository root of a clean clone
+        "command": shlex.join(["python", "bench/train_tiny.py", *(_portable(a) for a in argv_given)]),
         "torch": torch.__version__, "python": sys.version.split()[0], "seed": args.seed,
-        "data": "on the fly from contextedit.shapes: random_spec + make_image (uniform shape/colour/background, uniform valid centre), image captions",
-        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, batch {args.vae_batch}, warm-up + cosine",
-                **{k: (_portable(v) if k == "init" else v) for k, v in vae_info.items()}},
-        "denoiser": {"recipe": f"contextual_loss (tune's step): eps-prediction on scaled latents, {UNCOND_PROB:.0%} empty captions (caption dropout), "
-                               f"AdamW lr {args.lr} wd 1e-2" + (f", adapter lr {args.adapter_lr} (no decay on its head)" if args.adapter == "joint" else "")
-                               + f", warm-up + cosine, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
-                     "init": _portable(args.unet_init), "adapter": args.adapter,
+        "data": "on the fly from contextedit.testing.shapes: random_spec + make_image "
+                "(uniform shape/colour/background, uniform valid centre), image captions",
+        "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, "
+                          f"batch {args.vae_batch}, warm-up + cosine",
+                **{k: (_init_name(args, v) if k == "init" else v) for k, v in vae_info.items()}},
+        "denoiser": {"recipe": "contextual_loss (tune's step): eps-prediction on scaled latents, "
+                               f"{UNCOND_PROB:.0%} empty captions (caption dropout), AdamW lr {args.lr} wd 1e-2{adapter_recipe}, "
+                               f"warm-up + cosine, batch {args.batch}, grad clip 1.0, EMA {args.ema}",
+                     "init": _init_name(args, args.unet_init), "adapter": args.adapter,
                      "text_hidden": TEXT_HIDDEN, **unet_info},
-        "params": {name: sum(p.numel() for p in m.parameters()) for name, m in (("vae", vae), ("unet", unet), ("text_encoder", text_encoder), ("adapter", adapter)) if m is not None},
+        "params": {name: sum(p.numel() for p in m.parameters()) for name, m in modules if m is not None},
         "eval": scores,
     }
     results = read_json(args.results) if Path(args.results).is_file() else {}
@@ -411,6 +465,15 @@ def _portable(value):
         return value
     path = Path(value).resolve()
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else value
+
+
+def _init_name(args, value):
+    """An init folder by its name in the repository: ``--init-commit``'s extraction as "PATH at commit C"."""
+    if value and args.init_commit:
+        path, folder = Path(value).resolve(), _init_folder(args).resolve()
+        if path.is_relative_to(folder):
+            return f"{path.relative_to(folder)} at commit {args.init_commit}"
+    return _portable(value)
 
 
 if __name__ == "__main__":

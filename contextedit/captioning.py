@@ -43,7 +43,7 @@ def load_captioner(model_id: str = DEFAULT_CAPTION_MODEL, device: str | torch.de
     ``dtype`` None means the device's default: fp32 on the CPU, bf16/fp16 on a GPU.
     """
     from .device import resolve_dtype
-    from .models.tiny_clip import load_blip2_model
+    from .models.loading import load_blip2_model
 
     device = torch.device(device)
     model, processor = load_blip2_model(model_id)
@@ -61,11 +61,11 @@ def caption_frames(
 ) -> str:
     """Caption a clip (uint8 (F, H, W, 3)) from its middle frame; a preloaded ``captioner`` wins."""
     if len(frames) == 0:
-        raise RunFailure("cannot caption an empty clip; check the frame selection (--frames, --stride, --start)")
+        raise RunFailure("cannot caption an empty clip; check the frame selection (`frames`, `stride`, `start`)")
     captioner = captioner or load_captioner(model_id, device, dtype)
     text = captioner.caption(frames[len(frames) // 2], max_new_tokens=max_new_tokens)
     if not text:
         raise RunFailure(
-            f"{captioner.model_id} produced an empty caption for this clip; pass the source prompt yourself with --prompt"
+            f"{captioner.model_id} produced an empty caption for this clip; pass the source prompt yourself with `prompt`"
         )
     return text

@@ -41,7 +41,7 @@ class _Group(TyperGroup):
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except ContextEditError as exc:
-            code = _fail(exc, str(exc), exc.exit_code, debug)
+            code = _fail(exc, cli_message(str(exc)), exc.exit_code, debug)
         except ClickException as exc:
             code = _fail(exc, exc.format_message(), exc.exit_code, debug)
         except (typer.Abort, KeyboardInterrupt) as exc:
@@ -51,6 +51,26 @@ class _Group(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+# Library errors name parameters as `name` (and `name=True`); here they become the flags.
+_FLAGS = {"prompt": "--prompt", "prompts": "--prompt", "adapter=False": "--no-adapter", "fusion=False": "--no-fusion",
+          "n": "--n"}
+
+
+def cli_message(message: str) -> str:
+    """A library message in the CLI's words: `` `adapter_lr` `` → ``--adapter-lr``."""
+    import re
+
+    def flag(match: re.Match) -> str:
+        name = match.group(1)
+        if name in _FLAGS:
+            return _FLAGS[name]
+        if name.endswith("=True"):
+            name = name[:-len("=True")]
+        return "--" + name.replace("_", "-")
+
+    return re.sub(r"`([a-z_]+(?:=True|=False)?)`", flag, message)
 
 
 def _fail(exc: BaseException, message: str, code: int, debug: bool) -> int:
@@ -145,7 +165,7 @@ def tune(
     overwrite: Overwrite = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted tune from its checkpoint.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Tune without the context adapter (Tune-A-Video baseline).")] = False,
-    adapter_init: Annotated[str, typer.Option(help="Start the clip's adapter from: base (the model's own base adapter; a fresh one when it has none), none (fresh, zero output), an adapter folder or a `train-adapter` file.")] = "base",
+    adapter_init: Annotated[str, typer.Option(help="Start the clip's adapter from: base (the model's own base adapter; a fresh one when it has none), none (fresh, zero output), or an adapter folder (from `train-adapter`, or a run's adapter/).")] = "base",
     adapter_lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate of the adapter (its own group, no weight decay on its head). " + f"[default: {TUNE_DEFAULTS['adapter_lr']:g}]")] = None,
     adapter_input: Annotated[str, typer.Option(help="What the adapter reads in training: clean (x0) or predicted (every other step, the x̂0 the UNet predicts, as in sampling).")] = "clean",
     checkpointing: Annotated[bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing (less memory, a little slower).")] = True,
@@ -156,7 +176,7 @@ def tune(
 ) -> None:
     """Tune the adapter and the video UNet on one clip; writes a run folder for `edit`."""
     progress = _setup(quiet, debug)
-    from .pipelines.tune import TuneOptions, tune as run_tune
+    from .commands.tune import TuneOptions, tune as run_tune
 
     result = run_tune(TuneOptions(
         video=str(video), prompt=prompt, frames=frames, stride=stride, start=start, size=size, steps=steps, lr=lr,
@@ -206,12 +226,12 @@ def edit(
     format: Annotated[str, typer.Option("--format", help="mp4 | gif | frames.")] = "mp4",
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write source | edit side by side.")] = False,
     overwrite: Overwrite = False,
-    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto",
     debug: Debug = False, quiet: Quiet = False,
 ) -> None:
-    """Edit the latest (or --run) tuned clip with one or more target prompts."""
+    """Edit the latest (or --run) tuned clip with one or more target prompts (deterministic: no seed)."""
     progress = _setup(quiet, debug)
-    from .pipelines.edit import EditOptions, edit as run_edit
+    from .commands.edit import EditOptions, edit as run_edit
     from .prompts import prompts_for_run
 
     prompts = list(prompt or [])
@@ -227,8 +247,8 @@ def edit(
         blend_threshold=blend_threshold, offset_inside=offset_inside,
         background_guidance=background_guidance, background_offset_inside=background_offset_inside, local_blend=local_blend, mask=str(mask) if mask else None,
         context_guidance=context_guidance, adapter=not no_adapter, out=str(out) if out else None,
-        format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype,
-        seed=seed), progress=progress)
+        format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype),
+        progress=progress)
     t = result.record["timings"]
     _say(quiet, f"inversion {t['inversion_s']:.1f} s, sampling {sum(t['sampling_s_per_prompt']):.1f} s for "
                 f"{len(result.files)} prompt(s); fusion store {t['fusion_store_mib']:.1f} MiB")
@@ -246,7 +266,7 @@ def generate(
     negative_prompt: Annotated[Optional[str], typer.Option(help="Negative prompt.")] = None,
     width: Annotated[Optional[int], typer.Option(help="Width (multiple of 8). Default: native.")] = None,
     height: Annotated[Optional[int], typer.Option(help="Height (multiple of 8). Default: native.")] = None,
-    adapter: Annotated[Optional[str], typer.Option(help="Context adapter: base (the model's own, when it ships one), none (plain DDIM/DDPM), an adapter folder or a `train-adapter` file. " + describe("generate", "adapter"))] = None,
+    adapter: Annotated[Optional[str], typer.Option(help="Context adapter: base (the model's own, when it ships one), none (plain DDIM/DDPM), or an adapter folder (from `train-adapter`). " + describe("generate", "adapter"))] = None,
     grid: Annotated[bool, typer.Option("--grid", help="Also write grid.png.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: outputs/generate/<timestamp>/.")] = None,
     overwrite: Overwrite = False,
@@ -255,7 +275,7 @@ def generate(
 ) -> None:
     """Text-to-image with the contextual DDIM/DDPM samplers."""
     progress = _setup(quiet, debug)
-    from .pipelines.generate import GenerateOptions, generate as run_generate
+    from .commands.generate import GenerateOptions, generate as run_generate
 
     result = run_generate(GenerateOptions(
         prompts=prompt, n=n, sampler=sampler, steps=steps, guidance=guidance, negative_prompt=negative_prompt,
@@ -269,7 +289,7 @@ def generate(
 @app.command("train-adapter")
 def train_adapter(
     data: Annotated[Path, typer.Argument(help="Image folder with metadata.jsonl or same-stem .txt captions.")],
-    out: Annotated[Path, typer.Option(help="Adapter file to write (.safetensors).")],
+    out: Annotated[Path, typer.Option(help="Adapter folder to write (config.json + safetensors, diffusers' layout).")],
     steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
     lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
     batch: Annotated[int, typer.Option(help="Images per step.")] = 4,
@@ -283,7 +303,7 @@ def train_adapter(
 ) -> None:
     """Train the image context adapter on image–caption pairs."""
     progress = _setup(quiet, debug)
-    from .pipelines.train_adapter import TrainAdapterOptions, train_adapter as run_train
+    from .commands.train_adapter import TrainAdapterOptions, train_adapter as run_train
 
     path = run_train(TrainAdapterOptions(
         data=str(data), out=str(out), steps=steps, lr=lr, batch=batch, size=size, tune_unet=tune_unet,

@@ -21,12 +21,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name} was asked for but CUDA is not available here; use --device cpu (or auto)")
+            raise UsageError(f"`device` {name} was asked for but CUDA is not available here; use `device` cpu (or auto)")
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here; pick cuda:0..{torch.cuda.device_count() - 1}")
+            raise UsageError(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) here; pick cuda:0..{torch.cuda.device_count() - 1}")
         return device
-    raise UsageError(f"--device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    raise UsageError(f"`device` {name!r} is not one of auto, cpu, cuda, cuda:N")
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -37,9 +37,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     if name not in DTYPES:
-        raise UsageError(f"--dtype {name!r} is not one of auto, fp32, fp16, bf16")
+        raise UsageError(f"`dtype` {name!r} is not one of auto, fp32, fp16, bf16")
     if device.type == "cpu" and name == "fp16":
-        raise UsageError("--dtype fp16 is not supported on the CPU; use fp32 (or bf16)")
+        raise UsageError("`dtype` fp16 is not supported on the CPU; use fp32 (or bf16)")
     return DTYPES[name]
 
 
@@ -76,6 +76,6 @@ def oom_guard(device: torch.device, what: str) -> Iterator[None]:
         peak_txt = f" (peak {peak:.1f} GiB)" if peak is not None else ""
         torch.cuda.empty_cache()
         raise OutOfMemoryError(
-            f"CUDA ran out of memory during {what}{peak_txt}; lower --frames or --size, "
-            "turn on --checkpointing, or use --dtype fp16/bf16"
+            f"CUDA ran out of memory during {what}{peak_txt}; lower `frames` or `size`, "
+            "turn on `checkpointing`, or use `dtype` fp16/bf16"
         ) from exc

@@ -1,6 +1,8 @@
 """Exception classes: every known failure carries a user message and an exit code.
 
-The CLI maps them to ``Error: <message>`` on stderr; library users catch them by class.
+Bad arguments and inputs are ``ValueError`` subclasses (:class:`UsageError`, :class:`InputError`).
+Library messages name parameters in backquotes (`` `adapter_lr` ``), never CLI flags; the CLI
+maps them to ``Error: <message>`` on stderr with the flags' names. Library users catch by class.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ class ContextEditError(Exception):
     exit_code = 1
 
 
-class UsageError(ContextEditError):
+class UsageError(ContextEditError, ValueError):
     """A bad option value or combination (exit 2)."""
 
     exit_code = 2
 
 
-class InputError(ContextEditError):
+class InputError(ContextEditError, ValueError):
     """A missing, unreadable or malformed input file or folder (exit 2)."""
 
     exit_code = 2

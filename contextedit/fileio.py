@@ -1,7 +1,8 @@
 """Atomic writes, safetensors-only loading and run-folder path safety.
 
-Every file the tool writes goes to a temporary name in the destination folder and is renamed
-into place, so an interrupted run never leaves a partial file behind. An exclusive write (an
+Every file or folder the tool writes goes to a temporary name in the destination folder and is
+renamed into place (:func:`atomic_path`, :func:`atomic_folder`), so an interrupted run never
+leaves a partial file behind. An exclusive write (an
 output written without --overwrite) is moved into place only if its name is still free, so it
 never replaces what another command wrote there meanwhile.
 """
@@ -12,6 +13,8 @@ import contextlib
 import errno
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,6 +60,49 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, exclusive
         raise
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, exclusive: bool = False) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; on success it takes ``path``'s place, whole.
+
+    Without ``exclusive`` an existing ``path`` is replaced (the old one is removed only after the
+    new one is in place). ``exclusive``: never replace ``path`` (OutputExistsError if it exists,
+    now or by the end, see :func:`move_new`). On any error the temporary folder is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    if exclusive and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(f"{path} already exists; pass `overwrite` to replace it or choose another `out`")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()  # unlike mkdtemp (0700) this honours the umask, so the result is shareable
+    try:
+        yield tmp
+        if exclusive:
+            move_new(tmp, path)
+        elif path.exists() or path.is_symlink():
+            old = tmp.with_name(f"{tmp.name}.old")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the old one back: never neither
+                raise
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def move_new(src: Path, dst: Path) -> None:
     """Rename the file or folder ``src`` to ``dst`` only if nothing is at ``dst``, atomically.
 
@@ -80,7 +126,7 @@ def move_new(src: Path, dst: Path) -> None:
     except OSError as exc:
         if isinstance(exc, FileExistsError) or exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
             raise OutputExistsError(f"{dst} appeared while this command ran (another command wrote it) and was kept; "
-                                    "pass --overwrite to replace it or choose another --out") from None
+                                    "pass `overwrite` to replace it or choose another `out`") from None
         raise
 
 
@@ -109,9 +155,9 @@ def ensure_writable_dir(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}; choose a writable --out") from exc
+        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}; choose a writable `out`") from exc
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder} is not writable; choose a writable --out")
+        raise UsageError(f"output folder {folder} is not writable; choose a writable `out`")
     return folder
 
 
@@ -123,9 +169,9 @@ def check_writable_dir(folder: str | os.PathLike) -> Path:
     folder = Path(folder).absolute()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise UsageError(f"cannot write to {folder}: {existing} is a file, not a folder; choose another --out")
+        raise UsageError(f"cannot write to {folder}: {existing} is a file, not a folder; choose another `out`")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write to {folder}: {existing} is not writable; choose a writable --out")
+        raise UsageError(f"cannot write to {folder}: {existing} is not writable; choose a writable `out`")
     return folder
 
 

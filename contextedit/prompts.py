@@ -78,7 +78,7 @@ def _pick(sets: list[PromptSet], path: str | os.PathLike, video: str | os.PathLi
         names = ", ".join(Path(s.video).name for s in sets if s.video)
         raise InputError(f"prompt file {path} holds several sets and {'several are' if matches else 'none is'} for "
                          f"{name or 'an unnamed clip'}; its sets are for: {names} — use a clip of one of those "
-                         "(or a one-set file, or --prompt)")
+                         "(or a one-set file, or `prompt`)")
     return matches[0].source_prompt, matches[0].prompts
 
 

@@ -11,7 +11,7 @@ from .errors import InputError, OutputExistsError
 from .fileio import atomic_path, check_writable_dir, inside, read_json, write_json
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: the adapter is a diffusers model folder (1: adapter.safetensors + adapter_config)
 REQUIRED_KEYS = ("version", "model", "source_prompt", "frames", "width", "height", "fps", "files")
 
 
@@ -24,8 +24,9 @@ def slugify(text: str, max_len: int = 48) -> str:
     return slug[:max_len].rstrip("-") or "untitled"
 
 
-def output_name(prompt: str, seed: int, fmt: str) -> str:
-    """The file name of one output, ``<slug>-s<seed>.<fmt>`` (no suffix for a ``frames`` folder).
+def output_name(prompt: str, seed: int | None, fmt: str) -> str:
+    """The file name of one output, ``<slug>-s<seed>.<fmt>`` (``<slug>.<fmt>`` without a seed:
+    edits are deterministic; no suffix for a ``frames`` folder).
 
     Where the slug does not spell the prompt exactly (cut at 48 characters, or case, punctuation
     or non-ASCII letters dropped), 8 hex digits of the prompt's SHA-1 follow it after ``_``, which
@@ -34,7 +35,7 @@ def output_name(prompt: str, seed: int, fmt: str) -> str:
     slug = slugify(prompt)
     if slug.replace("-", " ") != prompt:
         slug += "_" + hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:8]
-    stem = f"{slug}-s{seed}"
+    stem = slug if seed is None else f"{slug}-s{seed}"
     return stem if fmt == "frames" else f"{stem}.{fmt}"
 
 
@@ -45,7 +46,7 @@ def default_run_dir(video: str | os.PathLike) -> Path:
 def check_new_output(path: Path, overwrite: bool, what: str = "output") -> None:
     """Refuse, before any work, an output that exists (without --overwrite) or could not be written."""
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{what} {path} already exists; pass --overwrite to replace it or choose another --out")
+        raise OutputExistsError(f"{what} {path} already exists; pass `overwrite` to replace it or choose another `out`")
     check_writable_dir(Path(path).parent)
 
 
@@ -68,10 +69,10 @@ def set_latest(run_dir: Path) -> None:
 def latest_run() -> Path:
     pointer = runs_root() / "latest"
     if not pointer.is_file():
-        raise InputError(f"no tuned run found ({pointer} is missing); run `contextedit tune VIDEO` first or pass --run DIR")
+        raise InputError(f"no tuned run found ({pointer} is missing); run `contextedit tune VIDEO` first or pass `run` DIR")
     run = Path(pointer.read_text().strip())
     if not run.is_dir():
-        raise InputError(f"the latest run {run} no longer exists; tune again or pass --run DIR")
+        raise InputError(f"the latest run {run} no longer exists; tune again or pass `run` DIR")
     return run
 
 
@@ -82,10 +83,10 @@ def write_manifest(run_dir: Path, manifest: dict) -> Path:
 def load_manifest(run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} not found; give --run the folder that `contextedit tune` wrote (its --out)")
+        raise InputError(f"run folder {run_dir} not found; give `run` the folder that `contextedit tune` wrote (its `out`)")
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise InputError(f"{run_dir} has no {MANIFEST}, so it is not a tuned run (or its tune did not finish); tune again or pass another --run")
+        raise InputError(f"{run_dir} has no {MANIFEST}, so it is not a tuned run (or its tune did not finish); tune again or pass another `run`")
     manifest = read_json(path, "run manifest")
     missing = [k for k in REQUIRED_KEYS if k not in manifest] if isinstance(manifest, dict) else list(REQUIRED_KEYS)
     if missing:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contextedit import shapes, video
+from contextedit import video
+from contextedit.testing import shapes
 from contextedit.models.loading import load_components
 
 MODEL = "tiny-random"

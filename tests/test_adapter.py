@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from contextedit.errors import UsageError
-from contextedit.models.adapter import AdapterConfig, ContextAdapter, causal_window_mask
+from contextedit.models.adapter import ContextAdapter, causal_window_mask
 from contextedit.models.flops import adapter_flop_share, count_parameters, flops
-from contextedit.models.tiny import tiny_unet
+from contextedit.testing.tiny import tiny_unet
 
 TEXT_DIM = 32
 
 
 def small_adapter(trained: bool = False, seed: int = 0) -> ContextAdapter:
     torch.manual_seed(seed)
-    adapter = ContextAdapter(AdapterConfig(text_dim=TEXT_DIM, dim=32, heads=4, num_blocks=2)).eval()
+    adapter = ContextAdapter(text_dim=TEXT_DIM, dim=32, heads=4, num_blocks=2).eval()
     if trained:  # stand-in for tuning: a non-zero head
         torch.nn.init.normal_(adapter.head.weight, std=0.1)
     return adapter
@@ -80,8 +80,8 @@ def test_causal_window_mask():
     assert mask[0].tolist() == [True, False, False, False, False]
 
 
-def test_bad_frame_count_is_a_usage_error():
-    with pytest.raises(UsageError):
+def test_bad_frame_count_is_a_value_error():
+    with pytest.raises(ValueError):
         small_adapter()(clip(5), TEXT, 1, num_frames=3)
 
 

@@ -11,11 +11,13 @@ import torch
 
 from contextedit.errors import InputError
 from contextedit.models.adapter import ContextAdapter, config_for_unet
+from contextedit.pipelines.adapters import load_adapter_folder
 from contextedit.models.loading import load_components, save_components
 from contextedit.pipelines import training
-from contextedit.pipelines.generate import GenerateOptions, generate
+from contextedit.commands.generate import GenerateOptions, generate
 from contextedit.pipelines.training import Batch, Trainer, contextual_loss
-from contextedit.pipelines.tune import TuneOptions, build_video_model, tune
+from contextedit.commands.tune import TuneOptions, tune
+from contextedit.pipelines.tuning import build_video_model
 from contextedit.schedulers import ContextualDDPMScheduler
 
 from helpers import bench_script, tiny, write_clip
@@ -25,7 +27,7 @@ PROMPT = "a red circle moving right on a black background"
 
 def _trained_adapter(unet, seed: int = 5) -> ContextAdapter:
     torch.manual_seed(seed)
-    adapter = ContextAdapter(config_for_unet(unet))
+    adapter = ContextAdapter(**config_for_unet(unet))
     torch.nn.init.normal_(adapter.head.weight, std=0.05)  # a non-zero head: it really biases x_t
     return adapter.eval()
 
@@ -42,7 +44,7 @@ def model_with_base(tmp_path_factory):
 
 def test_trainer_gives_the_adapter_its_own_lr_and_no_decay_on_its_head():
     unet_w = torch.nn.Parameter(torch.ones(3))
-    adapter = ContextAdapter(config_for_unet(tiny().unet))
+    adapter = ContextAdapter(**config_for_unet(tiny().unet))
     params = {"down.attn.to_q.weight": unet_w, **{f"adapter.{n}": p for n, p in adapter.named_parameters()}}
     groups = {g["name"]: g for g in Trainer(params, lr=1e-5, adapter_lr=3e-4).optimizer.param_groups}
     assert groups["model"]["lr"] == 1e-5 and groups["model"]["params"] == [unet_w]
@@ -59,10 +61,12 @@ def test_adapter_folder_round_trips(tmp_path):
     adapter.save_pretrained(tmp_path / "a")
     assert json.loads((tmp_path / "a" / "config.json").read_text())["_class_name"] == "ContextAdapter"
     again = ContextAdapter.from_pretrained(tmp_path / "a")
-    x, text = torch.randn(2, 4, 16, 16), torch.randn(1, 77, adapter.cfg.text_dim)
+    x, text = torch.randn(2, 4, 16, 16), torch.randn(1, 77, adapter.config.text_dim)
     assert torch.equal(adapter(x, text, 500, num_frames=2), again(x, text, 500, num_frames=2))
-    with pytest.raises(InputError, match="config.json"):
+    with pytest.raises(OSError, match="config.json"):  # diffusers' own error
         ContextAdapter.from_pretrained(tmp_path)
+    with pytest.raises(InputError, match="config.json"):  # ours, for an adapter named by the user
+        load_adapter_folder(tmp_path)
 
 
 def test_adapter_init_base_starts_from_the_shipped_adapter(model_with_base, tmp_path):
@@ -106,7 +110,7 @@ def test_generate_uses_the_base_adapter_unless_told_none(model_with_base, tmp_pa
 
 
 def test_an_adapter_for_another_model_is_refused(model_with_base, tmp_path):
-    other = ContextAdapter(config_for_unet(tiny().unet), text_dim=16)
+    other = ContextAdapter(**{**config_for_unet(tiny().unet), "text_dim": 16})
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(InputError, match="text width"):
         generate(GenerateOptions(prompts=["a red circle"], steps=2, model=str(model_with_base), device="cpu",
@@ -148,3 +152,19 @@ def test_train_tiny_joint_variant_trains_with_tunes_contextual_loss(tmp_path, mo
     assert str(tmp_path) not in json.dumps(record["joint"]["vae"])
     comps = load_components(str(tmp_path / "joint"))
     assert comps.extra["base_adapter"] is not None
+
+
+def test_trainer_scales_the_loss_with_a_grad_scaler():
+    """fp16 training uses a GradScaler (tune and train-adapter pick one for CUDA fp16); with a
+    scaler the step is the same AdamW step (gradients unscaled before it)."""
+    from contextedit.pipelines.tuning import grad_scaler_for
+
+    assert grad_scaler_for(torch.device("cpu"), torch.float32) is None
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(8))
+        trainer = Trainer({"w": w}, lr=1e-2)
+        trainer.run(3, lambda seed: (w * (seed % 7 + 1)).square().mean(), seed=0, scaler=scaler)
+        results.append(w.detach().clone())
+    torch.testing.assert_close(results[0], results[1])

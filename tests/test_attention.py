@@ -1,7 +1,5 @@
 """Inflated UNet (sparse-causal + temporal attention), tuned-weight round trip, and attention fusion."""
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -15,12 +13,14 @@ from contextedit.attention import (
     prompt_edit,
     sparse_causal_kv,
 )
+from diffusers.models.attention_processor import AttnProcessor2_0
+
 from contextedit.attention.control import PromptEdit
 from contextedit.attention.fusion import FusingProcessor
 from contextedit.errors import InputError, UsageError
 from contextedit.fileio import load_safetensors, save_safetensors
 from contextedit.models.inflate import inflate_unet, is_inflated, load_tuned, mark_trainable, trainable_parameters, tuned_state_dict
-from contextedit.models.tiny import tiny_unet
+from contextedit.testing.tiny import tiny_unet
 
 FRAMES = 3
 
@@ -73,7 +73,7 @@ def test_sparse_causal_attention_equals_the_gathered_keys(frames):
     attn = Attention(32, heads=4, dim_head=8).double()
     q, k, v = (torch.randn(2 * frames, 10, 32, dtype=torch.float64) for _ in range(3))
     reference = sdpa(attn, q, sparse_causal_kv(k, frames), sparse_causal_kv(v, frames))
-    out = InflatedSelfAttnProcessor(32, 4, temporal=False).attend(attn, q, k, v, None, frames)
+    out = InflatedSelfAttnProcessor().attend(attn, q, k, v, None, frames)
     torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
 
 
@@ -120,7 +120,7 @@ def test_temporal_layers_mix_frames_once_tuned(inflated):
 
 def test_trainable_parameters_are_queries_and_temporal_layers(inflated):
     names = list(mark_trainable(inflated))
-    assert names and all(n.endswith("to_q.weight") or ".processor.temporal." in n for n in names)
+    assert names and all(n.endswith("to_q.weight") or ".attn1.temporal." in n for n in names)
     assert any(".attn1.to_q." in n for n in names) and any(".attn2.to_q." in n for n in names)
     assert any("temporal.to_out.bias" in n for n in names)
     trainable = {n for n, p in inflated.named_parameters() if p.requires_grad}
@@ -148,10 +148,37 @@ def test_load_tuned_refuses_a_mismatching_artifact(inflated):
         load_tuned(inflate_unet(tiny_unet(), temporal=False), state)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("xformers") is not None, reason="xformers is installed")
-def test_xformers_missing_is_a_usage_error():
-    with pytest.raises(UsageError):
-        inflate_unet(tiny_unet(), use_xformers=True)
+def test_processor_swaps_keep_the_temporal_layers(inflated):
+    """Temporal layers are submodules, not processor state: diffusers' processor swaps keep their
+    weights (state_dict keys unchanged) and their output; re-inflating restores sparse-causal."""
+    randomise_temporal(inflated)
+    keys = list(inflated.state_dict())
+    x, t, text = torch.randn(4, 4, 16, 16), torch.tensor(10), torch.randn(4, 77, 32)
+    kwargs = {"num_frames": 4}
+    with torch.no_grad():
+        before = inflated(x, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
+        inflated.set_attn_processor(AttnProcessor2_0())  # diffusers refuses to reset processors it does not know
+        assert list(inflated.state_dict()) == keys
+        inflated.set_default_attn_processor()
+        assert list(inflated.state_dict()) == keys
+        plain = inflated(x, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
+        inflate_unet(inflated)
+        assert list(inflated.state_dict()) == keys
+        after = inflated(x, t, encoder_hidden_states=text, cross_attention_kwargs=kwargs).sample
+    torch.testing.assert_close(after, before)
+    assert not torch.allclose(plain, before)  # sparse-causal attention is the processors' behaviour
+
+
+def test_shared_copy_shares_frozen_weights_and_leaves_the_original(plain):
+    from contextedit.models.inflate import shared_copy
+
+    keys = set(plain.state_dict())
+    video = inflate_unet(shared_copy(plain))
+    mark_trainable(video)
+    assert set(plain.state_dict()) == keys and not is_inflated(plain)
+    assert video.conv_in.weight is plain.conv_in.weight
+    q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert video.get_parameter(q) is not plain.get_parameter(q)
 
 
 def test_gradient_checkpointing_backward_reaches_tuned_parameters(inflated):

@@ -77,7 +77,7 @@ def test_claims_bench_measures_and_plots(tmp_path):
 
     comps = tiny()
     save_components(comps, tmp_path / "model")
-    ContextAdapter(config_for_unet(comps.unet)).save_pretrained(tmp_path / "model" / "adapter")
+    ContextAdapter(**config_for_unet(comps.unet)).save_pretrained(tmp_path / "model" / "adapter")
     benchmarks = tmp_path / "BENCHMARKS.md"
     with bench_script("claims") as claims:
         result = claims.main(["--model", "tiny-random", "--model-folder", str(tmp_path / "model"), "--tune-steps", "3",

@@ -7,7 +7,7 @@ import pytest
 
 from contextedit.captioning import caption_frames, load_captioner
 from contextedit.errors import ModelNotFoundError, RunFailure, UnsafeFileError
-from contextedit.models.tiny_clip import build_tiny_blip2
+from contextedit.testing.tiny_clip import build_tiny_blip2
 
 
 @pytest.fixture(scope="module")
@@ -35,5 +35,5 @@ def test_empty_clip_and_bad_models_are_refused(tmp_path, clip):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     with pytest.raises(UnsafeFileError):
         load_captioner(str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="--caption-model PATH or use --caption-model tiny"):
+    with pytest.raises(ModelNotFoundError, match="`caption_model` PATH or use `caption_model` tiny"):
         load_captioner("nobody/no-such-blip2")

@@ -27,8 +27,9 @@ def test_version():
 def test_model_commands_share_options():
     for command in ("tune", "edit", "generate", "train-adapter"):
         text = runner.invoke(app, [command, "--help"]).stdout
-        for option in ("--model", "--device", "--dtype", "--seed", "--debug", "--quiet"):
+        for option in ("--model", "--device", "--dtype", "--debug", "--quiet"):
             assert option in text, (command, option)
+        assert ("--seed" in text) == (command != "edit"), command  # edits are deterministic: no seed
 
 
 def test_missing_video_is_exit_2_with_path_and_no_traceback(tmp_path):

@@ -10,14 +10,15 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from contextedit import shapes, video as vio
+from contextedit import video as vio
+from contextedit.testing import shapes
 from contextedit.attention.fusion import FusionStore
 from contextedit.errors import InputError, UsageError
 from contextedit.models.loading import load_components, save_components
-from contextedit.pipelines import edit as edit_module
+from contextedit.pipelines import editing as edit_module
 from contextedit.pipelines.common import decode_latents, encode_latents
-from contextedit.pipelines.edit import EditOptions, edit
-from contextedit.pipelines.tune import TuneOptions, tune
+from contextedit.commands.edit import EditOptions, edit
+from contextedit.commands.tune import TuneOptions, tune
 
 from helpers import MODEL, tiny, write_clip
 
@@ -172,7 +173,7 @@ def test_user_mask_limits_the_edit_to_its_region(tmp_path, runs):
     # outside the mask the masked edit is the reconstruction (the source), inside it the edit may differ
     assert np.abs(b[:, :, 40:] - c[:, :, 40:]).mean() < np.abs(a[:, :, 40:] - c[:, :, 40:]).mean()
     assert masked.record["outputs"][0]["control"]["mask"] == "user"
-    with pytest.raises(InputError, match="--mask"):
+    with pytest.raises(InputError, match="`mask`"):
         edit(EditOptions(**opts, out=str(tmp_path / "d"), mask=str(tmp_path / "missing.png")))
 
 

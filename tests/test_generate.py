@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from contextedit.errors import InputError
-from contextedit.fileio import load_safetensors, safetensors_metadata, save_safetensors
-from contextedit.pipelines.generate import GenerateOptions, generate
-from contextedit.pipelines.train_adapter import TrainAdapterOptions, train_adapter
+from contextedit import ContextAdapter
+from contextedit.fileio import load_safetensors
+from contextedit.commands.generate import GenerateOptions, generate
+from contextedit.commands.train_adapter import TrainAdapterOptions, train_adapter
 
 from helpers import MODEL, tiny, write_images
 
@@ -49,34 +50,37 @@ def test_same_seed_same_image_and_n_seeds(tmp_path):
 
 def test_train_adapter_then_generate_ddim_and_ddpm(tmp_path):
     data = write_images(tmp_path / "data", n=4)
-    out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / "ad.safetensors"), steps=2, batch=2,
-                                            lr=1e-3, model=MODEL, device="cpu"))
-    assert out.exists() and out.with_suffix(".json").exists()
-    assert "contextedit.adapter_config" in safetensors_metadata(out)
+    out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / "ad"), steps=2, batch=2,
+                                            lr=1e-3, model=MODEL, device="cpu", tune_unet="attn"))
+    assert {p.name for p in out.iterdir()} == {"config.json", "diffusion_pytorch_model.safetensors", "unet.safetensors",
+                                               "training.json"}
+    assert ContextAdapter.from_pretrained(out).config.text_dim == 32  # an ordinary diffusers model folder
+    assert not list(tmp_path.glob("ad.checkpoint*"))
     plain, _ = _generate(tmp_path, "plain")
     for sampler in ("ddim", "ddpm"):
         images, _ = _generate(tmp_path, f"adapted-{sampler}", adapter=str(out), sampler=sampler)
         assert images[0].shape == (64, 64, 3)
     adapted, _ = _generate(tmp_path, "adapted-again", adapter=str(out))
     assert not (adapted[0] == plain[0]).all()
-    # A zero head gives exactly the no-adapter image.
-    tensors = load_safetensors(out)
-    zeroed = {k: (torch.zeros_like(v) if ".head." in k or k.startswith("adapter.head") else v) for k, v in tensors.items()}
-    save_safetensors(zeroed, tmp_path / "zero.safetensors", metadata=safetensors_metadata(out))
-    zero, _ = _generate(tmp_path, "zero", adapter=str(tmp_path / "zero.safetensors"))
+    # A zero head (and untuned queries) gives exactly the no-adapter image.
+    adapter = ContextAdapter.from_pretrained(out)
+    torch.nn.init.zeros_(adapter.head.weight)
+    torch.nn.init.zeros_(adapter.head.bias)
+    adapter.save_pretrained(tmp_path / "zero")
+    zero, _ = _generate(tmp_path, "zero", adapter=str(tmp_path / "zero"))
     assert (zero[0] == plain[0]).all()
 
 
 def test_train_adapter_refuses_missing_captions_or_images(tmp_path):
     uncaptioned = write_images(tmp_path / "nocap", n=2, captions=False)
     with pytest.raises(InputError, match="no caption"):
-        train_adapter(TrainAdapterOptions(data=str(uncaptioned), out=str(tmp_path / "x.safetensors"), steps=1, model=MODEL, device="cpu"))
+        train_adapter(TrainAdapterOptions(data=str(uncaptioned), out=str(tmp_path / "x"), steps=1, model=MODEL, device="cpu"))
     captions_only = tmp_path / "caponly"
     captions_only.mkdir()
     (captions_only / "a.txt").write_text("a red circle")
     with pytest.raises(InputError, match="no images"):
-        train_adapter(TrainAdapterOptions(data=str(captions_only), out=str(tmp_path / "y.safetensors"), steps=1, model=MODEL, device="cpu"))
-    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()
+        train_adapter(TrainAdapterOptions(data=str(captions_only), out=str(tmp_path / "y"), steps=1, model=MODEL, device="cpu"))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_train_adapter_initialises_from_its_seed(tmp_path):
@@ -85,9 +89,9 @@ def test_train_adapter_initialises_from_its_seed(tmp_path):
 
     def trained(name, seed, caller_seed):
         torch.manual_seed(caller_seed)  # the caller's RNG must not matter
-        out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / f"{name}.safetensors"), steps=1,
+        out = train_adapter(TrainAdapterOptions(data=str(data), out=str(tmp_path / name), steps=1,
                                                 batch=1, lr=1e-3, model="tiny", device="cpu", seed=seed))
-        return load_safetensors(out)
+        return load_safetensors(out / "diffusion_pytorch_model.safetensors")
 
     a, b, c = trained("a", 0, caller_seed=1), trained("b", 0, caller_seed=2), trained("c", 1, caller_seed=1)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -13,7 +13,7 @@ from contextedit.errors import InputError, ModelNotFoundError, UnsafeFileError, 
 from contextedit.metrics import (
     PSNR_CAP_DB, clip_temporal_score, clip_text_score, evaluate, load_clip, parse_metrics, psnr, results_table,
 )
-from contextedit.models.tiny_clip import build_tiny_clip
+from contextedit.testing.tiny_clip import build_tiny_clip
 from contextedit.video import write_video
 
 
@@ -113,7 +113,7 @@ def test_manifest_paths_cannot_escape(tmp_path):
 
 def test_missing_prompt_is_a_usage_error(tmp_path):
     write_video(random_clip(2), tmp_path / "clip", fps=8)
-    with pytest.raises(UsageError, match="no prompt for .*--prompt"):
+    with pytest.raises(UsageError, match="no prompt for .*`prompt`"):
         evaluate([tmp_path / "clip"], clip_model="tiny")
 
 
@@ -144,7 +144,7 @@ def test_psnr_metric_resizes_source(tmp_path):
     big = np.repeat(np.repeat(random_clip(2, size=16), 2, axis=1), 2, axis=2)  # 32x32, blocky
     write_video(big, tmp_path / "source", fps=8)
     write_video(big[:, ::2, ::2], tmp_path / "out", fps=8)
-    with pytest.raises(UsageError, match="--source"):
+    with pytest.raises(UsageError, match="`source`"):
         evaluate([tmp_path / "out"], metrics="psnr")
     result = evaluate([tmp_path / "out"], metrics="psnr", source=tmp_path / "source")
     assert result["clip_model"] is None and set(result["mean"]) == {"psnr"}
@@ -169,12 +169,12 @@ def test_pickle_only_model_folder_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not really")
     with pytest.raises(UnsafeFileError, match="pickle"):
         load_clip(str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="--clip-model tiny"):
+    with pytest.raises(ModelNotFoundError, match="`clip_model` tiny"):
         load_clip(str(tmp_path / "missing-dir" / "x"))
 
 
 def test_uncached_hub_model_offline_says_what_to_do():
-    with pytest.raises(ModelNotFoundError, match="--clip-model PATH or use --clip-model tiny"):
+    with pytest.raises(ModelNotFoundError, match="`clip_model` PATH or use `clip_model` tiny"):
         load_clip("nobody/no-such-clip-model")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from contextedit import fileio, video
+from contextedit.video import write as video_write
 from contextedit.errors import OutputExistsError
 from contextedit.prompts import load_prompt_sets
 from contextedit.runs import output_name
@@ -33,6 +34,7 @@ def test_long_prompts_sharing_their_start_get_distinct_stable_names():
 
 def test_a_prompt_the_slug_spells_keeps_its_plain_name():
     assert output_name("a cat", 0, "mp4") == "a-cat-s0.mp4"
+    assert output_name("a cat", None, "mp4") == "a-cat.mp4"  # edits: deterministic, no seed
     assert output_name("a blue circle moving right on a black background", 3, "gif") == \
         "a-blue-circle-moving-right-on-a-black-background-s3.gif"  # 48 characters: not cut
     # case, punctuation and non-ASCII letters are dropped by the slug: the hash tells such prompts apart
@@ -53,7 +55,7 @@ def test_bundled_prompt_sets_give_distinct_names(file):
 def test_exclusive_write_refuses_an_existing_output_and_keeps_it(tmp_path, name):
     path = video.write_video(frames(), tmp_path / name, 8, exclusive=True)
     before = _snapshot(path)
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="`overwrite`"):
         video.write_video(frames(4), tmp_path / name, 8, exclusive=True)
     assert _snapshot(path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary left behind
@@ -66,7 +68,7 @@ def test_exclusive_write_refuses_an_existing_output_and_keeps_it(tmp_path, name)
 def test_output_appearing_while_writing_is_not_replaced(tmp_path, monkeypatch, name, intruder):
     """Another command writes the same name between our check and our rename: we fail, it stays."""
     target = tmp_path / name
-    real_ffmpeg, real_save = video._ffmpeg_write, video.Image.Image.save
+    real_ffmpeg, real_save = video_write._ffmpeg_write, video_write.Image.Image.save
 
     def appear():
         if not (target.exists() or target.is_symlink()):
@@ -85,8 +87,8 @@ def test_output_appearing_while_writing_is_not_replaced(tmp_path, monkeypatch, n
         appear()
         return real_save(self, *args, **kwargs)
 
-    monkeypatch.setattr(video, "_ffmpeg_write", ffmpeg)
-    monkeypatch.setattr(video.Image.Image, "save", save)
+    monkeypatch.setattr(video_write, "_ffmpeg_write", ffmpeg)
+    monkeypatch.setattr(video_write.Image.Image, "save", save)
     with pytest.raises(OutputExistsError, match="appeared while this command ran"):
         video.write_video(frames(), target, 8, exclusive=True)
     assert _snapshot(target) == {"file": b"written by another command", "empty folder": {},
@@ -110,6 +112,25 @@ def test_atomic_path_exclusive_without_hard_links(tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == {"ours": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model"
+    with fileio.atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert _snapshot(target) == {"a.txt": b"one"}
+    with pytest.raises(RuntimeError):
+        with fileio.atomic_folder(target) as tmp:
+            (tmp / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert _snapshot(target) == {"a.txt": b"one"}  # the failed write left the old folder as it was
+    with fileio.atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert _snapshot(target) == {"b.txt": b"two"}  # replaced whole, not merged
+    with pytest.raises(OutputExistsError, match="already exists"):
+        with fileio.atomic_folder(target, exclusive=True):
+            raise AssertionError("an exclusive write must refuse before any work")
+    assert _snapshot(target) == {"b.txt": b"two"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temporary left behind
 
 def _snapshot(path: Path):
     if path.is_dir():

@@ -70,7 +70,7 @@ def test_multi_clip_file_picks_the_set_by_path_before_name(tmp_path):
 @pytest.fixture(scope="module")
 def surfing_run(tmp_path_factory):
     """A tiny-random run tuned on a clip named like one of davis-examples.json's placeholders."""
-    from contextedit.pipelines.tune import TuneOptions, tune
+    from contextedit.commands.tune import TuneOptions, tune
 
     from helpers import MODEL, write_clip
 
@@ -104,7 +104,7 @@ def test_edit_with_a_bundled_prompts_file(surfing_run, file, expected):
     assert result.exit_code == 0, result.stderr
     (prompt_set,) = [s for s in load_prompt_sets(PROMPTS / file) if expected in s.prompts]
     written = [Path(line) for line in result.stdout.split()]
-    assert [p.name for p in written] == [output_name(p, 0, "gif") for p in prompt_set.prompts]
+    assert [p.name for p in written] == [output_name(p, None, "gif") for p in prompt_set.prompts]
     assert all(p.is_file() for p in written) and len(set(written)) == len(prompt_set.prompts)
 
 

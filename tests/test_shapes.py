@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from contextedit import shapes
+from contextedit.testing import shapes
 
 COMBOS = list(itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.BACKGROUNDS))
 

@@ -10,9 +10,10 @@ import torch
 
 from contextedit.errors import InputError
 from contextedit.fileio import load_safetensors
-from contextedit.models.inflate import inflate_unet, load_tuned
-from contextedit.pipelines.edit import EditOptions, edit, fused_steps
-from contextedit.pipelines.tune import TuneOptions, tune
+from contextedit.models.inflate import inflate_unet, is_inflated, load_tuned
+from contextedit.pipeline import ContextEditPipeline
+from contextedit.commands.edit import EditOptions, edit, fused_steps
+from contextedit.commands.tune import TuneOptions, tune
 from contextedit import video as vio
 
 from helpers import MODEL, tiny, write_clip
@@ -37,18 +38,22 @@ def test_tune_writes_run_and_artifact_reproduces_predictions(tmp_path, runs):
     result = _tune(tmp_path, comps=comps)
     run = result.run_dir
     m = result.manifest
-    assert {"tuned.safetensors", "adapter.safetensors", "latents.safetensors", "source.mp4", "manifest.json"} <= {p.name for p in run.iterdir()}
+    assert {"tuned.safetensors", "adapter", "latents.safetensors", "source.mp4", "manifest.json"} <= {p.name for p in run.iterdir()}
+    assert (run / "adapter" / "config.json").is_file() and (run / "adapter" / "diffusion_pytorch_model.safetensors").is_file()
     assert not (run / "checkpoint.safetensors").exists()
     assert (m["frames"], m["width"], m["height"], m["model"]) == (4, 64, 64, MODEL)
     assert m["adapter"] and m["adapter_parameters"] > 0 and len(m["source_sha256"]) == 64
     assert (runs / "latest").read_text().strip() == str(run.resolve())
-    # The saved artifact on a fresh inflated UNet gives the tuned UNet's predictions exactly.
+    # The caller's components are left as they were; the saved artifact on a fresh inflated UNet
+    # gives the tuned UNet's predictions exactly.
+    assert not is_inflated(comps.unet)
+    tuned_unet = ContextEditPipeline(comps).video_unet(result.tuned)
     fresh = load_tuned(inflate_unet(tiny().unet), load_safetensors(run / "tuned.safetensors"))
     x = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     text = torch.randn(4, 77, 32, generator=torch.Generator().manual_seed(1))
     kw = dict(encoder_hidden_states=text, cross_attention_kwargs={"num_frames": 4})
     with torch.no_grad():
-        assert torch.equal(comps.unet(x, 500, **kw).sample, fresh(x, 500, **kw).sample)
+        assert torch.equal(tuned_unet(x, 500, **kw).sample, fresh(x, 500, **kw).sample)
     clip = vio.read_video(run / "source.mp4", frames=4, stride=1)
     assert clip.frames.shape == (4, 64, 64, 3)
 
@@ -79,7 +84,7 @@ def test_resume_after_interrupt_ends_on_same_weights(tmp_path, runs):
     resumed = tune(TuneOptions(video=str(clip_dir / "clip.mp4"), prompt="a red circle moving right on a black background",
                                frames=4, stride=2, steps=4, lr=1e-3, out=str(clip_dir / "run"), model=MODEL, device="cpu",
                                checkpointing=False, resume=True))
-    for name in ("tuned.safetensors", "adapter.safetensors"):
+    for name in ("tuned.safetensors", "adapter/diffusion_pytorch_model.safetensors"):
         a, b = load_safetensors(full.run_dir / name), load_safetensors(resumed.run_dir / name)
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
@@ -151,7 +156,7 @@ def test_tune_is_reproducible_from_its_seed_on_the_trained_tiny(tmp_path, runs):
     def weights(name, seed, caller_seed):
         torch.manual_seed(caller_seed)  # whatever the caller's RNG holds must not matter
         run = _tune(tmp_path / name, model="tiny", seed=seed).run_dir
-        return {f: load_safetensors(run / f) for f in ("tuned.safetensors", "adapter.safetensors")}
+        return {f: load_safetensors(run / f) for f in ("tuned.safetensors", "adapter/diffusion_pytorch_model.safetensors")}
 
     a, b, c = weights("a", 0, caller_seed=1), weights("b", 0, caller_seed=2), weights("c", 1, caller_seed=1)
     for name in a:
@@ -161,7 +166,7 @@ def test_tune_is_reproducible_from_its_seed_on_the_trained_tiny(tmp_path, runs):
 
 
 def test_seeded_build_leaves_the_global_rng_alone():
-    from contextedit.pipelines.tune import build_video_model
+    from contextedit.pipelines.tuning import build_video_model
 
     comps = tiny()
     state = torch.random.get_rng_state()

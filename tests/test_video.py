@@ -17,7 +17,14 @@ from PIL import Image
 from contextedit import video
 from contextedit.errors import InputError, OutputExistsError, UsageError
 
-BACKENDS = ["decord", "imageio"]
+try:
+    import decord  # noqa: F401  (only whether it imports)
+except ImportError:  # no decord wheel for this platform (pyproject installs it on x86-64 Linux/Windows only)
+    HAVE_DECORD = False
+else:
+    HAVE_DECORD = True
+needs_decord = pytest.mark.skipif(not HAVE_DECORD, reason="decord is not installed on this platform")
+BACKENDS = [pytest.param("decord", marks=needs_decord), "imageio"]
 
 
 def level(index: int) -> int:
@@ -67,6 +74,7 @@ def test_read_selects_frames_by_index(tmp_path, backend, width, height):
     assert clip.fps == pytest.approx(8) and clip.total_frames == 20 and clip.path == str(path)
 
 
+@needs_decord
 def test_decord_and_imageio_give_identical_frames(tmp_path):
     path = encode(noise_frames(12, 48, 80), tmp_path / "noise.mp4", extra=["-g", "4", "-crf", "18"])
     for selection in [dict(frames=12, stride=1), dict(frames=3, stride=3, start=2)]:
@@ -86,13 +94,13 @@ def test_auto_falls_back_to_imageio_without_decord(tmp_path, monkeypatch):
         video.read_video(path, backend="decord")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("suffix,codec", [(".mov", "libx264"), (".avi", "mpeg4"), (".webm", "libvpx")])
-def test_reads_other_containers(tmp_path, suffix, codec):
+def test_reads_other_containers(tmp_path, suffix, codec, backend):
     quality = ["-q:v", "2"] if codec == "mpeg4" else []
     path = encode(gray_frames(6, 64, 96), tmp_path / f"clip{suffix}", codec=codec, extra=quality)
-    for backend in BACKENDS:
-        clip = video.read_video(path, frames=3, stride=2, backend=backend)
-        assert clip.frames.shape == (3, 64, 96, 3) and decoded_indices(clip.frames) == [0, 2, 4]
+    clip = video.read_video(path, frames=3, stride=2, backend=backend)
+    assert clip.frames.shape == (3, 64, 96, 3) and decoded_indices(clip.frames) == [0, 2, 4]
 
 
 def test_frame_folder_natural_order(tmp_path):
@@ -108,7 +116,7 @@ def test_frame_folder_natural_order(tmp_path):
 
 def test_frame_folder_without_frames(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no .png or .jpg frames in folder .*empty"):
+    with pytest.raises(InputError, match="no image frames .* in folder .*empty"):
         video.read_video(tmp_path / "empty")
 
 
@@ -140,15 +148,15 @@ def test_missing_and_undecodable_files(tmp_path, backend):
 
 def test_too_few_frames_says_how_many(tmp_path):
     path = video.write_video(gray_frames(10, 64, 64), tmp_path / "short.mp4", fps=8)
-    with pytest.raises(InputError, match=r"short.mp4 has 10 frames .* needs 15; try --frames 5 or --stride 1"):
+    with pytest.raises(InputError, match=r"short.mp4 has 10 frames .* needs 15; try `frames` 5 or `stride` 1"):
         video.read_video(path, frames=8, stride=2)
-    with pytest.raises(InputError, match=r"needs 12; try --start 0 or --frames 3 or --stride 2"):
+    with pytest.raises(InputError, match=r"needs 12; try `start` 0 or `frames` 3 or `stride` 2"):
         video.read_video(path, frames=4, stride=3, start=2)
 
 
 @pytest.mark.parametrize("option", [dict(frames=0), dict(stride=0), dict(start=-1)])
 def test_selection_options_must_be_positive(option):
-    with pytest.raises(UsageError, match=f"--{next(iter(option))} must be"):
+    with pytest.raises(UsageError, match=f"`{next(iter(option))}` must be"):
         video.select_indices(100, **option)
 
 
@@ -179,7 +187,7 @@ def test_default_size_keeps_aspect():
     assert video.default_size(1080, 1920, 512) == (512, 912)
     assert video.default_size(96, 64, 64) == (96, 64)
     assert video.default_size(64, 64, 512) == (512, 512)
-    with pytest.raises(UsageError, match="smaller --size"):
+    with pytest.raises(UsageError, match="smaller `size`"):
         video.default_size(10000, 100, 512)
 
 
@@ -194,10 +202,12 @@ def test_resize_crop_covers_then_crops_centre():
     assert video.resize_crop(source, 128, 64) is source
 
 
-def test_load_clip_resizes(tmp_path):
+def test_read_then_resize(tmp_path):
     path = video.write_video(gray_frames(4, 64, 96), tmp_path / "clip.mp4", fps=8)
-    assert video.load_clip(path, frames=2, size=(48, 40)).frames.shape == (2, 40, 48, 3)
-    assert video.load_clip(path, frames=2, native=32).frames.shape == (2, 32, 48, 3)
+    clip = video.read_video(path, frames=2)
+    assert video.resize_crop(clip.frames, 48, 40).shape == (2, 40, 48, 3)
+    size = video.default_size(clip.width, clip.height, 32)
+    assert video.resize_crop(clip.frames, *size).shape == (2, 32, 48, 3)
 
 
 def test_tensor_round_trip():

@@ -70,13 +70,6 @@ class FusionStore:
         """The source prompt's encoder states, from which the source cross-attention keys are recomputed."""
         self.source_text_states = self._keep(text_states)
 
-    def clear(self) -> None:
-        """Forget the recorded source pass."""
-        self._on_cpu = self.offload == "cpu"
-        self.self_qk.clear()
-        self.cross_q.clear()
-        self.source_text_states = None
-
     # -- reading ------------------------------------------------------------------------------
     @property
     def steps(self) -> list[int]:

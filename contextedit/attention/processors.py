@@ -6,8 +6,10 @@ A clip runs through the ordinary 2-D ``UNet2DConditionModel`` with its frames as
 never by editing diffusers' classes:
 
 - :class:`InflatedSelfAttnProcessor` (on every transformer block's ``attn1``): sparse-causal
-  attention — frame i's queries attend to the keys/values of frame 0 and frame i−1 — plus a
-  :class:`TemporalAttention` branch across frames whose output projection starts at zero.
+  attention — frame i's queries attend to the keys/values of frame 0 and frame i−1.
+- :class:`TemporalAttention`: attention across frames, a submodule of each ``attn1`` whose
+  output projection starts at zero (:func:`add_temporal_layer`); weights live in modules,
+  behaviour in processors.
 - :class:`CrossAttnProcessor` (on ``attn2``, and on any other attention): plain SDPA attention.
 
 Both expose the same steps — ``run(..., attend=...)`` with a replaceable ``attend(attn, q, k, v,
@@ -52,21 +54,12 @@ def _heads_qk(attn, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, tor
     return q, k
 
 
-def sdpa(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-         use_xformers: bool = False) -> torch.Tensor:
-    """softmax(q kᵀ · scale + mask) v with a fused kernel; never materialises the attention map."""
+def sdpa(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v with torch's fused kernel (flash / memory-efficient on CUDA);
+    never materialises the attention map."""
     q, k = _heads_qk(attn, q, k)
     v = split_heads(v, attn.heads)
-    if use_xformers:
-        import xformers.ops
-
-        # xformers wants (batch, tokens, heads, d) and a full-size bias
-        bias = None if mask is None else mask.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        out = xformers.ops.memory_efficient_attention(
-            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_bias=bias, scale=attn.scale
-        ).transpose(1, 2)
-    else:
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
     return merge_heads(out).to(q.dtype)
 
 
@@ -162,11 +155,8 @@ class CrossAttnProcessor:
     Installed on cross-attention (``attn2``) and on any attention that is not inflated.
     """
 
-    def __init__(self, use_xformers: bool = False):
-        self.use_xformers = use_xformers
-
     def attend(self, attn, q, k, v, mask, num_frames: int = 1) -> torch.Tensor:
-        return sdpa(attn, q, k, v, mask, self.use_xformers)
+        return sdpa(attn, q, k, v, mask)
 
     def run(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
             num_frames: int = 1, attend: AttendFn | None = None) -> torch.Tensor:
@@ -203,22 +193,12 @@ class TemporalAttention(nn.Module):
         return out.unflatten(0, (-1, tokens)).transpose(1, 2).reshape(x.shape)
 
 
-class InflatedSelfAttnProcessor(nn.Module):
-    """Sparse-causal spatio-temporal self-attention plus a temporal attention branch.
-
-    An ``nn.Module`` processor, so its temporal layer registers under the UNet
-    (``...attn1.processor.temporal.*``). Composition, given that BasicTransformerBlock adds
-    attn1's output to its residual stream ``h``::
-
-        h ← h + to_out(SparseCausalAttn(norm1(h))) + TemporalAttention(norm1(h))
-
-    i.e. the temporal branch runs in parallel on the same normed tokens and is zero at init.
+class InflatedSelfAttnProcessor:
+    """Sparse-causal spatio-temporal self-attention: frame i's queries attend to the keys/values of
+    frame 0 and frame i−1. Attention behaviour only: the tuned temporal layer is a submodule of the
+    ``Attention`` itself (``attn1.temporal``, added by :func:`add_temporal_layer`), so swapping
+    processors (``set_default_attn_processor``) keeps its weights and its output.
     """
-
-    def __init__(self, dim: int, heads: int, temporal: bool = True, use_xformers: bool = False):
-        super().__init__()
-        self.use_xformers = use_xformers
-        self.temporal = TemporalAttention(dim, heads) if temporal else None
 
     def attend(self, attn, q, k, v, mask, num_frames: int = 1) -> torch.Tensor:
         if num_frames > 1 and mask is None:
@@ -226,7 +206,7 @@ class InflatedSelfAttnProcessor(nn.Module):
         k, v = sparse_causal_kv(k, num_frames), sparse_causal_kv(v, num_frames)
         if mask is not None:
             mask = sparse_causal_kv(mask, num_frames, dim=-1)
-        return sdpa(attn, q, k, v, mask, self.use_xformers)
+        return sdpa(attn, q, k, v, mask)
 
     def _attend_first_two_once(self, attn, q, k, v, num_frames: int) -> torch.Tensor:
         """The same attention, cheaper: frames 0 and 1 both see [frame 0, frame 0], and a key/value
@@ -235,29 +215,50 @@ class InflatedSelfAttnProcessor(nn.Module):
         q, k, v = (x.unflatten(0, (-1, num_frames)) for x in (q, k, v))  # (b, F, N, D)
         rest, tokens = num_frames - 2, q.shape[2]
         # frames 0 and 1 as one query sequence of 2N against frame 0's N keys: no copies
-        head = sdpa(attn, q[:, :2].flatten(1, 2), k[:, 0], v[:, 0], None, self.use_xformers)
+        head = sdpa(attn, q[:, :2].flatten(1, 2), k[:, 0], v[:, 0], None)
         if rest == 0:
             return head.unflatten(1, (2, tokens)).flatten(0, 1)
         kv_rest = (torch.cat([x[:, :1].expand(-1, rest, -1, -1), x[:, 1:-1]], dim=2).flatten(0, 1) for x in (k, v))
-        tail = sdpa(attn, q[:, 2:].flatten(0, 1), *kv_rest, None, self.use_xformers)
+        tail = sdpa(attn, q[:, 2:].flatten(0, 1), *kv_rest, None)
         return torch.cat([head.unflatten(1, (2, tokens)), tail.unflatten(0, (-1, rest))], dim=1).flatten(0, 1)
 
-    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
-                num_frames: int = 1, attend: AttendFn | None = None) -> torch.Tensor:
-        out = attention_forward(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
-                                attend or self.attend, num_frames)
-        if self.temporal is not None:
-            if hidden_states.ndim != 3:
-                raise UsageError("temporal attention needs token inputs (batch, tokens, dim); inflate transformer blocks only")
-            out = out + self.temporal(hidden_states, num_frames)
-        return out
-
-    run = forward
+    def run(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+            num_frames: int = 1, attend: AttendFn | None = None) -> torch.Tensor:
+        return attention_forward(attn, hidden_states, encoder_hidden_states, attention_mask, temb,
+                                 attend or self.attend, num_frames)
 
     # Attention.forward forwards only the keyword arguments that __call__ declares.
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
                  num_frames: int = 1) -> torch.Tensor:
-        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, num_frames)
+        return self.run(attn, hidden_states, encoder_hidden_states, attention_mask, temb, num_frames)
+
+
+# ---------------------------------------------------------------------------------------------
+# The temporal layer: a real submodule, added to attn1's output by a forward hook
+# ---------------------------------------------------------------------------------------------
+def add_temporal_layer(attn: nn.Module) -> TemporalAttention:
+    """Give a transformer block's self-attention its temporal layer (``attn.temporal``), once.
+
+    BasicTransformerBlock adds attn1's output to its residual stream ``h``, so with the hook::
+
+        h ← h + attn1(norm1(h)) + TemporalAttention(norm1(h))
+
+    the temporal branch runs in parallel on the same normed tokens, whatever processor is installed,
+    and is zero at init. A module (weights in ``state_dict``) plus a hook (no weights), so
+    ``set_attn_processor`` and ``set_default_attn_processor`` cannot drop it.
+    """
+    if getattr(attn, "temporal", None) is None:
+        weight = attn.to_q.weight
+        attn.temporal = TemporalAttention(attn.query_dim, attn.heads).to(device=weight.device, dtype=weight.dtype)
+        attn.register_forward_hook(_add_temporal, with_kwargs=True)
+    return attn.temporal
+
+
+def _add_temporal(attn, args, kwargs, output):
+    hidden_states = args[0] if args else kwargs["hidden_states"]
+    if hidden_states.ndim != 3:
+        raise ValueError("temporal attention needs token inputs (batch, tokens, dim); inflate transformer blocks only")
+    return output + attn.temporal(hidden_states, kwargs.get("num_frames", 1))
 
 
 def attention_modules(unet: nn.Module) -> dict[str, nn.Module]:

@@ -59,7 +59,7 @@ def _features(out) -> torch.Tensor:
 
 def load_clip(model_id: str = DEFAULT_CLIP_MODEL, device: str | torch.device = "cpu", batch_size: int = 16) -> ClipScorer:
     """Load CLIP from a hub id, a local folder (safetensors only) or ``tiny``."""
-    from ..models.tiny_clip import load_clip_model
+    from ..models.loading import load_clip_model
 
     model, processor = load_clip_model(model_id)
     model.requires_grad_(False).to(torch.device(device))
@@ -74,7 +74,7 @@ def clip_text_score(image_embeds: torch.Tensor, text_embed: torch.Tensor) -> flo
 def clip_temporal_score(image_embeds: torch.Tensor, mode: str = "consecutive") -> float | None:
     """Mean cosine between frame embeddings: consecutive pairs, or ``all`` pairs i < j; None for one frame."""
     if mode not in TEMPORAL_MODES:
-        raise UsageError(f"--temporal {mode!r} is not one of {', '.join(TEMPORAL_MODES)}")
+        raise UsageError(f"`temporal` {mode!r} is not one of {', '.join(TEMPORAL_MODES)}")
     if len(image_embeds) < 2:
         return None
     unit = F.normalize(image_embeds, dim=-1)

@@ -48,7 +48,7 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
     unknown = [n for n in names if n not in KNOWN_METRICS]
     if unknown or not names:
         what = f"unknown metric {', '.join(unknown)}" if unknown else "no metric given"
-        raise UsageError(f"{what}; --metrics takes a comma list of: {', '.join(KNOWN_METRICS)}")
+        raise UsageError(f"{what}; `metrics` takes a comma list of: {', '.join(KNOWN_METRICS)}")
     return names
 
 
@@ -145,14 +145,14 @@ def evaluate(
     """
     names = parse_metrics(metrics)
     if temporal not in TEMPORAL_MODES:
-        raise UsageError(f"--temporal {temporal!r} is not one of {', '.join(TEMPORAL_MODES)}")
+        raise UsageError(f"`temporal` {temporal!r} is not one of {', '.join(TEMPORAL_MODES)}")
     if "psnr" in names and source is None:
-        raise UsageError("--metrics psnr compares with the source clip; pass --source VIDEO")
+        raise UsageError("`metrics` psnr compares with the source clip; pass `source` VIDEO")
     items = collect_items(paths, prompt)
     if "clip" in names:
         for item in items:
             if not item.prompt:
-                raise UsageError(f"no prompt for {item.path}: pass --prompt or point at an edit/generate output folder")
+                raise UsageError(f"no prompt for {item.path}: pass `prompt` or point at an edit/generate output folder")
         scorer = scorer or load_clip(clip_model, _device(device))
     reference = load_frames(source) if "psnr" in names else None
 

@@ -11,43 +11,26 @@ unchanged (ContextDiff reduces to DDPM/DDIM).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..attention.processors import merge_heads, split_heads
-from ..errors import InputError, UsageError
-
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
-@dataclass
-class AdapterConfig:
-    """Sizes of r_φ; defaults fit SD-1.x (≈5 M parameters, ≈2% of the UNet's FLOPs at 64×64 latents)."""
-
-    latent_channels: int = 4
-    text_dim: int = 768  # the UNet's cross_attention_dim (the base text encoder's width)
-    dim: int = 256
-    num_blocks: int = 4
-    heads: int = 8
-    patch_size: int = 2
-    window: int = 3  # frames seen by the temporal causal attention, the current one included
-    mlp_ratio: int = 4
-
-
-def config_for_unet(unet: nn.Module) -> AdapterConfig:
-    """An adapter sized to its UNet: width ≈ 0.8 × the UNet's first block, 32..256, so it stays
-    a few percent of the UNet on SD and on the tiny models alike."""
+def config_for_unet(unet: nn.Module) -> dict:
+    """:class:`ContextAdapter` arguments sized to its UNet: width ≈ 0.8 × the UNet's first block,
+    32..256, so it stays a few percent of the UNet on SD and on the tiny models alike."""
     first = int(unet.config.block_out_channels[0])
     dim = max(32, min(256, 32 * round(0.8 * first / 32)))
-    return AdapterConfig(latent_channels=int(unet.config.in_channels), text_dim=int(unet.config.cross_attention_dim),
-                         dim=dim, heads=8 if dim >= 128 else 4)
+    return {"latent_channels": int(unet.config.in_channels), "text_dim": int(unet.config.cross_attention_dim),
+            "dim": dim, "heads": 8 if dim >= 128 else 4}
 
 
 class Attention(nn.Module):
@@ -85,14 +68,13 @@ def sincos_2d(height: int, width: int, dim: int, device: torch.device) -> torch.
 class ContextBlock(nn.Module):
     """Spatial self-attention → temporal causal attention → text cross-attention → MLP."""
 
-    def __init__(self, cfg: AdapterConfig):
+    def __init__(self, d: int, heads: int, text_dim: int, mlp_ratio: int):
         super().__init__()
-        d = cfg.dim
-        self.norm_spatial, self.spatial = nn.LayerNorm(d), Attention(d, cfg.heads)
-        self.norm_temporal, self.temporal = nn.LayerNorm(d), Attention(d, cfg.heads)
-        self.norm_cross, self.cross = nn.LayerNorm(d), Attention(d, cfg.heads, context_dim=cfg.text_dim)
+        self.norm_spatial, self.spatial = nn.LayerNorm(d), Attention(d, heads)
+        self.norm_temporal, self.temporal = nn.LayerNorm(d), Attention(d, heads)
+        self.norm_cross, self.cross = nn.LayerNorm(d), Attention(d, heads, context_dim=text_dim)
         self.norm_mlp = nn.LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(approximate="tanh"), nn.Linear(cfg.mlp_ratio * d, d))
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(approximate="tanh"), nn.Linear(mlp_ratio * d, d))
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """x: (clips, frames, tokens, dim); text: (clips·frames, L, text_dim)."""
@@ -105,63 +87,31 @@ class ContextBlock(nn.Module):
         return x + self.mlp(self.norm_mlp(x))
 
 
-class ContextAdapter(nn.Module):
-    """r_φ(x0, c, t): latents (clips·frames, C, H, W) → a bias of the same shape."""
+class ContextAdapter(ModelMixin, ConfigMixin):
+    """r_φ(x0, c, t): latents (clips·frames, C, H, W) → a bias of the same shape.
 
-    def __init__(self, config: AdapterConfig | None = None, **overrides):
+    A diffusers model: ``save_pretrained`` / ``from_pretrained`` write and read a folder of
+    config.json + diffusion_pytorch_model.safetensors. The defaults fit SD-1.x (≈5 M parameters,
+    ≈2 % of the UNet's FLOPs at 64×64 latents); ``window`` is the number of frames the temporal
+    causal attention sees, the current one included; ``text_dim`` is the UNet's cross_attention_dim.
+    """
+
+    config_name = CONFIG_NAME
+
+    @register_to_config
+    def __init__(self, latent_channels: int = 4, text_dim: int = 768, dim: int = 256, num_blocks: int = 4,
+                 heads: int = 8, patch_size: int = 2, window: int = 3, mlp_ratio: int = 4):
         super().__init__()
-        cfg = AdapterConfig(**{**asdict(config or AdapterConfig()), **overrides})
-        if cfg.dim % cfg.heads or cfg.dim % 4:
-            raise UsageError(f"adapter dim {cfg.dim} must be divisible by heads {cfg.heads} and by 4")
-        self.cfg = cfg
-        p, c, d = cfg.patch_size, cfg.latent_channels, cfg.dim
+        if dim % heads or dim % 4:
+            raise ValueError(f"adapter dim {dim} must be divisible by heads {heads} and by 4")
+        p, c, d = patch_size, latent_channels, dim
         self.stem = nn.Conv2d(c, d, kernel_size=p, stride=p)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
-        self.blocks = nn.ModuleList(ContextBlock(cfg) for _ in range(cfg.num_blocks))
+        self.blocks = nn.ModuleList(ContextBlock(d, heads, text_dim, mlp_ratio) for _ in range(num_blocks))
         self.norm_out = nn.LayerNorm(d)
         self.head = nn.Linear(d, p * p * c)
         nn.init.zeros_(self.head.weight)  # untrained adapter ≡ 0: the base model unchanged
         nn.init.zeros_(self.head.bias)
-
-    # -- configuration (JSON for the run manifest) ------------------------------------------------
-    @property
-    def config(self) -> dict:
-        return asdict(self.cfg)
-
-    @classmethod
-    def from_config(cls, config: dict) -> "ContextAdapter":
-        known = {f.name for f in fields(AdapterConfig)}
-        unknown = set(config) - known
-        if unknown:
-            raise InputError(f"adapter config has unknown keys {sorted(unknown)}; it was written by another version — re-tune")
-        return cls(AdapterConfig(**config))
-
-    # -- folders (diffusers' layout: config.json + diffusion_pytorch_model.safetensors) --------
-    def save_pretrained(self, folder) -> Path:
-        """Write config.json and the weights (safetensors) into ``folder``."""
-        from ..fileio import save_safetensors, write_json
-
-        folder = Path(folder)
-        save_safetensors({k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()},
-                         folder / WEIGHTS_NAME)
-        write_json(folder / CONFIG_NAME, {"_class_name": type(self).__name__, **self.config})
-        return folder
-
-    @classmethod
-    def from_pretrained(cls, folder) -> "ContextAdapter":
-        """An adapter saved by :meth:`save_pretrained`."""
-        import json
-
-        from ..fileio import load_safetensors
-
-        folder = Path(folder)
-        if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-            raise InputError(f"{folder} is not an adapter folder (it needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-        config = json.loads((folder / CONFIG_NAME).read_text())
-        config.pop("_class_name", None)
-        adapter = cls.from_config(config)
-        adapter.load_state_dict(load_safetensors(folder / WEIGHTS_NAME))
-        return adapter
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x0: torch.Tensor, text_states: torch.Tensor, timestep: int | torch.Tensor,
@@ -170,17 +120,17 @@ class ContextAdapter(nn.Module):
         timestep: int, 0-d, (B,) or (B·F,). Returns r with x0's shape."""
         batch, _, height, width = x0.shape
         if num_frames < 1 or batch % num_frames:
-            raise UsageError(f"adapter got {batch} latents, not a whole number of clips of {num_frames} frames")
-        p = self.cfg.patch_size
+            raise ValueError(f"adapter got {batch} latents, not a whole number of clips of {num_frames} frames")
+        p = self.config.patch_size
         padded = F.pad(x0, (0, -width % p, 0, -height % p), mode="replicate")
         grid = self.stem(padded.to(self.stem.weight.dtype))  # (B·F, dim, h, w)
         h, w = grid.shape[-2:]
-        tokens = grid.flatten(2).transpose(1, 2) + sincos_2d(h, w, self.cfg.dim, x0.device).to(grid.dtype)
+        tokens = grid.flatten(2).transpose(1, 2) + sincos_2d(h, w, self.config.dim, x0.device).to(grid.dtype)
         tokens = tokens + self.time_mlp(self._time_embedding(timestep, batch, num_frames, grid))[:, None]
 
         x = tokens.unflatten(0, (-1, num_frames))
         text = per_frame(text_states, batch, num_frames).to(x.dtype)
-        mask = causal_window_mask(num_frames, self.cfg.window, x0.device)
+        mask = causal_window_mask(num_frames, self.config.window, x0.device)
         for block in self.blocks:
             x = block(x, text, mask)
 
@@ -193,8 +143,8 @@ class ContextAdapter(nn.Module):
         if t.numel() == batch // num_frames and t.numel() != batch:
             t = t.repeat_interleave(num_frames)
         elif t.numel() not in (1, batch):
-            raise UsageError(f"adapter timestep has {t.numel()} values for {batch // num_frames} clips of {num_frames} frames")
-        emb = get_timestep_embedding(t.expand(batch), self.cfg.dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+            raise ValueError(f"adapter timestep has {t.numel()} values for {batch // num_frames} clips of {num_frames} frames")
+        emb = get_timestep_embedding(t.expand(batch), self.config.dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         return emb.to(like.dtype)
 
 
@@ -207,4 +157,4 @@ def per_frame(text_states: torch.Tensor, batch: int, num_frames: int) -> torch.T
         return text_states.expand(batch, -1, -1)
     if rows == batch // num_frames:
         return text_states.repeat_interleave(num_frames, dim=0)
-    raise UsageError(f"adapter text states have {rows} rows for {batch // num_frames} clips of {num_frames} frames")
+    raise ValueError(f"adapter text states have {rows} rows for {batch // num_frames} clips of {num_frames} frames")

@@ -35,7 +35,7 @@ def adapter_flop_share(adapter: torch.nn.Module, unet: torch.nn.Module, latent_s
     param = next(unet.parameters())
     latents = torch.zeros(num_frames, *latent_shape, device=param.device, dtype=param.dtype)
     unet_text = torch.zeros(num_frames, text_len, unet.config.cross_attention_dim, device=param.device, dtype=param.dtype)
-    adapter_text = torch.zeros(1, text_len, adapter.cfg.text_dim, device=param.device, dtype=param.dtype)
+    adapter_text = torch.zeros(1, text_len, adapter.config.text_dim, device=param.device, dtype=param.dtype)
     kwargs = {"cross_attention_kwargs": {"num_frames": num_frames}} if is_inflated(unet) else {}
     unet_flops = flops(unet, latents, 500, unet_text, **kwargs)
     return flops(adapter, latents, adapter_text, 500, num_frames) / unet_flops

@@ -1,52 +1,61 @@
 """Inflate a 2-D Stable-Diffusion UNet into a spatio-temporal one (DESIGN §5.3), and say what is tuned.
 
-Inflation only swaps attention processors: no 2-D weight changes shape, so pretrained weights
-load before inflation unchanged, and the new temporal layers start at zero (the inflated UNet
-is the 2-D UNet until tuned). One-shot tuning (DESIGN §5.4) trains the attention queries and
+Inflation swaps attention processors (sparse-causal attention) and adds a temporal layer to every
+transformer block's self-attention (``...attn1.temporal``, a real submodule); no 2-D weight
+changes shape, so pretrained weights load before inflation unchanged, and the temporal layers
+start at zero (the inflated UNet is the 2-D UNet until tuned). One-shot tuning (DESIGN §5.4) trains the attention queries and
 the temporal layers; their names are those of ``unet.named_parameters()``, so a tuned state
 dict saves and loads by name.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import torch
 from diffusers.models.attention_processor import Attention
 
-from ..attention.processors import CrossAttnProcessor, InflatedSelfAttnProcessor, attention_modules
-from ..errors import InputError, UsageError
+from ..attention.processors import CrossAttnProcessor, InflatedSelfAttnProcessor, add_temporal_layer, attention_modules
+from ..errors import InputError
 
 # attention queries of the spatial layers, and everything of the temporal layers
-_TRAINABLE = re.compile(r"(\.attn[12]\.to_q\.|\.processor\.temporal\.)")
+_TRAINABLE = re.compile(r"(\.attn[12]\.to_q\.|\.attn1\.temporal\.)")
+# Runs tuned before the temporal layers became modules kept them under the processor.
+_OLD_TEMPORAL = ".attn1.processor.temporal."
 
 
 def _is_self_attention(name: str, attn: Attention) -> bool:
     return name.endswith("attn1") and not attn.is_cross_attention
 
 
-def inflate_unet(unet: torch.nn.Module, *, temporal: bool = True, use_xformers: bool = False) -> torch.nn.Module:
-    """Install sparse-causal + temporal processors on every ``attn1``, plain ones elsewhere; in place.
-
-    Layers that are inflated already keep their processor (and its tuned temporal weights).
+def inflate_unet(unet: torch.nn.Module, *, temporal: bool = True) -> torch.nn.Module:
+    """Install sparse-causal processors on every self-attention ``attn1`` (and give it its temporal
+    layer), plain ones elsewhere; in place. Temporal layers already there keep their weights.
     """
-    if use_xformers and importlib.util.find_spec("xformers") is None:
-        raise UsageError("xformers is not installed; install it (pip install xformers) or leave --xformers off")
     for name, attn in attention_modules(unet).items():
-        if isinstance(attn.processor, InflatedSelfAttnProcessor):
-            continue
         if _is_self_attention(name, attn):
-            processor = InflatedSelfAttnProcessor(attn.query_dim, attn.heads, temporal=temporal, use_xformers=use_xformers)
-            processor.to(device=attn.to_q.weight.device, dtype=attn.to_q.weight.dtype)
+            attn.set_processor(InflatedSelfAttnProcessor())
+            if temporal:
+                add_temporal_layer(attn)
         else:
-            processor = CrossAttnProcessor(use_xformers=use_xformers)
-        attn.set_processor(processor)
+            attn.set_processor(CrossAttnProcessor())
     return unet
 
 
+def shared_copy(unet: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``unet`` to inflate, tune or load tuned tensors into that shares every frozen weight with it: only the
+    tuned tensors (attention queries, temporal layers) are new, so the caller's UNet is left as
+    it was and the copy costs megabytes, not a second UNet."""
+    import copy
+
+    tuned = {id(p) for p in trainable_parameters(unet).values()}
+    memo = {id(t): t for t in (*unet.parameters(), *unet.buffers()) if id(t) not in tuned}
+    return copy.deepcopy(unet, memo)
+
+
 def is_inflated(unet: torch.nn.Module) -> bool:
-    return any(isinstance(attn.processor, InflatedSelfAttnProcessor) for attn in attention_modules(unet).values())
+    return any(isinstance(attn.processor, InflatedSelfAttnProcessor) or getattr(attn, "temporal", None) is not None
+               for attn in attention_modules(unet).values())
 
 
 def trainable_parameters(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -70,6 +79,7 @@ def tuned_state_dict(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def load_tuned(unet: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
     """Load a tuned state dict onto an inflated UNet; InputError if it is not this UNet's artifact."""
+    state_dict = {name.replace(_OLD_TEMPORAL, ".attn1.temporal."): t for name, t in state_dict.items()}
     expected = trainable_parameters(unet)
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))

@@ -1,17 +1,24 @@
-"""Load the Stable-Diffusion components from a hub id, a local diffusers folder, or ``tiny``.
+"""The one model loader: Stable Diffusion, CLIP and BLIP-2, from a hub id or a local folder.
 
-One function, :func:`load_components`, serves the CLI, the library and the tests: the embedded
-models go through the same classes, and a ``save_pretrained`` folder of them loads through the
-same ``from_pretrained`` calls as a real checkpoint.
+:func:`load_components` serves the CLI, the library and the tests for the SD parts;
+:func:`load_clip_model` and :func:`load_blip2_model` for the metric and the captioner. All three
+resolve a model the same way (:func:`from_pretrained_or_hub`): a local folder (pickle-only
+weights refused) or an ``owner/name`` hub id; the local cache first, then — unless
+huggingface_hub is offline (``HF_HUB_OFFLINE``) — an ordinary hub download through
+``from_pretrained``, which uses huggingface_hub's HTTP session (so HTTP(S) proxies apply) and its
+timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``).
+
+``--model tiny`` is an ordinary diffusers folder (``contextedit/assets/tiny``). Only the random
+test models (``tiny-random``, ``--clip-model tiny``, ``--caption-model tiny``) are built in code,
+by :mod:`contextedit.testing`, imported lazily.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Callable, TypeVar
 
 import torch
 
@@ -22,6 +29,8 @@ from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 EMBEDDED = ("tiny", "tiny-random")
 TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -81,7 +90,7 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
         comps = _load_pretrained(str(TRAINED_TINY))
         comps.model_id = model
     elif model in EMBEDDED:
-        from . import tiny
+        from ..testing import tiny
 
         comps = Components(model_id=model, **tiny.build_tiny_random())
     else:
@@ -92,45 +101,39 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
 
 
 def _load_pretrained(model: str) -> Components:
+    parts = from_pretrained_or_hub(
+        _sd_parts, model, "`model`", check_folder=_check_sd_folder,
+        folder_hint="check that it holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/ with .safetensors weights",
+    )
+    path = Path(model).expanduser()
+    source = path if path.is_dir() else model  # a Path: a local folder; a str: a hub id
+    comps = Components(model_id=str(path.resolve()) if path.is_dir() else model, **parts)
+    comps.extra["defaults"] = recommended_defaults(source)
+    comps.extra["base_adapter"] = base_adapter(source)
+    return comps
+
+
+def _sd_parts(source: str, local_files_only: bool) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    path = Path(model).expanduser()
-    is_folder = path.exists()
-    if is_folder:
-        refuse_pickle(path)
-        if not path.is_dir():
-            raise InputError(f"--model {model} is a file; pass a diffusers folder (with model_index.json), a hub id, or 'tiny'")
-        if not (path / "model_index.json").is_file():
-            raise ModelNotFoundError(
-                f"{path} has no model_index.json, so it is not a diffusers model folder; "
-                "pass a folder saved with save_pretrained, a hub id, or --model tiny"
-            )
-        refuse_pickle_weights(path)
-        source, local_only = str(path), True
-    else:
-        if model.count("/") != 1 or model.startswith(("/", ".", "~")):
-            raise ModelNotFoundError(f"model {model!r} is neither a local folder nor a hub id (owner/name); pass a diffusers folder or --model tiny")
-        source, local_only = model, offline()
-    kw = {"local_files_only": local_only}
-    try:
-        try:
-            parts = _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
-        except OSError:
-            if local_only or not hub_reachable():
-                raise
-            parts = _from_pretrained(source, {"local_files_only": False}, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler)
-    except OSError as exc:
-        if is_folder:
-            raise ModelNotFoundError(f"cannot load the diffusers folder {path}: {str(exc).splitlines()[0]}; check that it holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/ with .safetensors weights") from exc
+    kw = {"local_files_only": local_files_only}
+    return {
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw),
+        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw),
+        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
+        "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
+    }
+
+
+def _check_sd_folder(path: Path) -> None:
+    if not (path / "model_index.json").is_file():
         raise ModelNotFoundError(
-            f"model {model!r} is not in the local Hugging Face cache and the hub cannot be reached (offline); "
-            "download it on a connected machine, pass a local diffusers folder with --model PATH, or use --model tiny"
-        ) from exc
-    comps = Components(model_id=model if not is_folder else str(path.resolve()), **parts)
-    comps.extra["defaults"] = recommended_defaults(path if is_folder else model)
-    comps.extra["base_adapter"] = base_adapter(path if is_folder else model)
-    return comps
+            f"{path} has no model_index.json, so it is not a diffusers model folder; "
+            "pass a folder saved with save_pretrained, a hub id, or `model` tiny"
+        )
+    refuse_pickle_weights(path)
 
 
 def base_adapter(source: Path | str) -> str | None:
@@ -178,36 +181,113 @@ def refuse_pickle_weights(folder: Path, parts: tuple[str, ...] = ("unet", "vae",
             if pickles:
                 raise UnsafeFileError(
                     f"{sub} holds only pickle weights ({', '.join(pickles)}); only .safetensors are loaded — "
-                    "re-save the model with save_pretrained(safe_serialization=True) or pass another --model"
+                    "re-save the model with save_pretrained(safe_serialization=True) or pass another `model`"
                 )
 
 
-def _from_pretrained(source, kw, AutoencoderKL, UNet2DConditionModel, CLIPTextModel, CLIPTokenizer, DDIMScheduler) -> dict:
-    return {
-        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw),
-        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw),
-        "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw),
-        "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
-        "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
-    }
-
-
 def offline() -> bool:
+    """huggingface_hub's own offline switch (``HF_HUB_OFFLINE``)."""
     from huggingface_hub import constants
 
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe, so that an unreachable hub fails in seconds rather than after retries."""
-    from huggingface_hub import constants
+def resolve_model(model_id: str, option: str, check_folder: Callable[[Path], None]) -> tuple[str, Path | None]:
+    """``(source, folder)`` for ``from_pretrained``: a checked local folder, or a hub id (folder None).
 
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    ``option`` names the CLI flag (``--model``, ``--clip-model``) so that errors say what to pass.
+    """
+    path = Path(model_id).expanduser()
+    if path.exists():
+        refuse_pickle(path)
+        if not path.is_dir():
+            raise ModelNotFoundError(f"{option} {model_id} is a file; pass a folder saved with save_pretrained, a hub id, or {option} tiny")
+        check_folder(path)
+        return str(path), path
+    if model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
+        raise ModelNotFoundError(
+            f"{option} {model_id!r} is neither a local folder nor a hub id (owner/name); "
+            f"pass a local folder with {option} PATH or use {option} tiny"
+        )
+    return model_id, None
+
+
+def from_pretrained_or_hub(load: Callable[[str, bool], T], model_id: str, option: str,
+                           check_folder: Callable[[Path], None], folder_hint: str) -> T:
+    """``load(source, local_files_only)`` for a local folder or a hub id, the local cache first.
+
+    A hub id missing from the cache is downloaded by ``from_pretrained`` itself unless
+    huggingface_hub is offline: its HTTP session honours HTTP(S) proxies and its timeouts
+    (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``) bound an unreachable hub. Remote code
+    is never trusted. Failures become a :class:`ModelNotFoundError` that says what to do.
+    """
+    source, folder = resolve_model(model_id, option, check_folder)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+        try:  # the local cache first: no network round trip when the model is already there
+            return load(source, True)
+        except OSError:
+            if folder is not None or offline():
+                raise
+            return load(source, False)
+    except (OSError, ValueError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        if folder is not None:
+            raise ModelNotFoundError(f"cannot load {option} {folder} ({reason}); {folder_hint}") from exc
+        why = "the hub is off (HF_HUB_OFFLINE is set)" if offline() else "could not be downloaded"
+        raise ModelNotFoundError(
+            f"{option} {model_id!r} is not in the local Hugging Face cache and {why} ({reason}); download it on a "
+            f"connected machine, or pass a local folder with {option} PATH or use {option} tiny"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- CLIP and BLIP-2
+
+
+def load_model_and_processor(model_cls, processor_cls, model_id: str, option: str):
+    """A transformers model + processor from a local folder or a hub id, safetensors only."""
+    def load(source: str, local_files_only: bool):
+        model = model_cls.from_pretrained(source, use_safetensors=True, local_files_only=local_files_only)
+        processor = processor_cls.from_pretrained(source, local_files_only=local_files_only)
+        return model.eval(), processor
+
+    return from_pretrained_or_hub(
+        load, model_id, option, check_folder=lambda path: _check_transformers_folder(path, option),
+        folder_hint=f"pass a folder saved with save_pretrained or use {option} tiny",
+    )
+
+
+def _check_transformers_folder(path: Path, option: str) -> None:
+    """A model folder must hold .safetensors weights; pickle-only folders are refused."""
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise UnsafeFileError(
+            f"{path} holds only pickle weights ({', '.join(pickles)}); convert them to .safetensors first or pass another {option}"
+        )
+    raise ModelNotFoundError(f"{path} holds no .safetensors weights; pass a folder saved with save_pretrained or use {option} tiny")
+
+
+def load_clip_model(model_id: str):
+    """``(CLIPModel, CLIPProcessor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
+    if model_id == "tiny":
+        from ..testing.tiny_clip import build_tiny_clip
+
+        return build_tiny_clip()
+    from transformers import CLIPModel, CLIPProcessor
+
+    return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "`clip_model`")
+
+
+def load_blip2_model(model_id: str):
+    """``(Blip2ForConditionalGeneration, Blip2Processor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
+    if model_id == "tiny":
+        from ..testing.tiny_clip import build_tiny_blip2
+
+        return build_tiny_blip2()
+    from transformers import Blip2ForConditionalGeneration, Blip2Processor
+
+    return load_model_and_processor(Blip2ForConditionalGeneration, Blip2Processor, model_id, "`caption_model`")
 
 
 def save_components(comps: Components, folder: str | os.PathLike) -> Path:

@@ -1,23 +1,25 @@
-"""Where an adapter comes from: the model's base adapter, a `train-adapter` file, a folder, or none.
+"""Where an adapter comes from: the model's base adapter, an adapter folder, or none.
 
-A model folder may ship a base adapter trained jointly with its UNet (``adapter/``, config.json +
-safetensors, like any diffusers sub-model). ``tune`` starts a clip's adapter from it and
-``generate`` samples with it, because that UNet learned to denoise the biased x_t it makes.
+Every adapter is a folder in diffusers' layout (config.json + diffusion_pytorch_model.safetensors,
+:class:`~contextedit.models.adapter.ContextAdapter` is a ``ModelMixin``): a model folder's
+``adapter/`` (its base adapter, trained jointly with its UNet), a run folder's ``adapter/``, and
+what ``train-adapter`` writes — which adds ``unet.safetensors`` (tuned attention queries, when it
+tuned them) and ``training.json`` (the base model, the data, the settings).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
-from ..fileio import load_safetensors, refuse_pickle, safetensors_metadata
-from ..models.adapter import CONFIG_NAME, ContextAdapter
+from ..fileio import load_safetensors, read_json, refuse_pickle
+from ..models.adapter import CONFIG_NAME, WEIGHTS_NAME, ContextAdapter
 
-ADAPTER_META = "contextedit.adapter_config"
 CHOICES = ("base", "none")
+UNET_FILE = "unet.safetensors"      # train-adapter --tune-unet attn: the tuned attention queries
+RECORD_FILE = "training.json"       # train-adapter: model, data and settings
 
 
 def base_adapter_folder(comps) -> Path | None:
@@ -26,32 +28,37 @@ def base_adapter_folder(comps) -> Path | None:
     return Path(folder) if folder else None
 
 
-def load_image_adapter(path: str | Path, device: torch.device) -> tuple[ContextAdapter, dict[str, torch.Tensor], dict]:
-    """An adapter file from ``train-adapter``: the adapter, tuned UNet tensors (maybe none), metadata."""
-    meta = safetensors_metadata(path)
-    if ADAPTER_META not in meta:
-        raise InputError(f"{path} is not a contextedit adapter file (no {ADAPTER_META} metadata); make one with `contextedit train-adapter`")
-    tensors = load_safetensors(path)
-    adapter = ContextAdapter.from_config(json.loads(meta[ADAPTER_META]))
-    adapter.load_state_dict({k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")})
-    unet_sd = {k[len("unet."):]: v for k, v in tensors.items() if k.startswith("unet.")}
-    return adapter.to(device).eval(), unet_sd, meta
+def load_adapter_folder(folder: str | Path, what: str = "adapter") -> tuple[ContextAdapter, dict[str, torch.Tensor], dict]:
+    """An adapter folder: the adapter, tuned UNet tensors (maybe none) and its training record (maybe {})."""
+    folder = Path(folder).expanduser()
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise InputError(f"{what} {folder} is not an adapter folder (it needs {CONFIG_NAME} and {WEIGHTS_NAME}); "
+                         "make one with `contextedit train-adapter` or ContextAdapter.save_pretrained")
+    try:
+        adapter = ContextAdapter.from_pretrained(str(folder), use_safetensors=True, low_cpu_mem_usage=False)
+    except (OSError, ValueError, TypeError, RuntimeError) as exc:
+        raise InputError(f"{what} {folder} cannot be loaded ({str(exc).splitlines()[0][:200]})") from exc
+    unet_sd = load_safetensors(folder / UNET_FILE) if (folder / UNET_FILE).is_file() else {}
+    record = read_json(folder / RECORD_FILE, "adapter training record") if (folder / RECORD_FILE).is_file() else {}
+    return adapter.eval(), unet_sd, record
 
 
-def check_adapter_spec(spec: str | None, option: str = "--adapter") -> None:
+def check_adapter_spec(spec: str | None, option: str = "`adapter`") -> None:
     """Fail before any model loads when the adapter named is neither a choice nor a path."""
     if spec is None or spec in CHOICES:
         return
     refuse_pickle(spec)  # a .bin/.ckpt/.pt gets the reason, whether or not it exists
-    if Path(spec).expanduser().exists():
+    path = Path(spec).expanduser()
+    if path.is_dir():
         return
-    raise InputError(f"{option} {spec}: no such file or folder; pass base, none, an adapter folder "
-                     f"(with {CONFIG_NAME}) or a file from `contextedit train-adapter`")
+    what = "is a file" if path.exists() else "does not exist"
+    raise InputError(f"{option} {spec} {what}; pass base, none, or an adapter folder "
+                     f"({CONFIG_NAME} + {WEIGHTS_NAME}, as `contextedit train-adapter` writes)")
 
 
-def resolve_adapter(spec: str | None, comps, device: torch.device, option: str = "--adapter"):
+def resolve_adapter(spec: str | None, comps, device: torch.device, option: str = "`adapter`"):
     """``base`` (or None): the model's base adapter, None when it has none; ``none``: None;
-    otherwise an adapter folder or a ``train-adapter`` .safetensors file.
+    otherwise an adapter folder.
 
     Returns (adapter or None, UNet tensors to load, metadata, :func:`describe`'s record)."""
     spec = spec or "base"
@@ -60,10 +67,7 @@ def resolve_adapter(spec: str | None, comps, device: torch.device, option: str =
         return None, {}, {}, source
     check_adapter_spec(spec, option)
     path = base_adapter_folder(comps) if spec == "base" else Path(spec).expanduser()
-    if path.is_dir():
-        adapter, unet_sd, meta = ContextAdapter.from_pretrained(path), {}, {}
-    else:
-        adapter, unet_sd, meta = load_image_adapter(path, device)
+    adapter, unet_sd, meta = load_adapter_folder(path, option)
     check_fits(adapter, comps.unet, spec, option)
     return adapter.to(device).eval(), unet_sd, meta, source
 
@@ -79,7 +83,7 @@ def describe(spec: str | None, comps) -> str:
 def check_fits(adapter: ContextAdapter, unet, spec: str, option: str) -> None:
     """The adapter reads the UNet's latents and its text states: both widths must agree."""
     want = (int(unet.config.in_channels), int(unet.config.cross_attention_dim))
-    have = (adapter.cfg.latent_channels, adapter.cfg.text_dim)
+    have = (adapter.config.latent_channels, adapter.config.text_dim)
     if want != have:
         raise InputError(f"{option} {spec}: the adapter takes {have[0]} latent channels and text width {have[1]}, "
                          f"the model {want[0]} and {want[1]}; use an adapter made for this model, or {option} none")

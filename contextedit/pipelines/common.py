@@ -41,17 +41,17 @@ def check_at_least_one(opts: object, *names: str) -> None:
     for name in names:
         value = getattr(opts, name)
         if value < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+            raise UsageError(f"`{name}` must be at least 1 (got {value})")
 
 
-def check_lr(lr: float, hint: str = "", option: str = "--lr") -> None:
+def check_lr(lr: float, hint: str = "", option: str = "`lr`") -> None:
     if not (math.isfinite(lr) and lr > 0):
         raise UsageError(f"{option} must be a positive number (got {lr}){hint}")
 
 
 def check_guidance(guidance: float) -> None:
     if not math.isfinite(guidance):
-        raise UsageError(f"--guidance must be a finite number (got {guidance}); 7.5 is usual")
+        raise UsageError(f"`guidance` must be a finite number (got {guidance}); 7.5 is usual")
 
 
 def check_choice(option: str, value: str, choices) -> None:
@@ -65,10 +65,16 @@ def check_prompts(prompts: list[str], how: str) -> list[str]:
     return [check_prompt(p) for p in prompts]
 
 
-def check_prompt(prompt: str, what: str = "--prompt") -> str:
+def check_prompt(prompt: str, what: str = "`prompt`") -> str:
     if prompt is None or not str(prompt).strip():
         raise UsageError(f"{what} is empty; give a text prompt such as \"a red square moving right\"")
     return str(prompt).strip()
+
+
+def placement(comps) -> tuple[torch.device, torch.dtype]:
+    """Where the components' UNet lives and in what dtype: the pipelines run there, as given."""
+    param = next(comps.unet.parameters())
+    return param.device, param.dtype
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Options of ``edit``, their checks, and where their defaults come from.
+"""The settings of an edit, their checks, and where their defaults come from.
 
 A setting left as None takes, in order: the model's recommended value (``contextedit.json`` in
 the model folder, section ``"edit"``), then :data:`contextedit.defaults.EDIT_DEFAULTS` — chosen on
@@ -11,19 +11,18 @@ import math
 from dataclasses import dataclass, field, fields
 
 from ..errors import UsageError
-from .common import RuntimeOptions, fill_defaults, check_at_least_one, check_choice, check_guidance, check_prompt, check_prompts
+from .common import fill_defaults, check_at_least_one, check_choice, check_guidance
 from ..defaults import EDIT_DEFAULTS
 from .inversion import INVERSIONS
 
-FORMATS = ("mp4", "gif", "frames")
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
 
-@dataclass
-class EditOptions(RuntimeOptions):
-    prompts: list[str]
-    run: str | None = None
-    source_prompt: str | None = None
+
+@dataclass(kw_only=True)
+class EditSettings:
+    """How an edit samples; a None takes the model's recommendation, else EDIT_DEFAULTS."""
+
     steps: int | None = None
     guidance: float | None = None
     inversion: str | None = None
@@ -42,15 +41,10 @@ class EditOptions(RuntimeOptions):
     background_guidance: float | None = None       # for background edits, instead of guidance
     background_offset_inside: float | None = None  # for background edits, instead of offset_inside
     local_blend: str | None = None         # auto: on for object edits, off for background edits
-    mask: str | None = None
     null_text_steps: int | None = None
     context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
-    adapter: bool = True
-    out: str | None = None
-    format: str = "mp4"
-    side_by_side: bool = False
 
-    def resolve(self, model_defaults: dict | None = None) -> "EditOptions":
+    def resolve(self, model_defaults: dict | None = None) -> "EditSettings":
         """Fill every None setting from the model's recommendations, then the built-in defaults."""
         if self.fusion_start is not None:
             self.self_fusion = self.self_fusion if self.self_fusion is not None else 1.0 - self.fusion_start
@@ -62,9 +56,6 @@ class EditOptions(RuntimeOptions):
         return self
 
     def validate(self) -> None:
-        self.prompts = check_prompts(self.prompts, "pass --prompt TEXT (repeatable) or --prompts-file FILE")
-        if self.source_prompt is not None:
-            self.source_prompt = check_prompt(self.source_prompt, "--source-prompt")
         if self.steps is not None:
             check_at_least_one(self, "steps")
         if self.null_text_steps is not None:
@@ -76,28 +67,26 @@ class EditOptions(RuntimeOptions):
                      "background_offset_inside"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise UsageError(f"--{name.replace('_', '-')} must be between 0 and 1 (got {value}); "
+                raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); "
                                  "a window is the fraction of the T sampling steps, from the noisy end")
         if self.context_guidance is not None and not (math.isfinite(self.context_guidance) and self.context_guidance >= 0):
-            raise UsageError(f"--context-guidance must be 0 or more (got {self.context_guidance}); 1 is the plain conditional bias")
+            raise UsageError(f"`context_guidance` must be 0 or more (got {self.context_guidance}); 1 is the plain conditional bias")
         if self.new_word_weight is not None and not (math.isfinite(self.new_word_weight) and self.new_word_weight > 0):
-            raise UsageError(f"--new-word-weight must be a positive number (got {self.new_word_weight})")
+            raise UsageError(f"`new_word_weight` must be a positive number (got {self.new_word_weight})")
         if self.inversion is not None:
-            check_choice("--inversion", self.inversion, INVERSIONS)
+            check_choice("`inversion`", self.inversion, INVERSIONS)
         if self.local_blend is not None:
-            check_choice("--local-blend", self.local_blend, LOCAL_BLENDS)
+            check_choice("`local_blend`", self.local_blend, LOCAL_BLENDS)
         if self.self_half is not None:
-            check_choice("--self-half", self.self_half, SELF_HALVES)
+            check_choice("`self_half`", self.self_half, SELF_HALVES)
         if self.fusion_layers is not None:
             parse_fusion_layers(self.fusion_layers, 4096)
         parse_reweight(self.reweight)
         self.blend_words = [w.strip() for w in self.blend_words if w and w.strip()]
-        check_choice("--format", self.format, FORMATS)
 
     def settings(self) -> dict:
         """The resolved settings, as edits.json records them."""
-        skip = {"prompts", "run", "out", "source_prompt", "model", "device", "dtype", "overwrite", "fusion_start"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        return {f.name: getattr(self, f.name) for f in fields(EditSettings) if f.name != "fusion_start"}
 
 
 def parse_reweight(items: list[str]) -> dict[str, float]:
@@ -110,7 +99,7 @@ def parse_reweight(items: list[str]) -> dict[str, float]:
         except ValueError:
             value = math.nan
         if not sep or not word.strip() or not (math.isfinite(value) and value >= 0):
-            raise UsageError(f"--reweight takes WORD=SCALE with a scale ≥ 0, like --reweight blue=2 (got {item!r})")
+            raise UsageError(f"`reweight` takes WORD=SCALE with a scale ≥ 0, like `reweight` blue=2 (got {item!r})")
         out[word.strip()] = value
     return out
 
@@ -124,4 +113,4 @@ def parse_fusion_layers(value: str, finest_tokens: int) -> int | None:
         return finest_tokens // 4
     if value.isdigit() and int(value) > 0:
         return int(value)
-    raise UsageError(f"--fusion-layers must be all, coarse, or a positive token count (got {value!r})")
+    raise UsageError(f"`fusion_layers` must be all, coarse, or a positive token count (got {value!r})")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..attention.control import BlendMask, BlendWords, PromptEdit, choose_blend_words, prompt_edit, word_positions
 from ..errors import InputError
 from .common import token_ids
-from .edit_options import EditOptions, parse_reweight
+from .edit_options import EditSettings, parse_reweight
 
 @dataclass
 class PromptControl:
@@ -29,7 +29,7 @@ class PromptControl:
         """A background edit: the blend mask is the object's, inverted."""
         return self.blend is not None and self.blend.words.invert and self.blend.user_mask is None
 
-    def setting(self, opts: EditOptions, name: str):
+    def setting(self, opts: EditSettings, name: str):
         """``opts.<name>``, or ``opts.background_<name>`` when set and this is a background edit."""
         special = getattr(opts, f"background_{name}")
         return special if self.background and special is not None else getattr(opts, name)
@@ -55,7 +55,7 @@ class PromptControl:
         return out
 
 
-def prompt_control(tokenizer, source_ids, prompt: str, opts: EditOptions, latent_hw: tuple[int, int],
+def prompt_control(tokenizer, source_ids, prompt: str, opts: EditSettings, latent_hw: tuple[int, int],
                    user_mask: torch.Tensor | None = None) -> PromptControl:
     """The alignment of ``prompt`` to the source and its blend mask (None where nothing changed)."""
     target_ids = token_ids(tokenizer, [prompt])[0]
@@ -63,7 +63,7 @@ def prompt_control(tokenizer, source_ids, prompt: str, opts: EditOptions, latent
     for word, scale in parse_reweight(opts.reweight).items():
         positions = word_positions(tokenizer, target_ids, word)
         if not positions:
-            raise InputError(f"--reweight {word}={scale}: {word!r} is not in the target prompt {prompt!r}; "
+            raise InputError(f"`reweight` {word}={scale}: {word!r} is not in the target prompt {prompt!r}; "
                              "name a word of the prompt")
         reweight.update({p: scale for p in positions})
     edit = prompt_edit(source_ids, target_ids, reweight, opts.new_word_weight)
@@ -75,7 +75,7 @@ def prompt_control(tokenizer, source_ids, prompt: str, opts: EditOptions, latent
         if words is not None and (words.source or words.target):
             blend = BlendMask(words, latent_hw, threshold=opts.blend_threshold)
         elif opts.blend_words:
-            raise InputError(f"--blend-words {', '.join(opts.blend_words)}: none is in the source or the target "
+            raise InputError(f"`blend_words` {', '.join(opts.blend_words)}: none is in the source or the target "
                              "prompt; name words of the prompts")
     return PromptControl(edit=edit, blend=blend)
 
@@ -90,15 +90,15 @@ def read_mask(path: str, frames: int) -> torch.Tensor:
     if p.is_dir():
         files = frame_files(p)
         if len(files) != frames:
-            raise InputError(f"--mask folder {p} has {len(files)} images, the run has {frames} frames; "
+            raise InputError(f"`mask` folder {p} has {len(files)} images, the run has {frames} frames; "
                              "give one image per frame, or one image for all")
     elif p.is_file():
         files = [p] * frames
     else:
-        raise InputError(f"--mask {p} does not exist; give a PNG or a folder of one PNG per frame")
+        raise InputError(f"`mask` {p} does not exist; give a PNG or a folder of one PNG per frame")
     images = [read_image(f) for f in files]
     if len({im.shape for im in images}) > 1:
-        raise InputError(f"--mask images in {p} differ in size; give them all the same size")
+        raise InputError(f"`mask` images in {p} differ in size; give them all the same size")
     grey = np.stack([im.astype(np.float32).mean(-1) / 255.0 for im in images])
     return torch.from_numpy(grey > 0.5).float().unsqueeze(1)
 

@@ -152,8 +152,9 @@ class Trainer:
 
     def run(self, steps: int, loss_fn: Callable[[int], torch.Tensor], *, seed: int,
             checkpoint: Path | None = None, every: int = 100, advance: Callable[..., None] | None = None,
-            autocast: contextlib.AbstractContextManager | None = None) -> list[float]:
-        """Train from ``self.step`` to ``steps``.
+            autocast: contextlib.AbstractContextManager | None = None, scaler=None) -> list[float]:
+        """Train from ``self.step`` to ``steps``; ``scaler`` (a ``torch.amp.GradScaler``) scales
+        the loss under fp16 autocast, so small gradients do not underflow to zero.
 
         Ctrl-C is taken between steps (a second one aborts at once): the last finished step is
         checkpointed, so ``--resume`` continues exactly where it stopped.
@@ -163,8 +164,13 @@ class Trainer:
             while self.step < steps:
                 with autocast or contextlib.nullcontext():
                     loss = loss_fn(seed * 1_000_003 + self.step)
-                loss.backward()
-                self.optimizer.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 losses.append(float(loss.detach()))
@@ -176,7 +182,7 @@ class Trainer:
                     self.save(checkpoint)
                 if interrupted():
                     raise KeyboardInterrupt(f"interrupted after step {self.step} of {steps}; checkpoint saved — "
-                                            "run the same command with --resume to continue")
+                                            "run the same command with `resume` to continue")
         return losses
 
 

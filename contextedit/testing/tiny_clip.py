@@ -1,21 +1,17 @@
-"""CLIP and BLIP-2 loading: hub ids, local folders, and tiny random ones built in code.
+"""Tiny random CLIP and BLIP-2, built in code (``--clip-model tiny``, ``--caption-model tiny``).
 
 ``tiny`` (for ``eval --clip-model tiny`` and ``caption --caption-model tiny``) is built in code
 from a fixed seed with the same classes that real checkpoints load into
 (CLIPModel + CLIPProcessor, Blip2ForConditionalGeneration + Blip2Processor), so the metric and
 captioning code runs unchanged on them, and a ``save_pretrained`` folder of them goes through the
-same ``from_pretrained`` path as a downloaded model. Their numbers mean nothing.
+same ``from_pretrained`` path as a downloaded model (``contextedit.models.loading``). Their
+numbers mean nothing. The tokenizer is the tiny one read from ``tokenizer.json``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from ..errors import ModelNotFoundError, UnsafeFileError
-from ..fileio import PICKLE_SUFFIXES, refuse_pickle
-from .loading import hub_reachable, offline
 from .tiny import tiny_tokenizer
 
 TINY_IMAGE_SIZE = 32
@@ -44,7 +40,7 @@ def _tiny_image_processor(kind: str):
 
 
 def build_tiny_clip(seed: int = 0):
-    """Return ``(CLIPModel, CLIPProcessor)``: random weights, the embedded tiny tokenizer, 32x32 images."""
+    """Return ``(CLIPModel, CLIPProcessor)``: random weights, the tiny tokenizer, 32x32 images."""
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
     tokenizer = tiny_tokenizer()
@@ -64,7 +60,7 @@ def build_tiny_clip(seed: int = 0):
 def build_tiny_blip2(seed: int = 0):
     """Return ``(Blip2ForConditionalGeneration, Blip2Processor)`` with a tiny OPT language model.
 
-    The tokenizer is the embedded tiny CLIP BPE; Blip2Processor adds the ``<image>`` token to it,
+    The tokenizer is the tiny CLIP BPE (read from tokenizer.json); Blip2Processor adds the ``<image>`` token to it,
     and the config's ``image_token_index`` points at that token.
     """
     from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor
@@ -95,70 +91,3 @@ def build_tiny_blip2(seed: int = 0):
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         setattr(model.generation_config, key, text_config[key])
     return model, processor
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_model_and_processor(model_cls, processor_cls, model_id: str, option: str):
-    """Load a transformers model + processor from a local folder or a hub id, safetensors only.
-
-    ``option`` names the CLI flag (``--clip-model``) so the error says what to pass instead.
-    Remote code is never trusted; offline mode only looks in the local cache.
-    """
-    path = Path(model_id).expanduser()
-    if path.exists():
-        source = str(_checked_folder(path, option))
-    elif model_id.count("/") != 1 or model_id.startswith(("/", ".", "~")):
-        raise ModelNotFoundError(f"{option} {model_id!r} is neither a local folder nor a hub id (owner/name); pass a local folder with {option} PATH or use {option} tiny")
-    else:
-        source = model_id
-    try:
-        try:  # the local cache first: no network round trip when the model is already there
-            return _from_pretrained(model_cls, processor_cls, source, local_only=True)
-        except OSError:
-            if path.exists() or offline() or not hub_reachable():
-                raise
-            return _from_pretrained(model_cls, processor_cls, source, local_only=False)
-    except (OSError, ValueError) as exc:
-        where = "cannot be loaded" if path.exists() else "is not in the local Hugging Face cache and could not be downloaded"
-        raise ModelNotFoundError(
-            f"{option} {model_id!r} {where} ({str(exc).splitlines()[0][:200]}); pass a local folder with {option} PATH or use {option} tiny"
-        ) from exc
-
-
-def _from_pretrained(model_cls, processor_cls, source: str, local_only: bool):
-    model = model_cls.from_pretrained(source, use_safetensors=True, local_files_only=local_only)
-    processor = processor_cls.from_pretrained(source, local_files_only=local_only)
-    return model.eval(), processor
-
-
-def _checked_folder(path: Path, option: str) -> Path:
-    """A model folder must hold .safetensors weights; pickle-only folders are refused."""
-    if not path.is_dir():
-        refuse_pickle(path)
-        raise ModelNotFoundError(f"{option} {path} is a file; pass a folder saved with save_pretrained, a hub id, or {option} tiny")
-    if any(path.glob("*.safetensors")):
-        return path
-    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    if pickles:
-        raise UnsafeFileError(f"{path} holds only pickle weights ({', '.join(pickles)}); convert them to .safetensors first or pass another {option}")
-    raise ModelNotFoundError(f"{path} holds no .safetensors weights; pass a folder saved with save_pretrained or use {option} tiny")
-
-
-def load_clip_model(model_id: str):
-    """``(CLIPModel, CLIPProcessor)`` for a hub id, a local folder, or ``tiny``."""
-    if model_id == "tiny":
-        return build_tiny_clip()
-    from transformers import CLIPModel, CLIPProcessor
-
-    return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "--clip-model")
-
-
-def load_blip2_model(model_id: str):
-    """``(Blip2ForConditionalGeneration, Blip2Processor)`` for a hub id, a local folder, or ``tiny``."""
-    if model_id == "tiny":
-        return build_tiny_blip2()
-    from transformers import Blip2ForConditionalGeneration, Blip2Processor
-
-    return load_model_and_processor(Blip2ForConditionalGeneration, Blip2Processor, model_id, "--caption-model")

@@ -1,7 +1,9 @@
-"""Training the image context adapter (paper §3.2) on an image–caption folder.
+"""``contextedit train-adapter``: the image context adapter (paper §3.2) on an image–caption folder.
 
 The same adapter class as ``tune`` with one frame, the same contextual loss and the same
-trainer; the UNet stays frozen (``--tune-unet none``) or tunes its attention queries (``attn``).
+trainer; the UNet stays frozen (``--tune-unet none``) or tunes its attention queries (``attn``)
+— on a copy sharing the frozen weights. The result is an adapter folder (diffusers' layout, plus
+``unet.safetensors`` for tuned queries and ``training.json``), written whole or not at all.
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .. import video as vio
 from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype, seeded
 from ..errors import InputError, UsageError
-from ..fileio import refuse_pickle, save_safetensors, write_json
+from ..fileio import atomic_folder, refuse_pickle, save_safetensors, write_json
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import count_parameters
-from ..models.inflate import trainable_parameters
+from ..models.inflate import shared_copy, trainable_parameters
 from ..models.loading import load_components
+from ..pipelines.adapters import RECORD_FILE, UNET_FILE
+from ..pipelines.common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_prompts
+from ..pipelines.training import Batch, Trainer, contextual_loss
+from ..pipelines.tuning import autocast_for, grad_scaler_for
 from ..progress import ProgressFactory, silent
 from ..runs import check_new_output
 from ..schedulers import ContextualDDPMScheduler
-from .. import video as vio
-from .common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_prompts
-from .adapters import ADAPTER_META
-from .training import Batch, Trainer, contextual_loss
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+from ..video import IMAGE_SUFFIXES
 
 
 @dataclass
@@ -48,11 +50,13 @@ class TrainAdapterOptions(RuntimeOptions):
     def validate(self) -> None:
         check_at_least_one(self, "steps", "batch", "checkpoint_every")
         check_lr(self.lr)
-        check_choice("--tune-unet", self.tune_unet, ("none", "attn"))
+        check_choice("`tune_unet`", self.tune_unet, ("none", "attn"))
         if self.size is not None:
             vio.check_size(self.size, self.size)
-        if not str(self.out).endswith(".safetensors"):
-            raise UsageError(f"--out {self.out} must end in .safetensors (only safetensors are written)")
+        refuse_pickle(self.out)
+        if str(self.out).endswith(".safetensors"):
+            raise UsageError(f"`out` {self.out} must be a folder: train-adapter writes an adapter folder "
+                             "(config.json + diffusion_pytorch_model.safetensors); drop the .safetensors suffix")
 
 
 def read_image_captions(folder: str | Path) -> list[tuple[Path, str]]:
@@ -94,13 +98,12 @@ def read_image_captions(folder: str | Path) -> list[tuple[Path, str]]:
 def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent) -> Path:
     opts.validate()
     out = Path(opts.out)
-    refuse_pickle(out)
-    ckpt = out.with_name(out.stem + ".checkpoint.safetensors")
+    ckpt = out.with_name(out.name + ".checkpoint.safetensors")
     if opts.resume:
         if not ckpt.is_file():
-            raise InputError(f"nothing to resume: {ckpt} does not exist; run without --resume")
+            raise InputError(f"nothing to resume: {ckpt} does not exist; run without `resume`")
     else:
-        check_new_output(out, opts.overwrite, "adapter file")
+        check_new_output(out, opts.overwrite, "adapter folder")
     pairs = read_image_captions(opts.data)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
@@ -111,9 +114,9 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
     with oom_guard(device, "adapter training"):
         x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
         texts = torch.cat([encode_prompts(comps.tokenizer, comps.text_encoder, [c]) for _, c in pairs])
-        unet = comps.unet
+        unet = shared_copy(comps.unet) if opts.tune_unet == "attn" else comps.unet
         with seeded(opts.seed):  # the fresh adapter's weights follow --seed
-            adapter = ContextAdapter(config_for_unet(unet)).to(device)
+            adapter = ContextAdapter(**config_for_unet(unet)).to(device)
         params = {f"adapter.{n}": p for n, p in adapter.named_parameters()}
         if opts.tune_unet == "attn":
             for name, p in trainable_parameters(unet).items():  # the attention queries
@@ -130,15 +133,19 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
             return contextual_loss(unet, adapter, scheduler, Batch(x0[idx], texts[idx], None), step_seed)
 
         with progress("training adapter", opts.steps - trainer.step) as advance:
-            losses = trainer.run(opts.steps, loss_fn, seed=opts.seed, checkpoint=ckpt, every=opts.checkpoint_every, advance=advance)
-    config = adapter.config
-    meta = {ADAPTER_META: json.dumps(config), "model": comps.model_id, "contextedit": __version__}
-    save_safetensors({k: p.detach().float() for k, p in params.items()}, out, metadata=meta)
-    write_json(out.with_suffix(".json"), {
-        "model": comps.model_id, "data": str(Path(opts.data).resolve()), "images": len(pairs), "size": size,
-        "steps": opts.steps, "lr": opts.lr, "batch": opts.batch, "tune_unet": opts.tune_unet, "seed": opts.seed,
-        "adapter_config": config, "adapter_parameters": count_parameters(adapter),
-        "final_loss": losses[-1] if losses else None, "train_s": time.perf_counter() - t0,
-    })
+            losses = trainer.run(opts.steps, loss_fn, seed=opts.seed, checkpoint=ckpt, every=opts.checkpoint_every, advance=advance,
+                                 autocast=autocast_for(device, dtype), scaler=grad_scaler_for(device, dtype))
+    unet_sd = {k[len("unet."):]: p.detach().float().cpu() for k, p in params.items() if k.startswith("unet.")}
+    with atomic_folder(out, exclusive=not opts.overwrite) as tmp:
+        adapter.save_pretrained(str(tmp), safe_serialization=True)
+        if unet_sd:
+            save_safetensors(unet_sd, tmp / UNET_FILE)
+        write_json(tmp / RECORD_FILE, {
+            "model": comps.model_id, "contextedit": __version__, "data": str(Path(opts.data).resolve()),
+            "images": len(pairs), "size": size, "steps": opts.steps, "lr": opts.lr, "batch": opts.batch,
+            "tune_unet": opts.tune_unet, "seed": opts.seed, "adapter_parameters": count_parameters(adapter),
+            "final_loss": losses[-1] if losses else None, "loss_curve": list(trainer.losses),
+            "train_s": time.perf_counter() - t0,
+        })
     ckpt.unlink(missing_ok=True)
     return out

@@ -1,16 +1,20 @@
 """The embedded ``tiny-random`` model: Stable-Diffusion-shaped, built in code from a fixed seed.
 
 Same classes as a real SD folder (AutoencoderKL, UNet2DConditionModel, CLIPTextModel,
-CLIPTokenizer), so every loading and pipeline path runs unchanged on it. The vocabulary is
-written here: byte-level characters plus whole-word merges for the words the tests and the
-shapes world use.
+CLIPTokenizer), so every loading and pipeline path runs unchanged on it. The tokenizer is the
+one that ships with ``tiny`` (``contextedit/assets/tiny/tokenizer/tokenizer.json``): CLIP's
+byte-level BPE with whole-word merges for :data:`WORDS`.
 """
 
 from __future__ import annotations
 
 import torch
 
-# Words that get a single token; anything else still tokenises, character by character.
+from ..models.loading import TRAINED_TINY
+
+TINY_TOKENIZER = TRAINED_TINY / "tokenizer"
+
+# Words that are a single token of the tiny tokenizer; anything else still tokenises, character by character.
 WORDS = """
 a an the of on in with and is are at to by from moving left right up down background
 black white gray grey red green blue yellow circle square triangle shape object
@@ -22,58 +26,11 @@ cartoon anime photo video clip frame rabbit bird horse boat bike running walking
 TINY_SAMPLE_SIZE = 64  # native pixel size: 64x64 frames, 16x16 latents (VAE factor 4)
 
 
-def _bytes_to_unicode() -> list[str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
-def tiny_vocab(words: list[str] | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Return (vocab, merges) for a CLIP BPE that keeps each of ``words`` whole.
-
-    Each word is first tokenised with the merges made so far (earlier words' merges fire
-    first, as in CLIP's BPE), then its remaining pieces are merged left to right with new,
-    lowest-priority merges, so words that are already whole stay whole.
-    """
-    chars = _bytes_to_unicode()
-    tokens = chars + [c + "</w>" for c in chars]
-    ranks: dict[tuple[str, str], int] = {}
-    seen = set(tokens)
-    for word in words or WORDS:
-        pieces = _bpe(list(word[:-1]) + [word[-1] + "</w>"], ranks)
-        while len(pieces) > 1:
-            pair = (pieces[0], pieces[1])
-            if pair not in ranks:
-                ranks[pair] = len(ranks)
-            if pair[0] + pair[1] not in seen:
-                tokens.append(pair[0] + pair[1])
-                seen.add(pair[0] + pair[1])
-            pieces = [pair[0] + pair[1]] + pieces[2:]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    return {tok: i for i, tok in enumerate(tokens)}, list(ranks)
-
-
-def _bpe(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
-    """CLIP's rule: merge the lowest-ranked adjacent pair until none applies."""
-    while len(pieces) > 1:
-        rank, i = min((ranks.get(pair, float("inf")), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
-        if rank == float("inf"):
-            break
-        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
-    return pieces
-
-
-def tiny_tokenizer(words: list[str] | None = None):
+def tiny_tokenizer():
+    """The tiny CLIP tokenizer, read from the ``tokenizer.json`` that ships with ``tiny``."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = tiny_vocab(words)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER), local_files_only=True)
 
 
 def tiny_text_encoder(tokenizer, hidden_size: int = 32, seed: int = 0):

@@ -1,0 +1,124 @@
+"""``contextedit tune``: read and preprocess a video, tune on it in memory, write the run folder,
+point ``runs/latest`` at it. The tuning itself is :meth:`ContextEditPipeline.tune`."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from .. import video as vio
+from ..errors import InputError, OutputExistsError, UsageError
+from ..models.loading import Components
+from ..pipeline import ContextEditPipeline
+from ..pipelines.common import RuntimeOptions, check_at_least_one, check_prompt
+from ..pipelines.tuned import TunedClip
+from ..pipelines.tuning import TuneSettings
+from ..progress import ProgressFactory, silent
+from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+@dataclass
+class TuneOptions(TuneSettings, RuntimeOptions):
+    video: str
+    prompt: str | None = None
+    frames: int = 8
+    stride: int = 2
+    start: int = 0
+    size: str | None = None            # "WxH"; default: source aspect, short side native
+    out: str | None = None
+    resume: bool = False
+    caption_model: str = "Salesforce/blip2-opt-2.7b"
+
+    def validate(self) -> None:
+        check_at_least_one(self, "frames", "stride")
+        if self.start < 0:
+            raise UsageError(f"`start` must be 0 or more (got {self.start})")
+        TuneSettings.validate(self)
+        if self.prompt is not None:
+            self.prompt = check_prompt(self.prompt)
+        if self.size is not None:
+            vio.parse_size(self.size)
+        if self.resume and self.overwrite:
+            raise UsageError("`resume` and `overwrite` contradict each other; pick one")
+
+
+@dataclass
+class TuneResult:
+    run_dir: Path
+    manifest: dict
+    losses: list[float] = field(default_factory=list)
+    tuned: TunedClip | None = None
+
+
+def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> TuneResult:
+    """Tune on ``opts.video``; returns the run folder and its manifest."""
+    opts.validate()
+    t_start = time.perf_counter()
+    run_dir = Path(opts.out) if opts.out else default_run_dir(opts.video)
+    if opts.resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise InputError(f"nothing to resume in {run_dir} (no {CHECKPOINT}); run without `resume`")
+    elif (run_dir / CHECKPOINT).is_file() and not opts.overwrite:
+        raise OutputExistsError(f"{run_dir} holds an interrupted tune; pass `resume` to continue it or `overwrite` to start again")
+    else:
+        check_new_output(run_dir, opts.overwrite, "run folder")
+
+    clip = vio.read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
+    pipe = ContextEditPipeline(comps) if comps is not None else ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
+    height, width = clip.frames.shape[1:3]
+    size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, pipe.components.native_size)
+    frames = vio.resize_crop(clip.frames, *size)
+    prompt = opts.prompt or _caption(frames, opts, pipe)
+    load_s = time.perf_counter() - t_start
+
+    # The run folder appears with the first checkpoint, or whole at the end, so a run that fails
+    # before either leaves no folder behind.
+    settings = TuneSettings(**{k: getattr(opts, k) for k in TuneSettings.__dataclass_fields__})
+    tuned = pipe.tune(frames, prompt, fps=clip.fps, progress=progress, checkpoint=run_dir / CHECKPOINT,
+                      resume=opts.resume, **vars(settings))
+    tuned.record.update(_record(opts, clip, pipe, tuned, load_s))
+    # Replaces an --overwrite'd run (and the checkpoint) only now, whole: an interrupted --overwrite
+    # keeps the old run usable.
+    tuned.save(run_dir, overwrite=True)
+    set_latest(run_dir)
+    return TuneResult(run_dir=run_dir, manifest=load_manifest(run_dir), losses=tuned.losses, tuned=tuned)
+
+
+def _caption(frames, opts: TuneOptions, pipe: ContextEditPipeline) -> str:
+    from ..captioning import caption_frames
+
+    return caption_frames(frames, model_id=opts.caption_model, device=str(pipe.device))
+
+
+def _record(opts: TuneOptions, clip, pipe: ContextEditPipeline, tuned, load_s: float) -> dict:
+    """What the manifest adds to the tuned clip's own settings: where the clip came from, the
+    adapter's cost, versions and timings."""
+    import diffusers
+    import torch
+    import transformers
+
+    from ..device import peak_memory_gib
+    from ..models.flops import adapter_flop_share, count_parameters
+
+    share = None
+    if tuned.adapter is not None:
+        try:
+            share = adapter_flop_share(tuned.adapter, pipe.components.unet, tuple(tuned.latents.shape[1:]), 77, tuned.num_frames)
+        except Exception:  # an estimate only; never fail a finished tune over it
+            share = None
+    timings = {"load_s": load_s, **tuned.record.get("timings", {}), "peak_gib": peak_memory_gib(pipe.device)}
+    return {
+        "source_video": str(Path(opts.video).resolve()),
+        "source_sha256": sha256_file(opts.video) if Path(opts.video).is_file() else None,
+        "stride": opts.stride, "start": opts.start,
+        "adapter_parameters": count_parameters(tuned.adapter) if tuned.adapter is not None else 0,
+        "adapter_flop_share": share,
+        "versions": {"contextedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__, "python": platform.python_version()},
+        "timings": timings,
+    }

@@ -1,0 +1,157 @@
+"""The library's front door: :class:`ContextEditPipeline` tunes, edits and generates in memory.
+
+    pipe = ContextEditPipeline.from_pretrained("tiny")
+    tuned = pipe.tune(frames, "a red circle moving right on a black background", steps=100)
+    [blue] = pipe.edit(tuned, ["a blue circle moving right on a black background"])
+
+Frames are uint8 arrays (F, H, W, 3) used as given; results are arrays and PIL images. The
+pipeline writes nothing it is not asked to (``TunedClip.save`` writes a run folder), touches no
+global RNG, and leaves the components it was given as they were: the video UNet is a copy that
+shares their frozen weights. The CLI (``contextedit.commands``) is a layer on top.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+from .models.inflate import inflate_unet, load_tuned, shared_copy
+from .models.loading import Components, load_components
+from .pipelines.common import check_prompt, decode_latents, placement
+from .pipelines.edit_options import EditSettings
+from .pipelines.editing import EditedPrompt, NullTextCache, edit_clip
+from .pipelines.generation import GenerateSettings, generate_images
+from .pipelines.tuned import TunedClip
+from .pipelines.tuning import TuneSettings, tune_clip
+from .progress import ProgressFactory, silent
+
+__all__ = ["ContextEditPipeline", "TunedClip"]
+
+
+class ContextEditPipeline:
+    """Stable-Diffusion components (VAE, UNet, text encoder, tokenizer, scheduler config) and the
+    three jobs on them: :meth:`tune`, :meth:`edit`, :meth:`generate`."""
+
+    def __init__(self, components: Components):
+        self.components = components
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
+                        dtype: str | torch.dtype = "auto") -> "ContextEditPipeline":
+        """``model``: a hub id (the local cache first; offline mode respected), a diffusers folder,
+        ``tiny`` (the embedded shapes-world model) or ``tiny-random``. ``device`` auto picks CUDA,
+        then MPS, then CPU; ``dtype`` auto is fp16 on CUDA, fp32 elsewhere."""
+        from .device import resolve_device, resolve_dtype
+
+        device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
+        dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else dtype
+        return cls(load_components(str(model) if model is not None else None, device, dtype))
+
+    @property
+    def device(self) -> torch.device:
+        return placement(self.components)[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return placement(self.components)[1]
+
+    # -- tune -------------------------------------------------------------------------------------
+    def tune(self, frames: np.ndarray, prompt: str, *, fps: float = 8.0, progress: ProgressFactory = silent,
+             checkpoint: str | os.PathLike | None = None, resume: bool = False, **settings) -> TunedClip:
+        """Tune the inflated UNet and the adapter on ``frames`` (every frame, as given; sides
+        divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
+        (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
+        checkpoint_every — see :class:`~contextedit.pipelines.tuning.TuneSettings`.
+        ``checkpoint``: a file for resumable training (written only when given)."""
+        prompt = check_prompt(prompt, "`prompt`")
+        return tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
+                         checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume)
+
+    # -- edit -------------------------------------------------------------------------------------
+    def video_unet(self, tuned: TunedClip) -> torch.nn.Module:
+        """The inflated UNet with ``tuned``'s weights: a copy sharing this pipeline's frozen weights."""
+        self._check_model(tuned)
+        from .device import seeded
+
+        device, dtype = self.device, self.dtype
+        with seeded(0):  # the new temporal layers' initial draws (overwritten) leave the caller's RNG alone
+            unet = inflate_unet(shared_copy(self.components.unet))
+        load_tuned(unet, {k: v.to(device, dtype) for k, v in tuned.tuned.items()})
+        return unet.requires_grad_(False).eval()
+
+    def edit(self, tuned: TunedClip, prompts: str | list[str], **kwargs) -> list[np.ndarray]:
+        """One edited clip, uint8 (F, H, W, 3), per target prompt. Keywords: see :meth:`iter_edit`."""
+        return [edited.frames for edited in self.iter_edit(tuned, prompts, **kwargs)]
+
+    def iter_edit(self, tuned: TunedClip, prompts: str | list[str], *, source_prompt: str | None = None,
+                  adapter: bool = True, mask: np.ndarray | torch.Tensor | None = None,
+                  progress: ProgressFactory = silent, cache_dir: str | os.PathLike | None = None,
+                  timings: dict | None = None, **settings) -> Iterator[EditedPrompt]:
+        """Edit ``tuned`` toward each prompt, yielding each as soon as it is decoded.
+
+        ``settings`` are :class:`~contextedit.pipelines.edit_options.EditSettings` (steps, guidance,
+        inversion, self_fusion, …); unset ones take the model's recommendation, else the defaults.
+        ``mask`` (H, W) or (F, H, W), nonzero where the edit may change things. ``adapter=False``
+        samples without the tuned adapter. ``cache_dir`` keeps null-text embeddings on disk (the
+        CLI passes the run folder); they are always kept in memory on ``tuned``."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise UsageError("no target prompt; give at least one")
+        prompts = [check_prompt(p, "a target prompt") for p in prompts]
+        opts = EditSettings(**settings).resolve(self.components.extra.get("defaults"))
+        unet = self.video_unet(tuned)
+        use = tuned.adapter if adapter else None
+        if use is not None:
+            use = use.to(self.device).eval().requires_grad_(False)
+        cache = NullTextCache(memory=tuned.cache.setdefault("null_text", {}),
+                              folder=Path(cache_dir) if cache_dir is not None else None)
+        yield from edit_clip(self.components, unet, use, tuned.latents, source_prompt or tuned.prompt, prompts, opts,
+                             mask=as_mask(mask, tuned.num_frames), cache=cache, timings=timings, progress=progress)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """VAE latents (F, C, h, w) → uint8 frames (F, H, W, 3)."""
+        from . import video as vio
+
+        return vio.to_frames(decode_latents(self.components.vae, latents))
+
+    def _check_model(self, tuned: TunedClip) -> None:
+        if tuned.model != self.components.model_id:
+            raise UsageError(f"the clip was tuned on {tuned.model!r}, this pipeline holds {self.components.model_id!r}; "
+                             "load the model it was tuned on, or tune again")
+
+    # -- generate ---------------------------------------------------------------------------------
+    def generate(self, prompt: str | list[str], *, n: int = 1, seed: int = 0, progress: ProgressFactory = silent,
+                 **settings):
+        """``n`` PIL images per prompt; image k from seed ``seed + k``. ``settings``: steps,
+        guidance, sampler (ddim | ddpm), negative_prompt, width, height, adapter (base | none |
+        folder) — see :class:`~contextedit.pipelines.generation.GenerateSettings`."""
+        from PIL import Image
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [check_prompt(p, "`prompt`") for p in prompts]
+        if n < 1:
+            raise UsageError(f"`n` must be at least 1 (got {n})")
+        opts = GenerateSettings(**settings).resolve(self.components.extra.get("defaults"))
+        return [Image.fromarray(g.image) for g in generate_images(self.components, prompts, n, seed, opts, progress=progress)]
+
+
+def as_mask(mask, frames: int) -> torch.Tensor | None:
+    """A user mask as (F, 1, H, W) in {0, 1}: nonzero (or > ½ for floats in [0, 1]) marks what may change."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(np.asarray(mask) if not torch.is_tensor(mask) else mask)
+    if m.dtype == torch.uint8 and bool(m.max() > 1):
+        m = m.float() / 255.0
+    m = (m.float() > 0.5).float()
+    if m.ndim == 2:
+        m = m.expand(frames, -1, -1)
+    if m.ndim == 3:
+        m = m.unsqueeze(1)
+    if m.ndim != 4 or m.shape[0] != frames or m.shape[1] != 1:
+        raise UsageError(f"mask must be (H, W) or ({frames}, H, W) for a clip of {frames} frames; got {tuple(np.shape(mask))}")
+    return m

@@ -1,0 +1,109 @@
+"""A clip tuned in memory (:class:`TunedClip`) and its run folder.
+
+A run folder holds only what was tuned and what editing reads, so ``edit`` never decodes the
+video again: the tuned UNet tensors (queries + temporal layers, safetensors), the adapter as a
+diffusers model folder, the clip's VAE latents, the preprocessed clip (mp4) and a JSON manifest
+of the settings. ``save`` writes nothing else (no ``runs/latest``: that is the CLI's).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..fileio import atomic_folder, load_safetensors, save_safetensors
+from ..models.adapter import ContextAdapter
+from ..runs import MANIFEST_VERSION, load_manifest, run_file, write_manifest
+
+FILES = {"tuned": "tuned.safetensors", "adapter": "adapter", "latents": "latents.safetensors", "clip": "source.mp4"}
+
+
+@dataclass
+class TunedClip:
+    """Everything an edit needs, held in memory: the clip, its latents, the tuned tensors, the adapter."""
+
+    model: str                          # the base model the UNet was tuned from
+    prompt: str                         # the source prompt
+    frames: np.ndarray                  # (F, H, W, 3) uint8, the frames as tuned
+    fps: float
+    latents: torch.Tensor               # (F, C, h, w) scaled VAE latents, float32 on the CPU
+    tuned: dict[str, torch.Tensor]      # the tuned UNet tensors by parameter name
+    adapter: ContextAdapter | None = None
+    settings: dict = field(default_factory=dict)   # how it was tuned: steps, lr, seed, adapter_lr, …
+    losses: list[float] = field(default_factory=list)
+    record: dict = field(default_factory=dict)     # more for the manifest: timings, versions, source file
+    cache: dict = field(default_factory=dict, repr=False)  # null-text embeddings by key, in memory
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.latents.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames."""
+        return int(self.frames.shape[2]), int(self.frames.shape[1])
+
+    def manifest(self) -> dict:
+        width, height = self.size
+        files = {k: v for k, v in FILES.items() if k != "adapter" or self.adapter is not None}
+        return {
+            **self.record, **self.settings,
+            "model": self.model, "source_prompt": self.prompt, "frames": self.num_frames,
+            "width": width, "height": height, "fps": self.fps, "adapter": self.adapter is not None,
+            "final_loss": self.losses[-1] if self.losses else None, "loss_curve": self.losses, "files": files,
+        }
+
+    def save(self, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the run folder, whole or not at all (an existing one only with ``overwrite``)."""
+        from .. import video as vio
+
+        folder = Path(folder)
+        with atomic_folder(folder, exclusive=not overwrite) as tmp:
+            save_safetensors({k: v.detach().float().cpu().contiguous() for k, v in self.tuned.items()}, tmp / FILES["tuned"])
+            if self.adapter is not None:
+                self.adapter.save_pretrained(str(tmp / FILES["adapter"]), safe_serialization=True)
+            save_safetensors({"latents": self.latents.detach().float().cpu().contiguous()}, tmp / FILES["latents"])
+            vio.write_video(self.frames, tmp / FILES["clip"], self.fps)
+            write_manifest(tmp, self.manifest())
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> "TunedClip":
+        """A run folder written by :meth:`save` (or by ``contextedit tune``)."""
+        from .. import video as vio
+        from .adapters import load_adapter_folder
+
+        folder = Path(folder)
+        manifest = load_manifest(folder)
+        if manifest.get("version", 1) > MANIFEST_VERSION:
+            raise InputError(f"{folder} was written by a newer contextedit (manifest version {manifest['version']}); upgrade")
+        latents = load_safetensors(run_file(folder, manifest, "latents"))["latents"]
+        tuned = load_safetensors(run_file(folder, manifest, "tuned"))
+        adapter = None
+        if manifest.get("adapter"):
+            path = run_file(folder, manifest, "adapter")
+            if path.is_dir():
+                adapter = load_adapter_folder(path, "run adapter")[0]
+            else:  # a version-1 run: the weights in one file, the config in the manifest
+                adapter = ContextAdapter.from_config(manifest["adapter_config"])
+                adapter.load_state_dict(load_safetensors(path))
+                adapter.eval()
+        clip = run_file(folder, manifest, "clip")
+        frames = vio.read_video(clip, frames=manifest["frames"], stride=1).frames
+        known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
+                 "loss_curve", "files"}
+        settings = {k: manifest[k] for k in SETTINGS if k in manifest}
+        record = {k: v for k, v in manifest.items() if k not in known and k not in settings}
+        return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=frames, fps=manifest["fps"],
+                   latents=latents, tuned=tuned, adapter=adapter, settings=settings,
+                   losses=list(manifest.get("loss_curve") or []), record=record)
+
+
+# The manifest keys that say how a clip was tuned (TunedClip.settings).
+SETTINGS = ("steps", "lr", "seed", "adapter_lr", "adapter_input", "adapter_init", "checkpointing", "device", "dtype",
+            "prediction_type", "adapter_rel_scale")

@@ -1,0 +1,158 @@
+"""One-shot tuning in memory (DESIGN §5.1–5.4): inflate a copy of the UNet, attach the adapter,
+train jointly, return a :class:`~contextedit.pipelines.tuned.TunedClip`.
+
+Nothing here reads or writes run folders; the checkpoint file for a resumable tune is the
+caller's choice (``checkpoint=``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..defaults import TUNE_DEFAULTS
+from ..device import oom_guard, seeded
+from ..errors import UsageError
+from ..models.adapter import ContextAdapter, config_for_unet
+from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters, tuned_state_dict, shared_copy
+from ..models.loading import Components
+from ..progress import ProgressFactory, silent
+from ..schedulers import ContextualDDPMScheduler
+from .adapters import check_adapter_spec, describe as describe_adapter, resolve_adapter
+from .common import encode_latents, encode_prompts, placement
+from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
+from .tuned import TunedClip
+
+
+@dataclass(kw_only=True)
+class TuneSettings:
+    """How a clip is tuned (the library's names; the CLI spells them as flags)."""
+
+    steps: int = 500
+    lr: float = 1e-5
+    seed: int = 0
+    adapter: bool = True
+    adapter_init: str = "base"         # base | none | an adapter folder
+    adapter_lr: float | None = None    # default: TUNE_DEFAULTS["adapter_lr"]
+    adapter_input: str = "clean"       # clean | predicted: what x0 the adapter reads in training
+    checkpointing: bool = True         # gradient checkpointing
+    checkpoint_every: int = 100
+
+    def validate(self) -> None:
+        for name in ("steps", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"`{name}` must be at least 1 (got {getattr(self, name)})")
+        _check_lr("lr", self.lr, "; the paper uses 1e-5")
+        if self.adapter_lr is None:
+            self.adapter_lr = TUNE_DEFAULTS["adapter_lr"]
+        _check_lr("adapter_lr", self.adapter_lr, f"; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
+        check_adapter_spec(self.adapter_init, "`adapter_init`")
+        if self.adapter_input not in ADAPTER_INPUTS:
+            raise UsageError(f"`adapter_input` must be one of {', '.join(ADAPTER_INPUTS)} (got {self.adapter_input!r})")
+
+
+def _check_lr(name: str, lr: float, hint: str) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UsageError(f"`{name}` must be a positive number (got {lr}){hint}")
+
+
+def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: TuneSettings, *, fps: float = 8.0,
+              progress: ProgressFactory = silent, checkpoint: Path | None = None, resume: bool = False) -> TunedClip:
+    """Tune on ``frames`` (F, H, W, 3) uint8, every frame as given, with ``prompt``.
+
+    ``checkpoint``: a file to save the trainer to every ``checkpoint_every`` steps and on Ctrl-C
+    (``resume`` continues from it). The caller's components are not changed: the inflated UNet
+    is a copy sharing their frozen weights."""
+    settings.validate()
+    device, dtype = placement(comps)
+    t0 = time.perf_counter()
+    with oom_guard(device, "tuning"):
+        x0 = encode_latents(comps.vae, _to_tensor(frames))
+        text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+        unet, adapter = build_video_model(comps, settings.adapter, settings.checkpointing, seed=settings.seed,
+                                          adapter_init=settings.adapter_init)
+        params = trainable_parameters(unet)
+        if adapter is not None:
+            params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
+        trainer = Trainer(params, lr=settings.lr, adapter_lr=settings.adapter_lr)
+        if resume and checkpoint is not None:
+            trainer.load(checkpoint)
+        scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
+        batch = Batch(x0=x0, text=text, num_frames=len(frames))
+        unet.train()
+        first = trainer.step
+        with progress("tuning", settings.steps - trainer.step) as advance:
+            trainer.run(settings.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed, settings.adapter_input),
+                        seed=settings.seed, checkpoint=checkpoint, every=settings.checkpoint_every, advance=advance,
+                        autocast=autocast_for(device, dtype), scaler=grad_scaler_for(device, dtype))
+        unet.eval()
+        rel_scale = adapter_rel_scale(adapter.eval(), scheduler, batch) if adapter is not None else None
+    train_s = time.perf_counter() - t0
+    record = asdict(settings)
+    record.update(adapter_init=describe_adapter(settings.adapter_init, comps) if adapter is not None else None,
+                  adapter_lr=settings.adapter_lr if adapter is not None else None,
+                  adapter_input=settings.adapter_input if adapter is not None else None,
+                  adapter_rel_scale=rel_scale, prediction_type=comps.prediction_type,
+                  device=str(device), dtype=str(dtype).replace("torch.", ""))
+    record.pop("adapter")
+    # contiguous: the VAE returns channels-last strides, and convolutions round differently on them
+    return TunedClip(model=comps.model_id, prompt=prompt, frames=frames, fps=fps, latents=x0.float().cpu().contiguous(),
+                     tuned={k: v.float().cpu() for k, v in tuned_state_dict(unet).items()},
+                     adapter=adapter.requires_grad_(False) if adapter is not None else None, settings=record,
+                     losses=list(trainer.losses),
+                     record={"timings": {"train_s": train_s, "steps_per_s": (trainer.step - first) / max(train_s, 1e-9)}})
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    from .. import video as vio
+
+    if not (isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8):
+        raise UsageError(f"frames must be a uint8 array (F, H, W, 3); got {getattr(frames, 'dtype', type(frames))} "
+                         f"{getattr(frames, 'shape', '')}")
+    if frames.shape[1] % 8 or frames.shape[2] % 8:
+        raise UsageError(f"frame size {frames.shape[2]}×{frames.shape[1]} must be divisible by 8; resize or crop the frames")
+    return vio.to_tensor(frames)
+
+
+def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None,
+                      adapter_init: str = "base"):
+    """The inflated UNet (a copy; trainable parameters in fp32) and the adapter to tune: the
+    model's base adapter (``adapter_init`` base, when it ships one), a given folder, or a fresh
+    zero-headed one.
+
+    With ``seed``, the new temporal layers and a fresh adapter are initialised from it (the global
+    RNG is left as it was), so a tune is reproducible from its seed.
+    """
+    with seeded(seed) if seed is not None else contextlib.nullcontext():
+        unet = inflate_unet(shared_copy(comps.unet))
+        adapter = None
+        if with_adapter:
+            adapter = resolve_adapter(adapter_init, comps, torch.device("cpu"), "`adapter_init`")[0]
+            adapter = adapter.train() if adapter is not None else ContextAdapter(**config_for_unet(unet))
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
+    for p in mark_trainable(unet).values():
+        p.data = p.data.float()
+    if adapter is not None:
+        adapter.to(next(unet.parameters()).device)
+    return unet, adapter
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype):
+    """Mixed precision on CUDA for half dtypes (trainable tensors stay fp32); None elsewhere."""
+    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast("cuda", dtype=dtype)
+    return None
+
+
+def grad_scaler_for(device: torch.device, dtype: torch.dtype):
+    """A loss scaler for fp16 autocast (fp16 gradients underflow without one); None otherwise."""
+    if device.type == "cuda" and dtype == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
