@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 
-from contextedit.errors import UsageError
 from contextedit.models.adapter import ContextAdapter, causal_window_mask
 from contextedit.models.flops import adapter_flop_share, count_parameters, flops
 from contextedit.testing.tiny import tiny_unet

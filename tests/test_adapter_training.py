@@ -129,6 +129,7 @@ def test_predicted_x0_input_reads_the_models_prediction_on_odd_steps():
         assert torch.isfinite(predicted) and (torch.equal(clean, predicted) == same)
 
 
+@pytest.mark.slow
 def test_train_tiny_joint_variant_trains_with_tunes_contextual_loss(tmp_path, monkeypatch):
     calls = []
 

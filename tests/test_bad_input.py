@@ -435,6 +435,7 @@ def test_caption_bad_input(tmp_path, clip, args, words):
 # --------------------------------------------------------------------------- interrupt and resume
 
 
+@pytest.mark.slow
 def test_sigint_mid_tune_then_resume(tmp_path, clip):
     """A real ``contextedit tune`` process: SIGINT after the first checkpoint → exit 130, one line
     naming --resume, no partial file; ``--resume`` then completes the run."""

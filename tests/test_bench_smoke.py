@@ -16,12 +16,13 @@ def train_tiny():
         yield module
 
 
+@pytest.mark.slow
 def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
     from contextedit.models.loading import load_components
 
     common = ["--vae-steps", "2", "--vae-batch", "2", "--batch", "2", "--eval-steps", "1", "--log-every", "1",
-              "--ckpt-every", "1", "--threads", "1", "--eval-seeds", "1", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "model"),
-              "--results", str(tmp_path / "train.json")]
+              "--ckpt-every", "1", "--threads", "1", "--eval-seeds", "1", "--work", str(tmp_path / "work"),
+              "--out", str(tmp_path / "model"), "--results", str(tmp_path / "train.json")]
     train_tiny.main(common + ["--unet-steps", "2"])
     assert (tmp_path / "work" / "denoiser" / "ema.safetensors").is_file()
     train_tiny.main(common + ["--unet-steps", "3"])  # resumes at step 2, EMA included
@@ -32,6 +33,7 @@ def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
     assert comps.vae.config.scaling_factor == pytest.approx(info["vae"]["scaling_factor"])
 
 
+@pytest.mark.slow
 def test_train_tiny_keeps_a_given_vae(train_tiny, tmp_path):
     def out(n: int) -> list[str]:
         return ["--work", str(tmp_path / f"work{n}"), "--out", str(tmp_path / f"model{n}"), "--results",
@@ -44,6 +46,7 @@ def test_train_tiny_keeps_a_given_vae(train_tiny, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["variants"]["joint"]["vae"]["scaling_factor"] == pytest.approx(first)
 
 
+@pytest.mark.slow
 def test_quality_bench_runs_and_writes_its_figures(tmp_path):
     benchmarks = tmp_path / "BENCHMARKS.md"
     benchmarks.write_text("# B\n")
@@ -69,6 +72,7 @@ def test_quality_scores_the_source_itself_as_perfect():
             assert s["success"]
 
 
+@pytest.mark.slow
 def test_claims_bench_measures_and_plots(tmp_path):
     from contextedit.models.adapter import ContextAdapter, config_for_unet
     from contextedit.models.loading import save_components
@@ -99,3 +103,23 @@ def test_bootstrap_intervals():
         lead = bootstrap.paired([1, 1, 1, 1], [0, 0, 1, 0])
         assert lead["mean"] == 0.75 and lead["excludes_0"]
         assert bootstrap.paired([1, 0], [1, 0])["excludes_0"] is False
+
+
+def test_shipped_files_change_only_with_update_docs(tmp_path, capsys):
+    """Without --update-docs the bench scripts refuse, before any work, to write README/BENCHMARKS.md,
+    examples/, prompts/ or contextedit/assets/, and leave BENCHMARKS.md's tables alone."""
+    with bench_script("update_docs") as docs:
+        root = docs.ROOT
+        assert docs.is_shipped(root / "BENCHMARKS.md") and docs.is_shipped(root / "contextedit" / "assets" / "tiny" / "unet")
+        assert not docs.is_shipped(root / "bench" / "results" / "quality.json") and not docs.is_shipped(tmp_path / "BENCHMARKS.md")
+    with bench_script("quality") as quality:
+        for argv in (["--write-prompts"], ["--gif", str(root / "examples" / "x.gif")], ["--benchmarks", str(root / "BENCHMARKS.md")]):
+            with pytest.raises(SystemExit, match="--update-docs"):
+                quality.main(argv)
+        assert quality.update_docs.benchmarks_file(quality.parse_args([])) is None
+        assert "BENCHMARKS.md left as it is" in capsys.readouterr().out
+        assert quality.update_docs.benchmarks_file(quality.parse_args(["--update-docs"])) == root / "BENCHMARKS.md"
+    with bench_script("train_tiny") as train_tiny:
+        with pytest.raises(SystemExit, match="--update-docs"):
+            train_tiny.main(["--out", str(train_tiny.SHIPPED)])
+        assert not train_tiny.DEFAULT_OUT.is_relative_to(train_tiny.SHIPPED.parent)

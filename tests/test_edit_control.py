@@ -88,6 +88,7 @@ def test_fusion_windows_and_the_step_pairing(tmp_path, runs, monkeypatch, invers
         assert read == {(i, i) for i in range(window)}, kind
 
 
+@pytest.mark.slow
 def test_direct_inversion_reconstructs_the_source_under_guidance(tmp_path, runs):
     """The embedded model, guidance 7.5: sampling the source prompt returns the inverted latents,
     so the frames equal the VAE round trip of source.mp4 (to float error); plain DDIM drifts."""
@@ -135,6 +136,7 @@ def _latent_mask(mask: torch.Tensor) -> np.ndarray:
     return mask[:, 0].repeat_interleave(4, 1).repeat_interleave(4, 2).numpy() > 0.5
 
 
+@pytest.mark.slow
 def test_blend_mask_is_the_object_for_an_attribute_edit_and_the_rest_for_a_background_edit(tmp_path, runs, monkeypatch):
     run = _tune(tmp_path, model="tiny", frames=8, steps=2)
     controls = []
@@ -156,6 +158,7 @@ def test_blend_mask_is_the_object_for_an_attribute_edit_and_the_rest_for_a_backg
     assert controls[0].local_blend("auto") and not controls[1].local_blend("auto")
 
 
+@pytest.mark.slow
 def test_user_mask_limits_the_edit_to_its_region(tmp_path, runs):
     run = _tune(tmp_path)
     mask = np.zeros((64, 64, 3), np.uint8)
@@ -207,6 +210,7 @@ def test_the_model_folder_recommends_defaults_and_flags_override_them(tmp_path, 
         edit(EditOptions(**common, out=str(tmp_path / "c")))
 
 
+@pytest.mark.slow
 def test_null_text_is_cached_in_the_run(tmp_path, runs):
     run = _tune(tmp_path)
     opts = dict(prompts=["a blue circle"], run=str(run), steps=3, device="cpu", inversion="null-text", null_text_steps=2)

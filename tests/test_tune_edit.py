@@ -12,7 +12,7 @@ from contextedit.errors import InputError
 from contextedit.fileio import load_safetensors
 from contextedit.models.inflate import inflate_unet, is_inflated, load_tuned
 from contextedit.pipeline import ContextEditPipeline
-from contextedit.commands.edit import EditOptions, edit, fused_steps
+from contextedit.commands.edit import EditOptions, edit
 from contextedit.commands.tune import TuneOptions, tune
 from contextedit import video as vio
 
@@ -131,6 +131,7 @@ def test_two_prompts_one_inversion_and_outputs_decode(tmp_path, runs):
     assert (result.out_dir / "edits.json").exists()
 
 
+@pytest.mark.slow
 def test_ablations_change_the_result_and_seed_reproduces(tmp_path, runs):
     _tune(tmp_path)
     prompt = ["a blue circle moving right on a black background"]

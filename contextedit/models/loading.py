@@ -15,6 +15,8 @@ by :mod:`contextedit.testing`, imported lazily.
 
 from __future__ import annotations
 
+import importlib.util
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,9 +120,11 @@ def _sd_parts(source: str, local_files_only: bool) -> dict:
     from transformers import CLIPTextModel, CLIPTokenizer
 
     kw = {"local_files_only": local_files_only}
+    # diffusers loads on the meta device only with accelerate; without it, ask for the plain load (no warning)
+    weights = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None, **kw}
     return {
-        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", use_safetensors=True, **kw),
-        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", use_safetensors=True, **kw),
+        "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
+        "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
         "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw),
         "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
         "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
