@@ -37,7 +37,8 @@ class Captioner:
         return self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip()
 
 
-def load_captioner(model_id: str = DEFAULT_CAPTION_MODEL, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Captioner:
+def load_captioner(model_id: str = DEFAULT_CAPTION_MODEL, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> Captioner:
     """Load BLIP-2 from a hub id, a local folder (safetensors only) or ``tiny``.
 
     ``dtype`` None means the device's default: fp32 on the CPU, bf16/fp16 on a GPU.

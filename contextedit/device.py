@@ -24,7 +24,8 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise UsageError(f"`device` {name} was asked for but CUDA is not available here; use `device` cpu (or auto)")
         device = torch.device(name)
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"`device` {name}: only {torch.cuda.device_count()} CUDA device(s) here; pick cuda:0..{torch.cuda.device_count() - 1}")
+            count = torch.cuda.device_count()
+            raise UsageError(f"`device` {name}: only {count} CUDA device(s) here; pick cuda:0..{count - 1}")
         return device
     raise UsageError(f"`device` {name!r} is not one of auto, cpu, cuda, cuda:N")
 

@@ -86,7 +86,8 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
         raise InputError(f"run folder {run_dir} not found; give `run` the folder that `contextedit tune` wrote (its `out`)")
     path = run_dir / MANIFEST
     if not path.is_file():
-        raise InputError(f"{run_dir} has no {MANIFEST}, so it is not a tuned run (or its tune did not finish); tune again or pass another `run`")
+        raise InputError(f"{run_dir} has no {MANIFEST}, so it is not a tuned run (or its tune did not finish); "
+                         "tune again or pass another `run`")
     manifest = read_json(path, "run manifest")
     missing = [k for k in REQUIRED_KEYS if k not in manifest] if isinstance(manifest, dict) else list(REQUIRED_KEYS)
     if missing:

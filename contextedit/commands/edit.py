@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import video as vio
+from . import OutputResult
 from ..errors import UsageError
 from ..fileio import write_json
 from ..models.loading import Components
@@ -53,11 +54,7 @@ class EditOptions(EditSettings, RuntimeOptions):
         return {**EditSettings.settings(self), "mask": self.mask, "format": self.format, "side_by_side": self.side_by_side}
 
 
-@dataclass
-class EditResult:
-    out_dir: Path
-    files: list[Path]
-    record: dict = field(default_factory=dict)
+EditResult = OutputResult
 
 
 def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> EditResult:
@@ -65,7 +62,8 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     run_dir = Path(opts.run) if opts.run else latest_run()
     manifest = load_manifest(run_dir)
     if opts.model and opts.model != manifest["model"]:
-        raise UsageError(f"run {run_dir} was tuned on {manifest['model']!r}, not `model` {opts.model!r}; drop `model` or tune again on that model")
+        raise UsageError(f"run {run_dir} was tuned on {manifest['model']!r}, not `model` {opts.model!r}; "
+                         "drop `model` or tune again on that model")
     out_dir = Path(opts.out) if opts.out else run_dir / "edits"
     names = [output_name(p, None, opts.format) for p in opts.prompts]
     if len(set(names)) < len(names):

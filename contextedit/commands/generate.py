@@ -4,12 +4,13 @@ written as a PNG as soon as it is made, with ``generate.json`` and an optional g
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from . import OutputResult
 from ..errors import UsageError
 from ..fileio import atomic_path, write_json
 from ..models.loading import Components
@@ -35,11 +36,7 @@ class GenerateOptions(GenerateSettings, RuntimeOptions):
         GenerateSettings.validate(self)
 
 
-@dataclass
-class GenerateResult:
-    out_dir: Path
-    files: list[Path]
-    record: dict = field(default_factory=dict)
+GenerateResult = OutputResult
 
 
 def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> GenerateResult:

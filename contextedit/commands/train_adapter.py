@@ -85,7 +85,8 @@ def read_image_captions(folder: str | Path) -> list[tuple[Path, str]]:
             raise InputError(f"{folder} has captions (.txt) but no images; add the images (png/jpg) beside them")
         uncaptioned = [p.name for p in images if not p.with_suffix(".txt").is_file()]
         if uncaptioned:
-            raise InputError(f"{folder}: {len(uncaptioned)} image(s) have no caption (e.g. {uncaptioned[0]}); add same-stem .txt files or a metadata.jsonl")
+            raise InputError(f"{folder}: {len(uncaptioned)} image(s) have no caption (e.g. {uncaptioned[0]}); "
+                             "add same-stem .txt files or a metadata.jsonl")
         pairs = [(p, p.with_suffix(".txt").read_text().strip()) for p in images]
     if not pairs:
         raise InputError(f"{folder} holds no images with captions; add images with same-stem .txt captions or a metadata.jsonl")

@@ -69,7 +69,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         check_new_output(run_dir, opts.overwrite, "run folder")
 
     clip = vio.read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
-    pipe = ContextEditPipeline(comps) if comps is not None else ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
+    pipe = ContextEditPipeline(comps) if comps is not None else \
+        ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
     height, width = clip.frames.shape[1:3]
     size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, pipe.components.native_size)
     frames = vio.resize_crop(clip.frames, *size)

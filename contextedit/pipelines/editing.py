@@ -199,7 +199,8 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
             latents = mask * latents + (1 - mask) * source.level_after(i)
         return latents
 
-    return sample(scheduler, denoiser, source.x_T.clone(), context=context_for(adapter, None, text, frames, uncond=uncond, scale=opts.context_guidance),
+    context = context_for(adapter, None, text, frames, uncond=uncond, scale=opts.context_guidance)
+    return sample(scheduler, denoiser, source.x_T.clone(), context=context,
                   step_context=step_context, after_step=after_step, callback=callback)
 
 
