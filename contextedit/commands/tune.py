@@ -17,7 +17,7 @@ from ..pipelines.common import RuntimeOptions, check_at_least_one, check_prompt
 from ..pipelines.tuned import TunedClip
 from ..pipelines.tuning import TuneSettings
 from ..progress import ProgressFactory, silent
-from ..runs import check_new_output, default_run_dir, load_manifest, set_latest, sha256_file
+from ..runs import MANIFEST_VERSION, check_new_output, default_run_dir, set_latest, sha256_file
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -87,7 +87,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     # keeps the old run usable.
     tuned.save(run_dir, overwrite=True)
     set_latest(run_dir)
-    return TuneResult(run_dir=run_dir, manifest=load_manifest(run_dir), losses=tuned.losses, tuned=tuned)
+    return TuneResult(run_dir=run_dir, manifest={"version": MANIFEST_VERSION, **tuned.manifest()}, losses=tuned.losses,
+                      tuned=tuned)
 
 
 def _caption(frames, opts: TuneOptions, pipe: ContextEditPipeline) -> str:
