@@ -155,7 +155,7 @@ def _say(quiet: bool, text: str) -> None:
 def tune(
     video: Annotated[Path, typer.Argument(help="Source clip: mp4/mov/webm/avi/gif or a folder of frames.")],
     prompt: Annotated[Optional[str], typer.Option(help="Source prompt; captioned with BLIP-2 when omitted.")] = None,
-    frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
+    frames: Annotated[str, typer.Option(help="Frames to sample: a count, or all (every --stride-th from --start).")] = "8",
     stride: Annotated[int, typer.Option(help="Take every S-th frame (the paper's sample rate is 2).")] = 2,
     start: Annotated[int, typer.Option(help="First frame index.")] = 0,
     size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8. Default: source aspect, short side at the model's native size.")] = None,
@@ -170,6 +170,7 @@ def tune(
     adapter_input: Annotated[str, typer.Option(help="What the adapter reads in training: clean (x0) or predicted (every other step, the x̂0 the UNet predicts, as in sampling).")] = "clean",
     checkpointing: Annotated[bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing (less memory, a little slower).")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
+    window: Annotated[int, typer.Option(help="Frames per tuning step: a longer clip trains on one window (frame 0 + W-1 consecutive frames) per step; edit uses the same windows.")] = 16,
     caption_model: Annotated[str, typer.Option(help="BLIP-2 model for captions: hub id, folder or 'tiny'.")] = "Salesforce/blip2-opt-2.7b",
     model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
     debug: Debug = False, quiet: Quiet = False,
@@ -182,6 +183,7 @@ def tune(
         video=str(video), prompt=prompt, frames=frames, stride=stride, start=start, size=size, steps=steps, lr=lr,
         out=str(out) if out else None, overwrite=overwrite, resume=resume, adapter=not no_adapter,
         adapter_init=adapter_init, adapter_lr=adapter_lr, adapter_input=adapter_input, checkpointing=checkpointing, checkpoint_every=checkpoint_every, caption_model=caption_model,
+        window=window,
         model=model, device=device, dtype=dtype, seed=seed), progress=progress)
     m = result.manifest
     _say(quiet, f"source prompt: {m['source_prompt']}")
@@ -220,6 +222,8 @@ def edit(
     local_blend: Annotated[Optional[str], typer.Option(help="auto | on | off: latents outside the mask follow the source (auto: not for background edits). " + describe("edit", "local_blend"))] = None,
     mask: Annotated[Optional[Path], typer.Option(help="User mask: a PNG for all frames or a folder of one per frame; white = may change.")] = None,
     context_guidance: Annotated[Optional[float], typer.Option(help="Guide the adapter's bias like the noise, r_u + G·(r_c − r_u), in inversion's source branch and in sampling (1: the conditional bias). " + describe("edit", "context_guidance"))] = None,
+    window: Annotated[Optional[int], typer.Option(help="Frames per window: a longer clip is inverted and sampled window by window, each starting with frame 0 (the anchor). [default: the run's tune window, else 16]")] = None,
+    overlap: Annotated[Optional[int], typer.Option(help="Frames shared by neighbouring windows, blended. " + describe("edit", "overlap"))] = None,
     no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: no attention fusion.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Ablation: ignore the tuned adapter.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: <run>/edits/.")] = None,
@@ -246,7 +250,7 @@ def edit(
         reweight=list(reweight or []), new_word_weight=new_word_weight, blend=blend, blend_words=list(blend_words or []),
         blend_threshold=blend_threshold, offset_inside=offset_inside,
         background_guidance=background_guidance, background_offset_inside=background_offset_inside, local_blend=local_blend, mask=str(mask) if mask else None,
-        context_guidance=context_guidance, adapter=not no_adapter, out=str(out) if out else None,
+        context_guidance=context_guidance, window=window, overlap=overlap, adapter=not no_adapter, out=str(out) if out else None,
         format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype),
         progress=progress)
     t = result.record["timings"]

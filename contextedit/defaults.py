@@ -26,6 +26,8 @@ EDIT_DEFAULTS = {
     "background_offset_inside": None,   # None: the same as offset_inside
     "null_text_steps": 10,
     "context_guidance": 1.0,
+    "window": 16,        # frames per window for longer clips (the run's own tune window when it has one)
+    "overlap": 4,        # frames shared by neighbouring windows, blended
 }
 GENERATE_DEFAULTS = {"steps": 50, "guidance": 7.5, "adapter": "base"}
 # The adapter's own AdamW lr in tune (the UNet's stays at --lr 1e-5): the lowest tuning loss of

@@ -66,7 +66,8 @@ class ContextEditPipeline:
         """Tune the inflated UNet and the adapter on ``frames`` (every frame, as given; sides
         divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
         (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
-        checkpoint_every — see :class:`~contextedit.pipelines.tuning.TuneSettings`.
+        checkpoint_every, window (16: a longer clip trains one window per step) — see
+        :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given)."""
         prompt = check_prompt(prompt, "`prompt`")
         return tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
@@ -103,6 +104,8 @@ class ContextEditPipeline:
         if not prompts:
             raise UsageError("no target prompt; give at least one")
         prompts = [check_prompt(p, "a target prompt") for p in prompts]
+        if settings.get("window") is None and tuned.settings.get("window"):
+            settings["window"] = tuned.settings["window"]  # edit in the windows the clip was tuned on
         opts = EditSettings(**settings).resolve(self.components.extra.get("defaults"))
         unet = self.video_unet(tuned)
         use = tuned.adapter if adapter else None

@@ -26,7 +26,7 @@ CHECKPOINT = "checkpoint.safetensors"
 class TuneOptions(TuneSettings, RuntimeOptions):
     video: str
     prompt: str | None = None
-    frames: int = 8
+    frames: int | str | None = 8       # a count, or "all" / None: every stride-th frame from start
     stride: int = 2
     start: int = 0
     size: str | None = None            # "WxH"; default: source aspect, short side native
@@ -35,7 +35,10 @@ class TuneOptions(TuneSettings, RuntimeOptions):
     caption_model: str = "Salesforce/blip2-opt-2.7b"
 
     def validate(self) -> None:
-        check_at_least_one(self, "frames", "stride")
+        self.frames = parse_frames(self.frames)
+        check_at_least_one(self, "stride")
+        if self.frames is not None:
+            check_at_least_one(self, "frames")
         if self.start < 0:
             raise UsageError(f"`start` must be 0 or more (got {self.start})")
         TuneSettings.validate(self)
@@ -45,6 +48,16 @@ class TuneOptions(TuneSettings, RuntimeOptions):
             vio.parse_size(self.size)
         if self.resume and self.overwrite:
             raise UsageError("`resume` and `overwrite` contradict each other; pick one")
+
+
+def parse_frames(value) -> int | None:
+    """``--frames``: a count, or ``all`` (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"`frames` must be a frame count or all (got {value!r})") from None
 
 
 @dataclass

@@ -43,12 +43,16 @@ class EditSettings:
     local_blend: str | None = None         # auto: on for object edits, off for background edits
     null_text_steps: int | None = None
     context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
+    window: int | None = None              # frames per window (longer clips go window by window)
+    overlap: int | None = None             # frames shared by neighbouring windows
 
     def resolve(self, model_defaults: dict | None = None) -> "EditSettings":
         """Fill every None setting from the model's recommendations, then the built-in defaults."""
         if self.fusion_start is not None:
             self.self_fusion = self.self_fusion if self.self_fusion is not None else 1.0 - self.fusion_start
             self.cross_fusion = self.cross_fusion if self.cross_fusion is not None else 1.0 - self.fusion_start
+        if self.window is not None and self.overlap is None:  # a short window keeps its overlap below W − 1
+            self.overlap = min(EDIT_DEFAULTS["overlap"], max(0, self.window - 2))
         fill_defaults(self, "edit", EDIT_DEFAULTS, model_defaults)
         if not self.fusion:
             self.self_fusion = self.cross_fusion = 0.0
@@ -69,6 +73,11 @@ class EditSettings:
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); "
                                  "a window is the fraction of the T sampling steps, from the noisy end")
+        if self.window is not None or self.overlap is not None:
+            from .windows import check_window
+
+            window = self.window if self.window is not None else EDIT_DEFAULTS["window"]
+            check_window(window, self.overlap if self.overlap is not None else 0)
         if self.context_guidance is not None and not (math.isfinite(self.context_guidance) and self.context_guidance >= 0):
             raise UsageError(f"`context_guidance` must be 0 or more (got {self.context_guidance}); 1 is the plain conditional bias")
         if self.new_word_weight is not None and not (math.isfinite(self.new_word_weight) and self.new_word_weight > 0):

@@ -26,6 +26,7 @@ from .edit_options import EditSettings, parse_fusion_layers
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
 from .prompt_control import PromptControl, prompt_control
+from .windows import WindowBlender, window_plan
 
 
 @dataclass
@@ -74,34 +75,61 @@ def fused_steps(steps: int, fraction: float) -> int:
 def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, prompts: list[str], opts: EditSettings, *,
               mask: torch.Tensor | None = None, cache: NullTextCache | None = None, timings: dict | None = None,
               progress: ProgressFactory = silent) -> Iterator[EditedPrompt]:
-    """Invert ``latents`` (F, C, h, w) once with ``source_prompt``, then sample and decode each
-    target prompt in turn. ``unet`` is the inflated, tuned UNet; ``opts`` resolved settings."""
+    """Invert ``latents`` (F, C, h, w) with ``source_prompt``, then sample each target prompt.
+
+    A clip longer than ``opts.window`` goes window by window (:mod:`.windows`): each window is
+    inverted once and sampled for every prompt, its latents blended into the clip's, and the
+    clips are decoded at the end; one window at a time holds memory. A clip that fits is one
+    window, and each prompt is yielded as soon as it is decoded."""
     device, dtype = placement(comps)
-    x0 = latents.to(device, dtype)
     encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
     src_text, uncond = encode([source_prompt]), encode([""])
+    texts = {p: encode([p]) for p in prompts}
     src_ids = token_ids(comps.tokenizer, [source_prompt])[0]
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(opts.steps, device=device)
+    plan = window_plan(latents.shape[0], opts.window, opts.overlap)
+    single = len(plan) == 1
     timings = timings if timings is not None else {}
+    timings.update(windows=len(plan), inversion_s=0.0, fusion_store_mib=0.0)
+    seconds, controls, blenders = dict.fromkeys(prompts, 0.0), {}, {}
     with oom_guard(device, "editing"):
-        t1 = time.perf_counter()
-        source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, cache=cache,
-                                source_prompt=source_prompt, progress=progress)
-        timings["inversion_s"] = time.perf_counter() - t1
-        timings.update(source.seconds)
-        for prompt in prompts:
-            t2 = time.perf_counter()
-            text = encode([prompt])
-            control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]), mask)
-            negative = src_text if opts.inversion == "negative-prompt" else uncond
-            with progress(f"editing: {prompt[:40]}", opts.steps) as advance:
-                out = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
-                                  callback=lambda **_: advance())
-            frames = to_frames(decode_latents(comps.vae, out))
-            timings["fusion_store_mib"] = source.store.nbytes / 2**20
-            yield EditedPrompt(prompt=prompt, frames=frames, seconds=time.perf_counter() - t2,
-                               guidance=control.setting(opts, "guidance"), control=control.describe(comps.tokenizer, src_ids))
+        for k, idx in enumerate(plan):
+            x0 = latents[idx].to(device, dtype)
+            t1 = time.perf_counter()
+            source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, cache=cache,
+                                    source_prompt=source_prompt, progress=progress,
+                                    tag="" if single else f"window {idx[1]}+{len(idx)}")
+            timings["inversion_s"] += time.perf_counter() - t1
+            for key, value in source.seconds.items():
+                timings[key] = timings.get(key, 0.0) + value
+            label = "" if single else f" [{k + 1}/{len(plan)}]"
+            for prompt in prompts:
+                t2 = time.perf_counter()
+                control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]),
+                                         None if mask is None else mask[idx])
+                negative = src_text if opts.inversion == "negative-prompt" else uncond
+                with progress(f"editing: {prompt[:40]}{label}", opts.steps) as advance:
+                    out = sample_edit(unet, scheduler, source, texts[prompt], negative, opts, control, adapter=adapter,
+                                      callback=lambda **_: advance())
+                timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
+                controls[prompt] = control
+                if single:
+                    frames = to_frames(decode_latents(comps.vae, out))
+                    yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
+                else:
+                    blenders.setdefault(prompt, WindowBlender(plan, opts.overlap, out)).add(k, out)
+                    seconds[prompt] += time.perf_counter() - t2
+            del source  # its fusion store: one window's at a time
+        for prompt, blender in blenders.items():
+            t3 = time.perf_counter()
+            frames = to_frames(decode_latents(comps.vae, blender.result()))
+            yield _edited(prompt, frames, seconds[prompt] + time.perf_counter() - t3, controls[prompt], opts, comps, src_ids)
+
+
+def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:
+    return EditedPrompt(prompt=prompt, frames=frames, seconds=seconds, guidance=control.setting(opts, "guidance"),
+                        control=control.describe(comps.tokenizer, src_ids))
 
 
 def to_frames(pixels: torch.Tensor) -> np.ndarray:
@@ -111,8 +139,9 @@ def to_frames(pixels: torch.Tensor) -> np.ndarray:
 
 
 def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *, adapter=None, cache=None,
-                   source_prompt: str = "", progress: ProgressFactory = silent) -> SourcePass:
-    """Invert the source as ``opts.inversion`` says and record the attention the edits fuse."""
+                   source_prompt: str = "", progress: ProgressFactory = silent, tag: str = "") -> SourcePass:
+    """Invert the source as ``opts.inversion`` says and record the attention the edits fuse.
+    ``tag`` tells one window's null-text cache entries from another's."""
     steps = len(scheduler.timesteps)
     store = FusionStore()
     # Self-attention is kept inside its window only; blend masks read the source's cross-attention
@@ -129,7 +158,7 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     if opts.inversion == "null-text":
         t = time.perf_counter()
         source.null_text, optimised = _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache,
-                                                 source_prompt, progress)
+                                                 source_prompt, progress, tag)
         seconds["null_text_s" if optimised else "null_text_cached_s"] = time.perf_counter() - t
     if replayed:
         t = time.perf_counter()
@@ -143,11 +172,11 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     return source
 
 
-def _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache, source_prompt, progress):
+def _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache, source_prompt, progress, tag=""):
     """Null-text embeddings, cached (:class:`NullTextCache`): N prompts (and later edits) pay once.
     Returns them and whether they were optimised now (False: read from the cache)."""
-    key = hashlib.sha256(json.dumps([source_prompt, opts.steps, opts.guidance, opts.null_text_steps, adapter is not None,
-                                     str(levels[0].dtype)]).encode()).hexdigest()[:12]
+    parts = [source_prompt, opts.steps, opts.guidance, opts.null_text_steps, adapter is not None, str(levels[0].dtype)]
+    key = hashlib.sha256(json.dumps(parts + ([tag] if tag else [])).encode()).hexdigest()[:12]
     stored = cache.get(key) if cache is not None else None
     if stored is not None:
         return [n.to(uncond.device, uncond.dtype) for n in stored], False

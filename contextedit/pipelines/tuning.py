@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..defaults import TUNE_DEFAULTS
-from ..device import oom_guard, seeded
+from ..device import cpu_generator, oom_guard, seeded
 from ..errors import UsageError
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters, tuned_state_dict, shared_copy
@@ -28,6 +28,7 @@ from .adapters import check_adapter_spec, describe as describe_adapter, resolve_
 from .common import encode_latents, encode_prompts, placement
 from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
 from .tuned import TunedClip
+from .windows import check_window, training_window
 
 
 @dataclass(kw_only=True)
@@ -43,6 +44,7 @@ class TuneSettings:
     adapter_input: str = "clean"       # clean | predicted: what x0 the adapter reads in training
     checkpointing: bool = True         # gradient checkpointing
     checkpoint_every: int = 100
+    window: int = 16                   # frames per tuning step: longer clips train on one window per step
 
     def validate(self) -> None:
         for name in ("steps", "checkpoint_every"):
@@ -53,6 +55,7 @@ class TuneSettings:
             self.adapter_lr = TUNE_DEFAULTS["adapter_lr"]
         _check_lr("adapter_lr", self.adapter_lr, f"; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
         check_adapter_spec(self.adapter_init, "`adapter_init`")
+        check_window(self.window, 0)
         if self.adapter_input not in ADAPTER_INPUTS:
             raise UsageError(f"`adapter_input` must be one of {', '.join(ADAPTER_INPUTS)} (got {self.adapter_input!r})")
 
@@ -84,12 +87,16 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
         if resume and checkpoint is not None:
             trainer.load(checkpoint)
         scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
-        batch = Batch(x0=x0, text=text, num_frames=len(frames))
+        batch = window_batch(x0, text, settings.window, None)
         unet.train()
         first = trainer.step
+
+        def loss(seed: int) -> torch.Tensor:
+            return contextual_loss(unet, adapter, scheduler, window_batch(x0, text, settings.window, seed), seed,
+                                   settings.adapter_input)
+
         with progress("tuning", settings.steps - trainer.step) as advance:
-            trainer.run(settings.steps, lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed, settings.adapter_input),
-                        seed=settings.seed, checkpoint=checkpoint, every=settings.checkpoint_every, advance=advance,
+            trainer.run(settings.steps, loss, seed=settings.seed, checkpoint=checkpoint, every=settings.checkpoint_every, advance=advance,
                         autocast=autocast_for(device, dtype), scaler=grad_scaler_for(device, dtype))
         unet.eval()
         rel_scale = adapter_rel_scale(adapter.eval(), scheduler, batch) if adapter is not None else None
@@ -107,6 +114,16 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
                      adapter=adapter.requires_grad_(False) if adapter is not None else None, settings=record,
                      losses=list(trainer.losses),
                      record={"timings": {"train_s": train_s, "steps_per_s": (trainer.step - first) / max(train_s, 1e-9)}})
+
+
+def window_batch(x0: torch.Tensor, text: torch.Tensor, window: int, step_seed: int | None) -> Batch:
+    """The whole clip when it fits in ``window``; else one window (anchor + W−1 consecutive
+    frames), drawn from the step's seed — the first window when ``step_seed`` is None."""
+    frames = x0.shape[0]
+    if frames <= window:
+        return Batch(x0=x0, text=text, num_frames=frames)
+    idx = list(range(window)) if step_seed is None else training_window(frames, window, cpu_generator(step_seed * 31 + 17))
+    return Batch(x0=x0[idx], text=text, num_frames=len(idx))
 
 
 def _to_tensor(frames: np.ndarray) -> torch.Tensor:

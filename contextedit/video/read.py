@@ -38,15 +38,15 @@ class _DecodeFailed(Exception):
 
 
 def read_video(
-    path: str | os.PathLike, frames: int = 8, stride: int = 2, start: int = 0, backend: str = "auto"
+    path: str | os.PathLike, frames: int | None = 8, stride: int = 2, start: int = 0, backend: str = "auto"
 ) -> Clip:
-    """Read ``frames`` frames, every ``stride``-th from index ``start``, at the source size.
+    """Read ``frames`` frames (None: all), every ``stride``-th from index ``start``, at the source size.
 
     ``backend`` picks the container decoder ("auto": decord, falling back to ffmpeg); GIFs and
     frame folders are always read with Pillow.
     """
     path = Path(path)
-    select_indices(10**9, frames, stride, start)  # option errors first, before any decoding
+    select_indices(10**9, frames or 1, stride, start)  # option errors first, before any decoding
 
     def choose(info: VideoInfo) -> list[int]:
         return select_indices(info.frames, frames, stride, start, source=str(path))

@@ -43,8 +43,13 @@ class Clip:
         return int(self.frames.shape[1])
 
 
-def select_indices(total: int, frames: int = 8, stride: int = 2, start: int = 0, source: str = "the clip") -> list[int]:
-    """Indices ``start, start+stride, …`` (``frames`` of them) of a source with ``total`` frames."""
+def select_indices(total: int, frames: int | None = 8, stride: int = 2, start: int = 0, source: str = "the clip") -> list[int]:
+    """Indices ``start, start+stride, …`` (``frames`` of them; None: all there are) of a source
+    with ``total`` frames."""
+    if frames is None:  # every stride-th frame from start
+        if total < 1 or start >= total:
+            raise InputError(f"{source} has {total} frame{'s' if total != 1 else ''}; `start` {start} leaves none")
+        frames = (total - 1 - start) // stride + 1 if isinstance(stride, int) and stride >= 1 else 1
     for name, value, least in (("frames", frames, 1), ("stride", stride, 1), ("start", start, 0)):
         if not isinstance(value, (int, np.integer)) or value < least:
             raise UsageError(f"`{name}` must be an integer >= {least}, got {value!r}")
