@@ -297,14 +297,19 @@ def measure_edit(s: Setup, unet, adapter) -> dict:
 # -------------------------------------------------------------------------------------------------
 def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -> float:
     """Peak GiB of one tune step or one edit (``preset.memory_steps`` DDIM steps), from model build on."""
+    from contextedit.defaults import EDIT_DEFAULTS
+    from contextedit.pipelines.windows import window_plan
+
     s = setup(preset, device, frames)
+    plan = window_plan(frames, EDIT_DEFAULTS["window"], EDIT_DEFAULTS["overlap"])  # as tune and edit run it
     if kind == "tune":
-        _, _, step = tune_setup(s)
+        _, _, step = tune_setup(replace(s, x0=s.x0[plan[0]], pixels=s.pixels[plan[0]]))  # one window per step
         step()
     else:
         unet, adapter = as_edited(*build_video_model(s.comps, True), s.dtype)
         s = replace(s, preset=replace(preset, steps=preset.memory_steps))
-        run_edit(s, unet, adapter, TARGETS[:1])
+        for idx in plan:  # one window at a time, as edit does
+            run_edit(replace(s, x0=s.x0[idx], pixels=s.pixels[idx]), unet, adapter, TARGETS[:1])
     synchronize(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -418,6 +423,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dtype", choices=tuple(DTYPES), help="default: bf16 on CUDA, fp32 on CPU")
     ap.add_argument("--no-checkpointing", action="store_true", help="tune and floor steps without gradient checkpointing")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    ap.add_argument("--memory-frames", help="comma list: run only these memory probes and merge them into --out")
     ap.add_argument("--sdpa", choices=tuple(SDPA_BACKENDS), default="auto",
                     help="restrict attention to one SDPA backend (CUDA: compare flash / efficient / cudnn / math)")
     ap.add_argument("--inversion", choices=INVERSIONS, help="edit's --inversion (default: edit's default)")
@@ -452,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe:
             print(json.dumps({"peak_gib": memory_probe(args.probe, preset, device, args.probe_frames)}))
             return 0
+        if args.memory_frames:  # fill probes into an existing result, e.g. 16 and 24 frames on the CPU
+            return _merge_memory(args, preset, device, tuple(int(f) for f in args.memory_frames.split(",")))
         doc = benchmark(preset, device, memory=not args.no_memory, sdpa=args.sdpa)
     doc["sdpa"] = args.sdpa
     doc["command"] = "python bench/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -463,6 +471,21 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out, doc)
     print(json.dumps(doc["ratios"], indent=2))
     print(f"wrote {out}")
+    return 0
+
+
+def _merge_memory(args, preset: Preset, device: torch.device, frames: tuple[int, ...]) -> int:
+    from contextedit.fileio import read_json, write_json
+
+    out = args.out or RESULTS / f"perf-{device.type}.json"
+    doc = read_json(out)
+    probed = measure_memory(preset, device, frames, args.sdpa, jobs=1)
+    for kind in ("tune", "edit"):
+        doc["peak_gib"][kind].update({k: v for k, v in probed[kind].items() if v is not None})
+    doc["memory_windows"] = "probes above 16 frames run as tune and edit do: one window of 16 (tune), windows of 16 (edit)"
+    doc.setdefault("memory_commands", []).append("python bench/perf.py " + " ".join(sys.argv[1:]))
+    write_json(out, doc)
+    print(json.dumps(doc["peak_gib"], indent=2))
     return 0
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .cli_setup import say as _say, setup as _setup
 from .defaults import TUNE_DEFAULTS, describe
 from .errors import ContextEditError, Interrupted
 
@@ -33,6 +33,10 @@ class _Group(TyperGroup):
         except KeyboardInterrupt as exc:  # Typer would make it a silent exit 130; its text says how to resume
             raise Interrupted(str(exc) or INTERRUPTED) from exc
 
+    def _option_names(self, args: list[str]) -> set[str] | None:
+        command = next((self.commands.get(a) for a in args if not a.startswith("-")), None)
+        return {p.name for p in command.params} if command is not None else None
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         args = list(sys.argv[1:] if args is None else args)
         debug = "--debug" in args
@@ -41,7 +45,7 @@ class _Group(TyperGroup):
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
         except ContextEditError as exc:
-            code = _fail(exc, cli_message(str(exc)), exc.exit_code, debug)
+            code = _fail(exc, cli_message(str(exc), self._option_names(args)), exc.exit_code, debug)
         except ClickException as exc:
             code = _fail(exc, exc.format_message(), exc.exit_code, debug)
         except (typer.Abort, KeyboardInterrupt) as exc:
@@ -55,11 +59,14 @@ class _Group(TyperGroup):
 
 # Library errors name parameters as `name` (and `name=True`); here they become the flags.
 _FLAGS = {"prompt": "--prompt", "prompts": "--prompt", "adapter=False": "--no-adapter", "fusion=False": "--no-fusion",
-          "n": "--n"}
+          "n": "--n", "json_out": "--json"}
+# Where a command names the same thing differently: eval writes its output with --json.
+_ALIASES = {"out": ("json_out",)}
 
 
-def cli_message(message: str) -> str:
-    """A library message in the CLI's words: `` `adapter_lr` `` → ``--adapter-lr``."""
+def cli_message(message: str, names: set[str] | None = None) -> str:
+    """A library message in the CLI's words: `` `adapter_lr` `` → ``--adapter-lr``; with ``names``
+    (the running command's parameters) a name the command has no flag for stays as it is."""
     import re
 
     def flag(match: re.Match) -> str:
@@ -68,7 +75,11 @@ def cli_message(message: str) -> str:
             return _FLAGS[name]
         if name.endswith("=True"):
             name = name[:-len("=True")]
-        return "--" + name.replace("_", "-")
+        if names is not None and name not in names:
+            name = next((a for a in _ALIASES.get(name, ()) if a in names), None)
+            if name is None:
+                return match.group(0)
+        return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
     return re.sub(r"`([a-z_]+(?:=True|=False)?)`", flag, message)
 
@@ -105,50 +116,6 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
     """Tune on a clip, edit it with new prompts, generate images, evaluate with CLIP."""
-
-
-def _setup(quiet: bool, debug: bool):
-    """Logging to stderr, library chatter silenced; returns the progress factory."""
-    from .progress import progress_bar, silent
-
-    # Library failures reach the user as our one Error: line, so their own logs and Python
-    # warnings stay silent (the env var covers a library imported later, setLevel one imported already).
-    if not debug:
-        warnings.filterwarnings("ignore")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars only: no "Loading weights" bars
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    for name in ("diffusers", "transformers"):
-        os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
-        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)
-    if not log.handlers:
-        handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
-    return silent if quiet else progress_bar
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is now (redirections and test runners swap it)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def _say(quiet: bool, text: str) -> None:
-    if not quiet:
-        print(text, file=sys.stderr)
 
 
 @app.command()
@@ -231,10 +198,13 @@ def edit(
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write source | edit side by side.")] = False,
     overwrite: Overwrite = False,
     model: Model = None, device: Device = "auto", dtype: Dtype = "auto",
+    seed: Annotated[Optional[int], typer.Option("--seed", hidden=True, help="Ignored: edits are deterministic (kept so older scripts run).")] = None,
     debug: Debug = False, quiet: Quiet = False,
 ) -> None:
     """Edit the latest (or --run) tuned clip with one or more target prompts (deterministic: no seed)."""
     progress = _setup(quiet, debug)
+    if seed is not None:
+        log.warning("--seed is ignored: edits are deterministic (DDIM with eta = 0 from the inverted source)")
     from .commands.edit import EditOptions, edit as run_edit
     from .prompts import prompts_for_run
 
@@ -363,6 +333,53 @@ def caption(
 
     clip = read_video(str(video), frames=frames, stride=stride, start=start)
     print(caption_frames(clip.frames, model_id=caption_model, device=str(resolve_device(device))))
+
+
+
+@app.command()
+def batch(
+    jobs: Annotated[Path, typer.Argument(metavar="JOBS.json", help="Prompt sets (prompts/ schema), one job per set: its video (relative to the file) tuned once, edited with all its prompts. A set's \"options\" (Python names) override the flags.")],
+    out: Annotated[Path, typer.Option(help="Output folder: <clip-stem>/run, <clip-stem>/edits and batch.json.")],
+    workers: Annotated[Optional[int], typer.Option(help="Local worker processes. Default: one per GPU (each on its cuda:i), else one.")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run the jobs as Ray tasks (a GPU each where there are GPUs), on $RAY_ADDRESS or a local Ray started for the batch. Needs pip install -e \".[cluster]\".")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(help="Run the jobs on this Ray cluster (implies --ray): its address, or auto for the one started on this machine with ray start.")] = None,
+    tune_steps: Annotated[int, typer.Option(help="Tuning steps per clip.")] = 500,
+    edit_steps: Annotated[Optional[int], typer.Option(help="DDIM steps T of the edits. " + describe("edit", "steps"))] = None,
+    frames: Annotated[str, typer.Option(help="Frames per clip: a count, or all.")] = "8",
+    stride: Annotated[int, typer.Option(help="Take every S-th frame.")] = 2,
+    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
+    size: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT, multiples of 8. Default: source aspect, short side at the model's native size.")] = None,
+    window: Annotated[Optional[int], typer.Option(help="Frames per window for long clips (tune and edit). [default: 16]")] = None,
+    lr: Annotated[float, typer.Option(help="Tuning learning rate.")] = 1e-5,
+    no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Tune and edit without the context adapter.")] = False,
+    guidance: Annotated[Optional[float], typer.Option(help="Edit guidance scale. " + describe("edit", "guidance"))] = None,
+    inversion: Annotated[Optional[str], typer.Option(help="ddim | negative-prompt | null-text | direct. " + describe("edit", "inversion"))] = None,
+    format: Annotated[str, typer.Option("--format", help="mp4 | gif | frames.")] = "mp4",
+    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write source | edit side by side.")] = False,
+    caption_model: Annotated[str, typer.Option(help="BLIP-2 model for sets without a source_prompt.")] = "Salesforce/blip2-opt-2.7b",
+    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
+    debug: Debug = False, quiet: Quiet = False,
+) -> None:
+    """Tune and edit many clips (a job per prompt set) on local workers or Ray; resumable, failures isolated."""
+    progress = _setup(quiet, debug)
+    from .commands.batch import plan_jobs, run_batch
+
+    shared = {"tune_steps": tune_steps, "frames": frames, "stride": stride, "start": start, "lr": lr,
+              "adapter": not no_adapter, "format": format, "side_by_side": side_by_side, "caption_model": caption_model,
+              "device": device, "dtype": dtype, "seed": seed}
+    shared.update({k: v for k, v in (("edit_steps", edit_steps), ("size", size), ("window", window), ("guidance", guidance),
+                                      ("inversion", inversion), ("model", model)) if v is not None})
+    planned = plan_jobs(jobs, shared)
+    result = run_batch(planned, out, workers=workers, use_ray=ray or ray_address is not None, ray_address=ray_address,
+                       progress=progress)
+    done = sum(1 for job in planned if result.record["jobs"].get(job.stem, {}).get("status") == "done")
+    _say(quiet, f"{done} of {len(planned)} jobs done ({len(result.ran)} run now, {len(planned) - len(result.ran)} done before)")
+    print(out / "batch.json")
+    names = set(inspect.signature(batch).parameters)
+    for stem, reason in result.failed.items():  # one Error line per failed job; the others are done
+        print(f"Error: job {stem}: {cli_message(reason, names)}", file=sys.stderr)
+    if result.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -173,10 +173,13 @@ def test_shared_copy_shares_frozen_weights_and_leaves_the_original(plain):
     from contextedit.models.inflate import shared_copy
 
     keys = set(plain.state_dict())
+    plain.requires_grad_(True)  # the caller's flags, whatever they are, stay theirs
     video = inflate_unet(shared_copy(plain))
     mark_trainable(video)
     assert set(plain.state_dict()) == keys and not is_inflated(plain)
-    assert video.conv_in.weight is plain.conv_in.weight
+    assert all(p.requires_grad for p in plain.parameters())
+    plain.requires_grad_(False)
+    assert video.conv_in.weight.data_ptr() == plain.conv_in.weight.data_ptr()  # shared storage, own Parameter
     q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     assert video.get_parameter(q) is not plain.get_parameter(q)
 

@@ -139,3 +139,21 @@ def test_long_clip_bench_scores_windows_and_memory(tmp_path):
     assert row["windows"] == len(window_plan(24, 8, 4)) > 1 and row["fusion_store_mib"]["full"] == row["fusion_store_mib"]["short"]
     assert row["full"]["peak_rss_mib"] > 0 and 0 <= row["follows_prompt"] <= 1 and row["seam_pairs"] > 0
     assert sweep.shape == (120, 64, 64, 3)
+
+
+@pytest.mark.slow
+def test_throughput_bench_runs(tmp_path):
+    """bench/throughput.py at toy size: one job through `batch`'s worker pool, its breakdown, the
+    N-GPU scaling and the BENCHMARKS.md block (written to a copy)."""
+    with bench_script("throughput") as throughput:
+        throughput.main(["--jobs", "1", "--frames", "4", "--tune-steps", "1", "--edit-steps", "1", "--workers", "1",
+                         "--model", "tiny-random", "--out", str(tmp_path / "t.json")])
+        doc = json.loads((tmp_path / "t.json").read_text())
+        throughput.write_benchmarks(doc, tmp_path / "B.md")
+    (row,) = doc["rows"]
+    assert row["jobs"] == 1 and not row["failed"] and row["jobs_per_hour"] > 0
+    assert set(row["per_job_s"]) == {"tune", "invert", "each_prompt", "edit", "total"}
+    assert 0 < row["per_job_s"]["invert"] < row["per_job_s"]["edit"] < row["per_job_s"]["total"]
+    assert doc["scaling"]["per_n"]["8"] == pytest.approx(8 * doc["scaling"]["per_n"]["1"])
+    block = (tmp_path / "B.md").read_text()
+    assert "<!-- throughput:begin -->" in block and "jobs/h on 8" in block

@@ -197,7 +197,7 @@ class InflatedSelfAttnProcessor:
     """Sparse-causal spatio-temporal self-attention: frame i's queries attend to the keys/values of
     frame 0 and frame i−1. Attention behaviour only: the tuned temporal layer is a submodule of the
     ``Attention`` itself (``attn1.temporal``, added by :func:`add_temporal_layer`), so swapping
-    processors (``set_default_attn_processor``) keeps its weights and its output.
+    processors (``set_attn_processor``) keeps its weights and its output.
     """
 
     def attend(self, attn, q, k, v, mask, num_frames: int = 1) -> torch.Tensor:
@@ -245,7 +245,7 @@ def add_temporal_layer(attn: nn.Module) -> TemporalAttention:
 
     the temporal branch runs in parallel on the same normed tokens, whatever processor is installed,
     and is zero at init. A module (weights in ``state_dict``) plus a hook (no weights), so
-    ``set_attn_processor`` and ``set_default_attn_processor`` cannot drop it.
+    ``set_attn_processor`` (and diffusers' default reset after it) cannot drop it.
     """
     if getattr(attn, "temporal", None) is None:
         weight = attn.to_q.weight

@@ -105,6 +105,9 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
             raise InputError(f"nothing to resume: {ckpt} does not exist; run without `resume`")
     else:
         check_new_output(out, opts.overwrite, "adapter folder")
+        if out.is_dir() and any(out.iterdir()) and not (out / "config.json").is_file():
+            raise UsageError(f"`out` {out} is not an adapter folder; `overwrite` replaces only adapter folders — "
+                             "choose another `out`")
     pairs = read_image_captions(opts.data)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)

@@ -17,7 +17,7 @@ from ..pipelines.common import RuntimeOptions, check_at_least_one, check_prompt
 from ..pipelines.tuned import TunedClip
 from ..pipelines.tuning import TuneSettings
 from ..progress import ProgressFactory, silent
-from ..runs import MANIFEST_VERSION, check_new_output, default_run_dir, set_latest, sha256_file
+from ..runs import MANIFEST, MANIFEST_VERSION, check_new_output, default_run_dir, set_latest, sha256_file
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -80,6 +80,9 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         raise OutputExistsError(f"{run_dir} holds an interrupted tune; pass `resume` to continue it or `overwrite` to start again")
     else:
         check_new_output(run_dir, opts.overwrite, "run folder")
+    if opts.overwrite and run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / MANIFEST).is_file() \
+            and not (run_dir / CHECKPOINT).is_file():
+        raise UsageError(f"`out` {run_dir} is not a run folder; `overwrite` replaces only run folders — choose another `out`")
 
     clip = vio.read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
     pipe = ContextEditPipeline(comps) if comps is not None else \
@@ -98,7 +101,9 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     tuned.record.update(_record(opts, clip, pipe, tuned, load_s))
     # Replaces an --overwrite'd run (and the checkpoint) only now, whole: an interrupted --overwrite
     # keeps the old run usable.
-    tuned.save(run_dir, overwrite=True)
+    # exclusive unless asked: only a folder that holds nothing but this tune's checkpoint is ours to replace
+    ours = run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {CHECKPOINT}
+    tuned.save(run_dir, overwrite=opts.overwrite or opts.resume or ours)
     set_latest(run_dir)
     return TuneResult(run_dir=run_dir, manifest={"version": MANIFEST_VERSION, **tuned.manifest()}, losses=tuned.losses,
                       tuned=tuned)

@@ -21,12 +21,11 @@ import torch
 from ..errors import InputError, UsageError
 from ..fileio import inside, read_json
 from ..progress import ProgressFactory, progress_bar
-from ..video import FRAME_SUFFIXES, natural_key, read_image
+from ..video import IMAGE_SUFFIXES, natural_key, read_image
 from .clip import DEFAULT_CLIP_MODEL, TEMPORAL_MODES, ClipScorer, clip_temporal_score, clip_text_score, load_clip
 from .psnr import psnr
 
 KNOWN_METRICS = ("clip", "psnr")
-IMAGE_SUFFIXES = FRAME_SUFFIXES | {".webp", ".bmp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv", ".m4v"}
 # Run-folder manifests: file name -> the key of their list of {"prompt", "file"} entries.
 MANIFESTS = {"edits.json": "outputs", "generate.json": "images"}
@@ -62,7 +61,7 @@ def _media_files(folder: Path) -> list[Path]:
 
 def _is_frame_sequence(files: list[Path]) -> bool:
     """Numbered png/jpg images of one pattern (``00000.png``, ``frame_0001.jpg`` …) are one clip's frames."""
-    if not files or any(p.suffix.lower() not in FRAME_SUFFIXES for p in files):
+    if not files or any(p.suffix.lower() not in IMAGE_SUFFIXES for p in files):
         return False
     patterns = {re.sub(r"\d+", "#", p.stem) for p in files}
     return len(patterns) == 1 and "#" in next(iter(patterns))

@@ -49,7 +49,9 @@ def shared_copy(unet: torch.nn.Module) -> torch.nn.Module:
     import copy
 
     tuned = {id(p) for p in trainable_parameters(unet).values()}
-    memo = {id(t): t for t in (*unet.parameters(), *unet.buffers()) if id(t) not in tuned}
+    # new Parameter objects over the same storage: the copy's requires_grad flags are its own
+    memo = {id(p): torch.nn.Parameter(p.data, requires_grad=p.requires_grad) for p in unet.parameters() if id(p) not in tuned}
+    memo.update({id(b): b for b in unet.buffers()})
     return copy.deepcopy(unet, memo)
 
 

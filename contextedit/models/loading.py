@@ -94,7 +94,10 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
     elif model in EMBEDDED:
         from ..testing import tiny
 
-        comps = Components(model_id=model, **tiny.build_tiny_random())
+        from ..device import seeded
+
+        with seeded(0):  # the builders seed their weights; the caller's RNG stays as it was
+            comps = Components(model_id=model, **tiny.build_tiny_random())
     else:
         comps = _load_pretrained(model)
     for module in (comps.vae, comps.unet, comps.text_encoder):
@@ -277,7 +280,10 @@ def load_clip_model(model_id: str):
     if model_id == "tiny":
         from ..testing.tiny_clip import build_tiny_clip
 
-        return build_tiny_clip()
+        from ..device import seeded
+
+        with seeded(0):
+            return build_tiny_clip()
     from transformers import CLIPModel, CLIPProcessor
 
     return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "`clip_model`")
@@ -288,7 +294,10 @@ def load_blip2_model(model_id: str):
     if model_id == "tiny":
         from ..testing.tiny_clip import build_tiny_blip2
 
-        return build_tiny_blip2()
+        from ..device import seeded
+
+        with seeded(0):
+            return build_tiny_blip2()
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     return load_model_and_processor(Blip2ForConditionalGeneration, Blip2Processor, model_id, "`caption_model`")

@@ -181,6 +181,8 @@ class Trainer:
                 if checkpoint is not None and (due or interrupted()):
                     self.save(checkpoint)
                 if interrupted():
+                    if checkpoint is None:
+                        raise KeyboardInterrupt(f"interrupted after step {self.step} of {steps} (no checkpoint was asked for)")
                     raise KeyboardInterrupt(f"interrupted after step {self.step} of {steps}; checkpoint saved — "
                                             "run the same command with `resume` to continue")
         return losses

@@ -83,7 +83,9 @@ class TunedClip:
         if manifest.get("version", 1) > MANIFEST_VERSION:
             raise InputError(f"{folder} was written by a newer contextedit (manifest version {manifest['version']}); upgrade")
         latents = load_safetensors(run_file(folder, manifest, "latents"))["latents"]
-        tuned = load_safetensors(run_file(folder, manifest, "tuned"))
+        # runs tuned before the temporal layers were modules keep them under the processor
+        tuned = {k.replace(".attn1.processor.temporal.", ".attn1.temporal."): v
+                 for k, v in load_safetensors(run_file(folder, manifest, "tuned")).items()}
         adapter = None
         if manifest.get("adapter"):
             path = run_file(folder, manifest, "adapter")
@@ -96,7 +98,7 @@ class TunedClip:
         clip = run_file(folder, manifest, "clip")
         frames = vio.read_video(clip, frames=manifest["frames"], stride=1).frames
         known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
-                 "loss_curve", "files"}
+                 "loss_curve", "files", "adapter_config"}
         settings = {k: manifest[k] for k in SETTINGS if k in manifest}
         record = {k: v for k, v in manifest.items() if k not in known and k not in settings}
         return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=frames, fps=manifest["fps"],

@@ -15,7 +15,6 @@ from .read import (
     BACKENDS,
     DEFAULT_FPS,
     FOLDER_META,
-    FRAME_SUFFIXES,
     IMAGE_SUFFIXES,
     count_frames,
     frame_files,
@@ -39,7 +38,7 @@ from .select import (
 from .write import MP4_CRF, side_by_side, write_video
 
 __all__ = [
-    "BACKENDS", "DEFAULT_FPS", "FOLDER_META", "FRAME_SUFFIXES", "IMAGE_SUFFIXES", "MAX_SIDE", "MP4_CRF",
+    "BACKENDS", "DEFAULT_FPS", "FOLDER_META", "IMAGE_SUFFIXES", "MAX_SIDE", "MP4_CRF",
     "Clip", "VideoInfo",
     "check_size", "count_frames", "default_size", "frame_files", "natural_key", "parse_size", "probe",
     "read_image", "read_video", "resize_crop", "select_indices", "side_by_side", "to_frames", "to_tensor",

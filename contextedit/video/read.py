@@ -21,8 +21,7 @@ from ..fileio import read_json
 from .select import Clip, VideoInfo, select_indices
 
 # The image files read as frames (frame folders, masks) and as training images: the one list.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
-FRAME_SUFFIXES = IMAGE_SUFFIXES  # the older name, still imported elsewhere
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 FOLDER_META = "clip.json"  # a frame folder's fps lives here; PNGs cannot carry it
 DEFAULT_FPS = 8.0  # a frame folder without clip.json, a GIF without delays
 BACKENDS = ("auto", "decord", "imageio")

@@ -1,0 +1,56 @@
+"""What every command of the CLI does first: logging to stderr, the libraries' own chatter
+silenced, and the progress factory (rich bars, or silence under --quiet). Kept out of cli.py,
+which holds the commands, so that each file stays short."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+log = logging.getLogger("contextedit")
+
+
+def setup(quiet: bool, debug: bool):
+    """Logging to stderr, library chatter silenced; returns the progress factory."""
+    from .progress import progress_bar, silent
+
+    # Library failures reach the user as our one Error: line, so their own logs and Python
+    # warnings stay silent (the env var covers a library imported later, setLevel one imported already).
+    if not debug:
+        warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars only: no "Loading weights" bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    for name in ("diffusers", "transformers"):
+        os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
+        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)
+    if not log.handlers:
+        handler = StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
+    return silent if quiet else progress_bar
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (redirections and test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, file=sys.stderr)

@@ -1,0 +1,197 @@
+"""``contextedit batch``: clips × prompts, each clip tuned once and inverted once, spread over
+local worker processes (one per GPU, or one on the CPU) or a Ray cluster (:mod:`.workers`).
+
+A job is one prompt set of a JOBS file (the ``prompts/`` schema; video paths relative to the
+file). Its run folder and edits land in ``OUT/<clip-stem>/``; ``OUT/batch.json`` (rewritten
+atomically after every job) records each job's status, timings and outputs. A rerun skips the
+jobs that are done and whose outputs exist; a failed job does not stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ContextEditError, Interrupted, UsageError
+from ..fileio import ensure_writable_dir, read_json, write_json
+from ..progress import ProgressFactory, silent
+
+RECORD = "batch.json"
+STEP_KEYS = ("tune_steps", "edit_steps")
+# What batch sets itself for every job; a set's "options" cannot.
+OWN = frozenset({"video", "prompt", "prompts", "source_prompt", "run", "out", "overwrite", "resume", "steps"})
+
+
+def option_names() -> tuple[frozenset, frozenset]:
+    """The names a job's options may use: TuneOptions' and EditOptions' fields (``steps`` as
+    ``tune_steps`` / ``edit_steps``), less those that batch sets itself."""
+    from .edit import EditOptions
+    from .tune import TuneOptions
+
+    return frozenset(TuneOptions.__dataclass_fields__) - OWN, frozenset(EditOptions.__dataclass_fields__) - OWN
+
+
+@dataclass
+class Job:
+    stem: str
+    video: str                     # absolute: workers (and Ray nodes) may run elsewhere
+    source_prompt: str | None
+    prompts: list[str]
+    options: dict = field(default_factory=dict)
+
+    def tune_options(self, out: str | os.PathLike):
+        from .tune import TuneOptions
+
+        names, _ = option_names()
+        kw = {k: v for k, v in self.options.items() if k in names}
+        return TuneOptions(video=self.video, prompt=self.source_prompt, out=str(out), overwrite=True,
+                           steps=self.options.get("tune_steps", 500), **kw)
+
+    def edit_options(self, run: str | os.PathLike, out: str | os.PathLike):
+        from .edit import EditOptions
+
+        _, names = option_names()
+        kw = {k: v for k, v in self.options.items() if k in names}
+        return EditOptions(prompts=list(self.prompts), run=str(run), out=str(out), overwrite=True,
+                           steps=self.options.get("edit_steps"), **kw)
+
+
+def plan_jobs(jobs_file: str | os.PathLike, shared: dict) -> list[Job]:
+    """The jobs of a JOBS file, each with the shared options under its set's own ``options``.
+    Every problem that needs no model (a set without a video, two clips with one stem, an unknown
+    or invalid option) is refused here, before any work; a missing video fails its job alone."""
+    from ..prompts import load_prompt_sets
+
+    jobs_file = Path(jobs_file)
+    sets = load_prompt_sets(jobs_file)
+    raw = read_json(jobs_file, "jobs file")
+    raw = raw if isinstance(raw, list) else [raw]
+    tune_names, edit_names = option_names()
+    known = sorted(tune_names | edit_names | set(STEP_KEYS))
+    unknown = sorted(set(shared) - set(known))
+    if unknown:
+        raise UsageError(f"batch does not take {', '.join(unknown)}")
+    jobs: list[Job] = []
+    for i, (entry, prompt_set) in enumerate(zip(raw, sets)):
+        where = f"jobs file {jobs_file}, set {i}"
+        if not prompt_set.video:
+            raise UsageError(f"{where} names no 'video'; every batch job needs its clip")
+        overrides = entry.get("options", {})
+        if not isinstance(overrides, dict):
+            raise UsageError(f"{where}: 'options' must be an object of option names (as in Python) to values")
+        bad = sorted(set(overrides) - set(known))
+        if bad:
+            raise UsageError(f"{where}: unknown options {', '.join(bad)}; known: {', '.join(known)}")
+        video = Path(os.path.abspath(jobs_file.parent / prompt_set.video))
+        clash = next((j for j in jobs if j.stem == video.stem), None)
+        if clash is not None:
+            raise UsageError(f"{where}: clip {video.name} has the stem {video.stem!r} of {clash.video}; their outputs "
+                             "would collide in one folder — rename one clip")
+        job = Job(video.stem, str(video), prompt_set.source_prompt, list(prompt_set.prompts), {**shared, **overrides})
+        _check(job, where)
+        jobs.append(job)
+    return jobs
+
+
+def _check(job: Job, where: str) -> None:
+    """Validate the job's options as tune and edit would, on copies, before any work."""
+    try:
+        for steps in STEP_KEYS:
+            value = job.options.get(steps)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UsageError(f"`{steps}` must be at least 1 (got {value!r})")
+        job.tune_options("-").validate()
+        job.edit_options("-", "-").validate()
+    except ContextEditError as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a value of the wrong type in "options"
+        raise UsageError(f"{where}: an option has a value of the wrong type ({exc})") from None
+
+
+def run_job(job: Job, out: str | os.PathLike) -> dict:
+    """Tune the job's clip once, then edit it with all its prompts in one call (one inversion).
+    Returns its record: ``done`` with timings and outputs, or ``failed`` with a one-line reason.
+    Ctrl-C (KeyboardInterrupt, Interrupted) is not a failure: it propagates."""
+    from .edit import edit
+    from .tune import tune
+
+    folder = Path(out) / job.stem
+    t0 = time.perf_counter()
+    try:
+        comps, load_s = components(job.options)
+        t1 = time.perf_counter()
+        tuned = tune(job.tune_options(folder / "run"), comps=comps)
+        tune_s = time.perf_counter() - t1
+        result = edit(job.edit_options(tuned.run_dir, folder / "edits"), comps=comps)
+    except Interrupted:
+        raise
+    except Exception as exc:  # noqa: BLE001 — any failure fails this job only
+        reason = str(exc) if isinstance(exc, ContextEditError) else f"unexpected {type(exc).__name__}: {exc}"
+        return {"status": "failed", "reason": " ".join(reason.split()) or type(exc).__name__,
+                "total_s": time.perf_counter() - t0}
+    timings = result.record["timings"]
+    return {"status": "done", "run": str(tuned.run_dir), "outputs": [str(p) for p in result.files],
+            "edits_json": str(result.out_dir / "edits.json"), "device": result.record["settings"]["device"],
+            "timings": {"load_s": load_s, "tune_s": tune_s, "inversion_s": timings.get("inversion_s"),
+                        "sampling_s_per_prompt": timings.get("sampling_s_per_prompt"),
+                        "edit_s": time.perf_counter() - t1 - tune_s, "total_s": time.perf_counter() - t0}}
+
+
+_LOADED: dict = {}  # (model, device, dtype) → Components: a worker loads its model once for all its jobs
+
+
+def components(options: dict):
+    """The job's model, loaded once per process (tune and edit leave it as it was); a job on
+    another model replaces it. Returns it and the seconds its loading took (0 when reused)."""
+    from ..device import resolve_device, resolve_dtype
+    from ..models.loading import load_components
+
+    device = resolve_device(options.get("device", "auto"))
+    dtype = resolve_dtype(options.get("dtype", "auto"), device)
+    key = (options.get("model"), str(device), str(dtype))
+    t = time.perf_counter()
+    if key not in _LOADED:
+        _LOADED.clear()  # one model per worker: its memory goes before the next loads
+        _LOADED[key] = load_components(key[0], device, dtype)
+    return _LOADED[key], time.perf_counter() - t
+
+
+def is_done(record: dict | None) -> bool:
+    """Done means both: batch.json says so, and every output it lists is still there."""
+    outputs = (record or {}).get("outputs") or []
+    return bool(record) and record.get("status") == "done" and bool(outputs) and all(Path(p).exists() for p in outputs)
+
+
+@dataclass
+class BatchResult:
+    record: dict
+    ran: list[str]                 # stems run now (skipped ones are done already)
+    failed: dict[str, str]         # stem → reason, of the jobs run now
+
+
+def run_batch(jobs: list[Job], out: str | os.PathLike, *, workers: int | None = None, use_ray: bool = False,
+              ray_address: str | None = None, progress: ProgressFactory = silent) -> BatchResult:
+    """Run the jobs that are not done yet; ``OUT/batch.json`` is rewritten after each one finishes,
+    so it only ever lists finished jobs (an interrupted one is simply not there, or as before)."""
+    from .workers import local_runner, ray_runner
+
+    out = ensure_writable_dir(Path(os.path.abspath(out)))
+    path = out / RECORD
+    record = read_json(path, "batch record") if path.is_file() else {}
+    record.setdefault("jobs", {})
+    todo = [j for j in jobs if not is_done(record["jobs"].get(j.stem))]
+    ran, failed = [], {}
+    if not todo:
+        return BatchResult(record=record, ran=ran, failed=failed)
+    results = ray_runner(todo, str(out), ray_address) if use_ray else local_runner(todo, str(out), workers)
+    with progress("batch: jobs", len(todo)) as advance:
+        for job, result in results:
+            record["jobs"][job.stem] = {"video": job.video, "prompts": job.prompts, "options": job.options, **result}
+            write_json(path, record)  # atomic: readers see the previous version or this one, never half
+            ran.append(job.stem)
+            if result["status"] == "failed":
+                failed[job.stem] = result["reason"]
+            advance(last=f"{job.stem} {result['status']}")
+    return BatchResult(record=record, ran=ran, failed=failed)
