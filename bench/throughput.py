@@ -117,7 +117,8 @@ def write_benchmarks(doc: dict, path: Path = ROOT / "BENCHMARKS.md") -> None:
              f"`python bench/throughput.py --update-docs`: {doc['jobs']} jobs, each an {doc['frames']}-frame shapes clip "
              f"(64², `{doc['model']}`) tuned for {doc['tune_steps']} steps and edited with 2 prompts at "
              f"T = {doc['edit_steps']} (one inversion), as `contextedit batch` runs them, on this machine's "
-             f"{doc['cpu_cores']} CPU cores. Per job (means; tune includes loading the model, each prompt is its sampling):", "",
+             f"{doc['cpu_cores']} CPU cores. Per job, means (each prompt is its sampling; a worker loads the model once, "
+             "before its first job: in the whole job, not in tune; wall includes starting the workers):", "",
              "| workers | wall | jobs/h | tune | invert | each prompt | whole edit | whole job |", "|---|---|---|---|---|---|---|---|"]
     for r in doc["rows"]:
         p = r["per_job_s"]
