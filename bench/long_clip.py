@@ -56,7 +56,7 @@ tuned = TunedClip.load(run)
 pipe = ContextEditPipeline.from_pretrained(tuned.model, device="cpu")
 if int(frames) < tuned.num_frames:
     import dataclasses
-    tuned = dataclasses.replace(tuned, frames=tuned.frames[:int(frames)], latents=tuned.latents[:int(frames)])
+    tuned = dataclasses.replace(tuned, frames=tuned.source_frames()[:int(frames)], latents=tuned.latents[:int(frames)])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 timings = {}
 t = time.perf_counter()

@@ -5,28 +5,19 @@ which holds the commands, so that each file stays short."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import warnings
 
 log = logging.getLogger("contextedit")
 
 
 def setup(quiet: bool, debug: bool):
     """Logging to stderr, library chatter silenced; returns the progress factory."""
-    from .progress import progress_bar, silent
+    from .progress import progress_bar, quiet_libraries, silent
 
-    # Library failures reach the user as our one Error: line, so their own logs and Python
-    # warnings stay silent (the env var covers a library imported later, setLevel one imported already).
-    if not debug:
-        warnings.filterwarnings("ignore")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars only: no "Loading weights" bars
+    quiet_libraries(debug)
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()
-    for name in ("diffusers", "transformers"):
-        os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
-        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)
     if not log.handlers:
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))

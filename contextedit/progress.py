@@ -41,3 +41,20 @@ ProgressFactory = Callable[[str, int], contextlib.AbstractContextManager]
 
 def silent(description: str, total: int) -> contextlib.AbstractContextManager:
     return progress_bar(description, total, enabled=False)
+
+
+def quiet_libraries(debug: bool = False) -> None:
+    """Silence the libraries' own chatter — Python warnings, diffusers' and transformers' logs,
+    hub download bars — for the CLI and its batch workers: failures reach the user as one
+    ``Error:`` line (or a job's record) instead. The env vars cover a library imported later,
+    ``setLevel`` one imported already; ``debug`` keeps warnings."""
+    import logging
+    import os
+    import warnings
+
+    if not debug:
+        warnings.filterwarnings("ignore")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our bars only: no "Loading weights" bars
+    for name in ("diffusers", "transformers"):
+        os.environ[f"{name.upper()}_VERBOSITY"] = "warning" if debug else "critical"
+        logging.getLogger(name).setLevel(logging.WARNING if debug else logging.CRITICAL)

@@ -102,6 +102,8 @@ def test_tuned_clip_saves_and_loads(world, tmp_path):
     assert loaded.prompt == SOURCE and loaded.num_frames == 4 and torch.equal(loaded.latents, tuned.latents)
     assert all(torch.equal(loaded.tuned[k], v) for k, v in tuned.tuned.items())
     assert (folder / "adapter" / "config.json").is_file()
+    assert loaded.frames is None  # editing reads the latents: the clip is decoded only when asked
+    assert loaded.source_frames().shape == frames.shape and loaded.size == (64, 64)
     assert np.array_equal(pipe.edit(loaded, TARGET, steps=3)[0], edits[0])
     with pytest.raises(Exception, match="exists"):
         tuned.save(folder)  # never over an existing folder unless asked

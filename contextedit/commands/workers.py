@@ -88,13 +88,10 @@ def _local_job(job: Job, out: str) -> dict:
 def quiet_worker() -> None:
     """No warnings, library logs or download bars from a worker: its job's record says how it went."""
     import logging
-    import warnings
 
-    warnings.filterwarnings("ignore")
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    for name in ("diffusers", "transformers"):
-        os.environ[f"{name.upper()}_VERBOSITY"] = "critical"
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    from ..progress import quiet_libraries
+
+    quiet_libraries()
     logging.getLogger("contextedit").setLevel(logging.ERROR)
 
 

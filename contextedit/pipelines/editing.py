@@ -21,6 +21,7 @@ from ..device import oom_guard
 from ..fileio import load_safetensors, save_safetensors
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDIMScheduler
+from ..video import to_frames
 from .common import decode_latents, encode_prompts, placement, token_ids
 from .edit_options import EditSettings, parse_fusion_layers
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
@@ -130,12 +131,6 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
 def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:
     return EditedPrompt(prompt=prompt, frames=frames, seconds=seconds, guidance=control.setting(opts, "guidance"),
                         control=control.describe(comps.tokenizer, src_ids))
-
-
-def to_frames(pixels: torch.Tensor) -> np.ndarray:
-    from .. import video as vio
-
-    return vio.to_frames(pixels)
 
 
 def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *, adapter=None, cache=None,

@@ -17,6 +17,7 @@ from ..errors import UsageError
 from ..models.inflate import shared_copy
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
+from ..video import to_frames
 from .adapters import check_adapter_spec, resolve_adapter
 from .common import check_guidance, decode_latents, encode_prompts, fill_defaults, placement
 from .loop import Denoiser, context_for, sample
@@ -98,9 +99,7 @@ def generate_images(comps, prompts: list[str], n: int, seed: int, settings: Gene
                 with progress(f"{prompt[:40]} (seed {seed + k})", settings.steps) as advance:
                     latents = sample(scheduler, Denoiser(unet, text, uncond, settings.guidance), latents,
                                      context=context, generator=generator, callback=lambda **_: advance())
-                from .. import video as vio
-
-                image = vio.to_frames(decode_latents(comps.vae, latents))[0]
+                image = to_frames(decode_latents(comps.vae, latents))[0]
                 yield GeneratedImage(prompt=prompt, seed=seed + k, image=image, seconds=time.perf_counter() - t1)
 
 

@@ -29,7 +29,7 @@ class TunedClip:
 
     model: str                          # the base model the UNet was tuned from
     prompt: str                         # the source prompt
-    frames: np.ndarray                  # (F, H, W, 3) uint8, the frames as tuned
+    frames: np.ndarray | None           # (F, H, W, 3) uint8, the frames as tuned (None: not read yet, see source_frames)
     fps: float
     latents: torch.Tensor               # (F, C, h, w) scaled VAE latents, float32 on the CPU
     tuned: dict[str, torch.Tensor]      # the tuned UNet tensors by parameter name
@@ -38,6 +38,16 @@ class TunedClip:
     losses: list[float] = field(default_factory=list)
     record: dict = field(default_factory=dict)     # more for the manifest: timings, versions, source file
     cache: dict = field(default_factory=dict, repr=False)  # null-text embeddings by key, in memory
+    source: Path | None = field(default=None, repr=False)  # the run folder's clip, read on first use
+
+    def source_frames(self) -> np.ndarray:
+        """The frames as tuned; a loaded clip decodes them from its run folder only when asked
+        (editing reads the latents, so ``edit`` never decodes the video)."""
+        if self.frames is None:
+            from .. import video as vio
+
+            self.frames = vio.read_video(self.source, frames=self.num_frames, stride=1).frames
+        return self.frames
 
     @property
     def num_frames(self) -> int:
@@ -46,7 +56,8 @@ class TunedClip:
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) of the frames."""
-        return int(self.frames.shape[2]), int(self.frames.shape[1])
+        frames = self.source_frames()
+        return int(frames.shape[2]), int(frames.shape[1])
 
     def manifest(self) -> dict:
         width, height = self.size
@@ -68,14 +79,14 @@ class TunedClip:
             if self.adapter is not None:
                 self.adapter.save_pretrained(str(tmp / FILES["adapter"]), safe_serialization=True)
             save_safetensors({"latents": self.latents.detach().float().cpu().contiguous()}, tmp / FILES["latents"])
-            vio.write_video(self.frames, tmp / FILES["clip"], self.fps)
+            vio.write_video(self.source_frames(), tmp / FILES["clip"], self.fps)
             write_manifest(tmp, self.manifest())
         return folder
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "TunedClip":
-        """A run folder written by :meth:`save` (or by ``contextedit tune``)."""
-        from .. import video as vio
+        """A run folder written by :meth:`save` (or by ``contextedit tune``); its clip's frames are
+        read only when asked (:meth:`source_frames`)."""
         from .adapters import load_adapter_folder
 
         folder = Path(folder)
@@ -96,14 +107,13 @@ class TunedClip:
                 adapter.load_state_dict(load_safetensors(path))
                 adapter.eval()
         clip = run_file(folder, manifest, "clip")
-        frames = vio.read_video(clip, frames=manifest["frames"], stride=1).frames
         known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
                  "loss_curve", "files", "adapter_config"}
         settings = {k: manifest[k] for k in SETTINGS if k in manifest}
         record = {k: v for k, v in manifest.items() if k not in known and k not in settings}
-        return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=frames, fps=manifest["fps"],
+        return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=None, fps=manifest["fps"],
                    latents=latents, tuned=tuned, adapter=adapter, settings=settings,
-                   losses=list(manifest.get("loss_curve") or []), record=record)
+                   losses=list(manifest.get("loss_curve") or []), record=record, source=clip)
 
 
 # The manifest keys that say how a clip was tuned (TunedClip.settings).
