@@ -119,11 +119,11 @@ def _quality_tunes(rows: list[dict]) -> dict:
 # c. generation
 
 
-def generation(model_folder: Path, seeds: int) -> dict:
+def generation(model_folder: Path, seeds: int, steps: int = 50) -> dict:
     """Oracle agreement with and without the base adapter, per image, with a paired interval."""
     arms = {}
     for arm, use in (("with_adapter", True), ("without_adapter", False)):
-        arms[arm], _ = tiny_data.evaluate(model_folder, seeds=tuple(range(seeds)), adapter=use)
+        arms[arm], _ = tiny_data.evaluate(model_folder, steps=steps, seeds=tuple(range(seeds)), adapter=use)
     hits = {arm: arms[arm]["hits"] for arm in arms}
     return {"arms": {arm: {k: v for k, v in s.items() if k != "hits"} | {"all": stats.interval(hits[arm])} for arm, s in arms.items()},
             "with_minus_without": stats.paired(hits["with_adapter"], hits["without_adapter"]), "hits": hits}
@@ -253,6 +253,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4, help="the UNet's tuning lr, as bench/quality.py tunes")
     p.add_argument("--seeds", type=int, default=5, help="held-out tunes per arm")
     p.add_argument("--generate-seeds", type=int, default=4)
+    p.add_argument("--generate-steps", type=int, default=50, help="DDIM steps of claim c's generations (fewer: tests only)")
     p.add_argument("--default-steps", type=int, default=None, help="shorten the defaults tune (tests only)")
     p.add_argument("--no-tune", action="store_true", help="reuse the tunes and the generation figures in --out (plots and tables only)")
     p.add_argument("--threads", type=int, default=None)
@@ -283,7 +284,7 @@ def main(argv=None) -> dict:
     q = read_json(args.quality) if Path(args.quality).is_file() else {"rows": []}
     train = read_json(args.train) if Path(args.train).is_file() else {}
     reuse = args.no_tune and "generation" in previous
-    gen = previous["generation"] if reuse else generation(Path(args.model_folder), args.generate_seeds)
+    gen = previous["generation"] if reuse else generation(Path(args.model_folder), args.generate_seeds, args.generate_steps)
     edits = q.get("intervals") or quality.intervals(q["rows"])
     result = {"held_out": held, "default_tune": default, "convergence": convergence(held, q["rows"], train),
               "edits": edits, "generation": gen,

@@ -98,34 +98,8 @@ def _other(options, current, rng) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Scores from the oracle
-
-
-def score_edit(source: np.ndarray, edited: np.ndarray, kind: str, target: dict, direction: str,
-               target_frames: np.ndarray | None = None, stride: int = 1) -> dict:
-    src, out = shapes.oracle_clip(source), shapes.oracle_clip(edited)
-    key = {"colour": "colour", "shape": "shape", "background": "background"}[kind]
-    hits = [reading[key] == target[key] for reading in out]
-    paths = [r["mask"] for r in src] + ([r["mask"] for r in shapes.oracle_clip(target_frames)] if target_frames is not None else [])
-    path = shapes.grow_mask(np.any(paths, axis=0), 2)
-    scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
-    if kind != "background":
-        background_index = shapes.PALETTE_NAMES.index(src[0]["background"])
-        kept = [(shapes.classify_pixels(frame)[~path] == background_index).mean() for frame in edited]
-        scores["background_kept"] = float(np.mean(kept))
-    errors = [np.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1])
-              for o, s in zip(out, src) if o["centroid"] and s["centroid"]]
-    scores["motion_error_px"] = float(np.mean(errors)) if errors else None
-    # consecutive edited frames are ``stride`` clip frames apart: the object moved STEP·stride px
-    dx, dy = (shapes.STEP * stride * v for v in shapes.DIRECTIONS[direction])
-    ious = [_iou(np.roll(a["mask"], (dy, dx), axis=(0, 1)), b["mask"]) for a, b in zip(out, out[1:])]
-    scores["temporal_iou"] = float(np.mean(ious)) if ious else None
-    return scores
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 1.0
+# Summaries of the oracle's scores (each edit is scored by contextedit.testing.shapes.score_edit,
+# the scorer `contextedit eval --metrics oracle` uses too)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -181,7 +155,7 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
         edited = video.read_video(path, frames=args.frames, stride=1).frames
         target = _source_frames(e["target"], entry["start"], args)
         rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"],
-                     **score_edit(source, edited, e["kind"], e["target"], spec["direction"], target, args.stride)})
+                     **shapes.score_edit(source, edited, e["kind"], e["target"], spec["direction"], target, args.stride)})
     rows.append({"clip": entry["video"], "variant": variant, "kind": "reconstruction", "prompt": entry["source_prompt"],
                  **reconstruction(run_dir, edits.files[-1], args, comps)})
     rows.append({"clip": entry["video"], "variant": variant, "kind": "tune", "prompt": entry["source_prompt"],
@@ -203,7 +177,7 @@ def rescore(result: dict, work: Path, tag: str, args) -> dict:
         edited = video.read_video(folder / files[row["prompt"]], frames=args.frames, stride=1).frames
         e = next(e for e in entry["edits"] if e["kind"] == row["kind"])
         source, target = (_source_frames(spec, entry["start"], args) for spec in (entry["spec"], e["target"]))
-        rows.append({**row, **score_edit(source, edited, row["kind"], e["target"], entry["spec"]["direction"], target,
+        rows.append({**row, **shapes.score_edit(source, edited, row["kind"], e["target"], entry["spec"]["direction"], target,
                                          args.stride)})
     return {**result, "summary": summarise(rows), "rows": rows}
 

@@ -13,7 +13,8 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .cli_setup import say as _say, setup as _setup
+from .cli_eval import evaluate
+from .cli_setup import Debug, Device, Dtype, Model, Overwrite, Quiet, Seed, say as _say, setup as _setup
 from .defaults import TUNE_DEFAULTS, describe
 from .errors import ContextEditError, Interrupted
 
@@ -97,16 +98,6 @@ app = typer.Typer(
     help="Text-guided video editing and image generation with contextualized diffusion (ContextDiff).",
 )
 
-# Options shared by every command that loads a model.
-Model = Annotated[Optional[str], typer.Option("--model", help="Hub id, local diffusers folder, or 'tiny' (embedded). Default: $CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5.")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same outputs.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
-
-
 def _version(value: bool) -> None:
     if value:
         print(f"contextedit {__version__}")
@@ -115,7 +106,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
-    """Tune on a clip, edit it with new prompts, generate images, evaluate with CLIP."""
+    """Tune on a clip, edit it with new prompts, generate images, evaluate with CLIP, PickScore, DINO and flow."""
 
 
 @app.command()
@@ -286,34 +277,7 @@ def train_adapter(
     print(path)
 
 
-@app.command("eval")
-def evaluate(
-    paths: Annotated[list[Path], typer.Argument(help="Videos, frame folders, images, image folders, or edit/generate output folders.")],
-    metrics: Annotated[str, typer.Option(help="Comma list: clip (clip_text + clip_temporal), psnr.")] = "clip",
-    prompt: Annotated[Optional[str], typer.Option(help="Prompt to score against (else read from edits.json / generate.json).")] = None,
-    clip_model: Annotated[str, typer.Option(help="CLIP model: hub id, folder, or 'tiny'.")] = "openai/clip-vit-large-patch14",
-    temporal: Annotated[str, typer.Option(help="consecutive | all (frame pairs for clip_temporal).")] = "consecutive",
-    source: Annotated[Optional[Path], typer.Option(help="Source video for psnr.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the results as JSON.")] = None,
-    device: Device = "auto", debug: Debug = False, quiet: Quiet = False,
-) -> None:
-    """CLIP-text and CLIP-temporal (the paper's Table 2), and PSNR against a source."""
-    _setup(quiet, debug)
-    from rich.console import Console
-
-    from .device import resolve_device
-    from .fileio import check_writable_dir, write_json
-
-    if json_out is not None:
-        check_writable_dir(json_out.parent)  # before scoring, not after
-    from .metrics.evaluate import evaluate as run_eval, results_table
-
-    result = run_eval([str(p) for p in paths], metrics=metrics, prompt=prompt, clip_model=clip_model,
-                      temporal=temporal, source=str(source) if source else None, device=str(resolve_device(device)))
-    Console().print(results_table(result))
-    if json_out is not None:
-        write_json(json_out, result)
-        _say(quiet, f"wrote {json_out}")
+app.command("eval")(evaluate)
 
 
 @app.command()

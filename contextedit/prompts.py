@@ -8,7 +8,7 @@ A prompt file is JSON: one set, or a list of sets (one per clip)::
 
 ``video`` and ``source_prompt`` are optional (without a source prompt the clip is captioned);
 each edit is an object with a ``prompt`` and an optional ``type`` (object, attribute,
-background or style), or a bare string. Other keys (notes) are ignored.
+background, style or multiple), or a bare string. Other keys (notes) are ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 from .errors import InputError
 from .fileio import read_json
 
-EDIT_TYPES = ("object", "attribute", "background", "style")
+# LOVEU-TGVE-2023's four kinds are style, object, background and multiple (several at once).
+EDIT_TYPES = ("object", "attribute", "background", "style", "multiple")
 
 
 @dataclass

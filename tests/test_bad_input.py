@@ -398,7 +398,7 @@ def test_train_adapter_refuses_to_write_pickle(tmp_path):
 
 def test_eval_unknown_metric(tmp_path, clip):
     fails(["eval", clip, "--metrics", "fvd", "--prompt", PROMPT, "--clip-model", "tiny", *CPU], 2,
-          "unknown metric fvd", "clip, psnr")
+          "unknown metric fvd", "clip, pickscore, dino, flow, warp, psnr, oracle")
 
 
 def test_eval_without_prompt(tmp_path, clip):
@@ -420,6 +420,43 @@ def test_eval_clip_model_folder_with_only_pickle_weights(tmp_path, clip):
 
 def test_eval_missing_path(tmp_path):
     fails(["eval", tmp_path / "nope.mp4", "--prompt", PROMPT, "--clip-model", "tiny", *CPU], 2, "nope.mp4", "not found")
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--metrics", "flow"], ["flow", "--source"]),
+    (["--metrics", "warp"], ["warp", "--source"]),
+    (["--metrics", "psnr", "--source", "SRC", "--flow", "raft"], []),  # flow unused: psnr alone runs fine
+    (["--metrics", "flow", "--source", "SRC", "--flow", "raft"], ["raft", "--flow-model"]),
+    (["--metrics", "flow", "--source", "SRC", "--flow", "pwc"], ["--flow", "farneback, raft"]),
+    (["--metrics", "flow", "--source", "SRC", "--flow-model", "W.safetensors"], ["--flow-model", "--flow raft"]),
+    (["--metrics", "flow", "--source", "SRC", "--flow", "raft", "--flow-model", "W.pth"], ["safetensors"]),
+    (["--metrics", "clip", "--mask", "MASK"], ["--mask", "psnr"]),
+    (["--metrics", "oracle", "--prompt", "a dog"], ["oracle", "shapes-world"]),
+    (["--metrics", "pickscore"], ["no prompt", "--prompt"]),
+    (["--report", "OUT/report.txt"], ["--report", ".html"]),
+    (["--metrics", "dino", "--dino-model", "nowhere/none-such"], ["--dino-model"]),
+])
+def test_eval_bad_metric_options(tmp_path, clip, extra, words):
+    subs = {"SRC": clip, "MASK": tmp_path / "mask.png", "W.safetensors": tmp_path / "w.safetensors", "W.pth": tmp_path / "w.pth",
+            "OUT/report.txt": tmp_path / "out" / "report.txt"}
+    for name in ("mask.png", "w.safetensors", "w.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    args = ["eval", clip, *[subs.get(a, a) for a in extra], "--clip-model", "tiny", "--pickscore-model", "tiny", *CPU]
+    if "--prompt" not in extra and "pickscore" not in extra:
+        args += ["--prompt", PROMPT]
+    if not words:
+        assert invoke(args).exit_code == 0
+        return
+    fails(args, 2, *words, out=tmp_path / "out")
+
+
+def test_eval_mask_folder_of_the_wrong_length(tmp_path, clip):
+    from PIL import Image
+
+    (tmp_path / "masks").mkdir()
+    for i in range(3):
+        Image.new("L", (64, 64), 255).save(tmp_path / "masks" / f"{i:02d}.png")
+    fails(["eval", clip, "--metrics", "psnr", "--source", clip, "--mask", tmp_path / "masks", *CPU], 2, "3 images", "8 frames")
 
 
 @pytest.mark.parametrize("args, words", [

@@ -9,6 +9,8 @@ import torch
 
 from helpers import bench_script
 
+from contextedit.testing import shapes
+
 
 @pytest.fixture
 def train_tiny():
@@ -67,7 +69,7 @@ def test_quality_scores_the_source_itself_as_perfect():
         args = quality.parse_args([])
         for entry in quality.make_prompt_set(4):
             source = quality._source_frames(entry["spec"], entry["start"], args)
-            s = quality.score_edit(source, source, "colour", entry["spec"], entry["spec"]["direction"], source, args.stride)
+            s = shapes.score_edit(source, source, "colour", entry["spec"], entry["spec"]["direction"], source, args.stride)
             assert s["temporal_iou"] == 1.0 and s["motion_error_px"] == 0.0 and s["background_kept"] == 1.0
             assert s["success"]
 
@@ -85,7 +87,8 @@ def test_claims_bench_measures_and_plots(tmp_path):
     benchmarks = tmp_path / "BENCHMARKS.md"
     with bench_script("claims") as claims:
         result = claims.main(["--model", "tiny-random", "--model-folder", str(tmp_path / "model"), "--tune-steps", "3",
-                              "--seeds", "2", "--generate-seeds", "1", "--default-steps", "1", "--threads", "1",
+                              "--seeds", "2", "--generate-seeds", "1", "--generate-steps", "5", "--default-steps", "1",
+                              "--threads", "1",
                               "--out", str(tmp_path / "claims.json"), "--quality", str(tmp_path / "none.json"),
                               "--train", str(tmp_path / "none.json"), "--benchmarks", str(benchmarks)])
     held = result["convergence"]["held_out"]
@@ -157,3 +160,39 @@ def test_throughput_bench_runs(tmp_path):
     assert doc["scaling"]["per_n"]["8"] == pytest.approx(8 * doc["scaling"]["per_n"]["1"])
     block = (tmp_path / "B.md").read_text()
     assert "<!-- throughput:begin -->" in block and "jobs/h on 8" in block
+
+
+@pytest.mark.slow
+def test_video_table_recipe_runs_every_arm(tmp_path):
+    """bench/video_table.py end to end on the embedded model and tiny scorers: three arms, every column."""
+    from helpers import write_clip
+
+    write_clip(tmp_path / "clip.mp4", frames=8)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"video": "clip.mp4", "source_prompt": "a red circle moving right on a black background",
+                                   "edits": [{"prompt": "a blue circle moving right on a black background", "type": "object"},
+                                             {"prompt": "a red circle moving right on a white background", "type": "background"}]}))
+    with bench_script("video_table") as table:
+        result = table.main(["--prompts", str(prompts), "--model", "tiny", "--scorers", "tiny", "--tune-steps", "2",
+                             "--edit-steps", "2", "--frames", "4", "--device", "cpu", "--out", str(tmp_path / "work"),
+                             "--results", str(tmp_path / "table.json"), "--table", str(tmp_path / "table.md")])
+    assert list(result["arms"]) == ["contextedit", "no-adapter", "ddim-inversion"]
+    for arm in result["arms"].values():
+        assert arm["edits"] == 2 and set(arm["means"]) == {"all", "object", "background"}
+        assert all(value is not None for value in arm["means"]["all"].values())
+    lines = (tmp_path / "table.md").read_text().splitlines()
+    assert len(lines) == 5 and "Motion (−EPE)" in lines[0]
+
+
+def test_loveu_csv_becomes_a_prompt_file(tmp_path):
+    csv = tmp_path / "loveu.csv"
+    csv.write_text("Video name,Original Caption,Style Change Caption,Object Change Caption,Background Change Caption,"
+                   "Multiple Changes Caption\nblackswan,a black swan,a black swan in Van Gogh style,a white duck,"
+                   "a black swan in a pond,a duck in a pond in anime style\n,,,,,\n")
+    with bench_script("loveu_prompts") as loveu:
+        loveu.main([str(csv), "--videos", str(tmp_path / "frames"), "--out", str(tmp_path / "p" / "loveu.json")])
+    from contextedit.prompts import load_prompt_sets
+
+    (prompt_set,) = load_prompt_sets(tmp_path / "p" / "loveu.json")
+    assert prompt_set.video == "../frames/blackswan" and prompt_set.source_prompt == "a black swan"
+    assert prompt_set.types == ["style", "object", "background", "multiple"]

@@ -103,7 +103,7 @@ def test_direct_inversion_reconstructs_the_source_under_guidance(tmp_path, runs)
         return float(np.mean([10 * np.log10(255**2 / max(m, 1e-10)) for m in mse]))
 
     def reconstruction(inversion, prompt=SOURCE, name=None, **kw):
-        result = edit(EditOptions(prompts=[prompt], run=str(run), guidance=7.5, inversion=inversion, format="frames",
+        result = edit(EditOptions(prompts=[prompt], run=str(run), guidance=7.5, inversion=inversion, format="frames", steps=10,
                                   out=str(tmp_path / (name or inversion)), device="cpu", **kw), comps=comps)
         assert result.record["settings"]["inversion"] == inversion
         return vio.read_video(result.files[0], frames=8, stride=1).frames

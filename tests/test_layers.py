@@ -17,7 +17,7 @@ LAYERS = [
     {"pipelines"},
     {"pipeline"},
     {"commands"},
-    {"cli", "cli_setup"},
+    {"cli", "cli_setup", "cli_eval"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # The one sanctioned upward edge: the loader builds `tiny-random` and the tiny CLIP/BLIP-2 from

@@ -73,7 +73,8 @@ def test_evaluate_matches_hand_computation(tmp_path, clip_folder):
     assert row["frames"] == 4 and row["prompt"] == prompt
     assert row["clip_text"] == pytest.approx(text, abs=1e-5)
     assert row["clip_temporal"] == pytest.approx(consecutive, abs=1e-5)
-    assert result["mean"] == {"clip_text": row["clip_text"], "clip_temporal": row["clip_temporal"]}
+    assert result["mean"] == {"clip_text": row["clip_text"], "clip_text_logit": 100 * row["clip_text"],
+                              "clip_temporal": row["clip_temporal"]}
     all_pairs = evaluate([tmp_path / "clip"], prompt=prompt, clip_model=str(clip_folder), temporal="all")
     assert all_pairs["results"][0]["clip_temporal"] == pytest.approx(pairs, abs=1e-5)
 
@@ -119,7 +120,7 @@ def test_missing_prompt_is_a_usage_error(tmp_path):
 
 def test_unknown_metric_lists_known_ones():
     assert parse_metrics("clip, psnr,clip") == ["clip", "psnr"]
-    with pytest.raises(UsageError, match="fid.*clip, psnr"):
+    with pytest.raises(UsageError, match="fid.*clip, pickscore, dino, flow, warp, psnr, oracle"):
         parse_metrics("clip,fid")
 
 
@@ -161,7 +162,7 @@ def test_results_table_renders():
     console = Console(record=True, width=120)
     console.print(results_table(result))
     text = console.export_text()
-    assert "CLIP-text" in text and "0.2500" in text and "a.png" in text
+    assert "CLIP-T" in text and "0.25" in text and "a.png" in text
 
 
 def test_pickle_only_model_folder_is_refused(tmp_path):

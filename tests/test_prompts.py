@@ -22,6 +22,12 @@ def test_red_circle_set_covers_every_edit_type():
     assert "a blue circle moving right on a black background" in prompts
 
 
+def test_loveu_set_has_the_four_kinds_per_clip():
+    for prompt_set in load_prompt_sets(PROMPTS / "loveu-tgve.json"):
+        assert prompt_set.types == ["style", "object", "background", "multiple"]
+        assert prompt_set.source_prompt and len(prompt_set.prompts) == 4
+
+
 def test_multi_clip_file_picks_the_set_by_video_name():
     source, prompts = load_prompt_file(PROMPTS / "davis-examples.json", video="/data/man-surfing.mp4")
     assert source == "a man is surfing on a wave" and "a robot is surfing on a wave" in prompts

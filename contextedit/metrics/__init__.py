@@ -1,10 +1,14 @@
-"""Metrics of the paper's Table 2 (CLIP-text, CLIP-temporal) and PSNR against the source clip."""
+"""Metrics of ``contextedit eval``: CLIP text and frame consistency (the paper's Table 2 and V2VBench's
+scales), PickScore, DINO consistency, flow error and warp error against the source, PSNR (also
+outside a mask), and the shapes-world oracle. The HTML report is :mod:`.report`."""
 
 from .clip import DEFAULT_CLIP_MODEL, ClipScorer, clip_temporal_score, clip_text_score, load_clip
-from .evaluate import EvalItem, collect_items, evaluate, load_frames, parse_metrics, results_table
-from .psnr import PSNR_CAP_DB, psnr
+from .collect import EvalItem, collect_items, load_frames
+from .evaluate import KNOWN_METRICS, SCALES, evaluate, parse_metrics, results_table
+from .psnr import PSNR_CAP_DB, psnr, psnr_frames
 
 __all__ = [
-    "DEFAULT_CLIP_MODEL", "ClipScorer", "EvalItem", "PSNR_CAP_DB", "clip_temporal_score", "clip_text_score",
-    "collect_items", "evaluate", "load_clip", "load_frames", "parse_metrics", "psnr", "results_table",
+    "DEFAULT_CLIP_MODEL", "KNOWN_METRICS", "SCALES", "ClipScorer", "EvalItem", "PSNR_CAP_DB", "clip_temporal_score",
+    "clip_text_score", "collect_items", "evaluate", "load_clip", "load_frames", "parse_metrics", "psnr", "psnr_frames",
+    "results_table",
 ]

@@ -1,43 +1,80 @@
-"""``contextedit eval``: score videos, frame folders, images and run folders with CLIP and PSNR.
+"""``contextedit eval``: score clips with CLIP, PickScore, DINO, optical flow, PSNR and the shapes oracle.
 
-A path may be a video (or GIF), a frame folder, an image, a folder of images or videos, or the
-output folder of ``edit`` (``edits.json``) or ``generate`` (``generate.json``), whose manifests
-give each file's prompt. :func:`evaluate` returns a plain dict (written as JSON by the CLI) and
-:func:`results_table` renders it.
+:func:`evaluate` returns a plain dict (written as JSON by the CLI): the backbones and the scale of
+every figure (``models``, ``scales``), one row per clip with its per-frame series (``per_frame``),
+and the means. :func:`results_table` renders it. Which published tables each figure matches is in
+:data:`SCALES` and the README.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
 
 from ..errors import InputError, UsageError
-from ..fileio import inside, read_json
 from ..progress import ProgressFactory, progress_bar
-from ..video import IMAGE_SUFFIXES, natural_key, read_image
-from .clip import DEFAULT_CLIP_MODEL, TEMPORAL_MODES, ClipScorer, clip_temporal_score, clip_text_score, load_clip
-from .psnr import psnr
+from .clip import DEFAULT_CLIP_MODEL, TEMPORAL_MODES, ClipScorer, clip_temporal_score, load_clip
+from .collect import EvalItem, collect_items, load_frames
+from .dino import DEFAULT_DINO_MODEL, DinoScorer, load_dino
+from .pickscore import DEFAULT_PICKSCORE_MODEL, load_pickscore, pickscore_per_frame
+from .psnr import psnr_frames
 
-KNOWN_METRICS = ("clip", "psnr")
-VIDEO_SUFFIXES = {".mp4", ".gif", ".webm", ".mov", ".avi", ".mkv", ".m4v"}
-# Run-folder manifests: file name -> the key of their list of {"prompt", "file"} entries.
-MANIFESTS = {"edits.json": "outputs", "generate.json": "images"}
+KNOWN_METRICS = ("clip", "pickscore", "dino", "flow", "warp", "psnr", "oracle")
+NEEDS_PROMPT = ("clip", "pickscore", "oracle")
+NEEDS_SOURCE = ("flow", "warp", "psnr")
+KEYS = {
+    "clip": ("clip_text", "clip_text_logit", "clip_temporal"), "pickscore": ("pickscore",), "dino": ("dino_temporal",),
+    "flow": ("flow_epe",), "warp": ("warp_error",), "psnr": ("psnr", "bg_psnr"),
+    "oracle": ("oracle_colour", "oracle_shape", "oracle_background", "oracle_success", "oracle_frames_right",
+               "oracle_background_kept", "oracle_centroid_error", "oracle_temporal_iou"),
+}
+# The scale of each figure, written into the JSON so that nobody compares a cosine with a logit.
+SCALES = {
+    "clip_text": "cosine(frame, prompt) of CLIP embeddings, mean over frames; the paper's Table 2 scale (0.274)",
+    "clip_text_logit": "100 x clip_text: V2VBench's and LOVEU-TGVE's CLIP-T scale (27.5 for Tune-A-Video)",
+    "clip_temporal": "cosine of CLIP frame embeddings, {temporal} pairs (V2VBench CLIP-F: consecutive)",
+    "pickscore": "PickScore_v1: exp(logit_scale) x cosine(frame, prompt), about 100 x cosine; mean over frames",
+    "dino_temporal": "cosine of DINOv2 [CLS] embeddings, {temporal} pairs",
+    "flow_epe": "pixels at the edit's size: mean end-point error between the source's and the edit's optical flow "
+                "(lower is better; V2VBench's motion alignment is -flow_epe)",
+    "warp_error": "MSE on [0,1] pixels between each edit frame and the next one warped back with the source's flow, "
+                  "non-occluded pixels only (lower is better)",
+    "psnr": "dB against the source, per frame capped at 100, mean over frames",
+    "bg_psnr": "dB against the source outside --mask (white = edited region)",
+    "oracle_colour": "share of frames whose colour the shapes oracle reads as the prompt's (0..1)",
+    "oracle_shape": "share of frames whose shape matches the prompt (0..1)",
+    "oracle_background": "share of frames whose background matches the prompt (0..1)",
+    "oracle_success": "1 when most frames show the prompt's changed attribute (bench/quality.py's success)",
+    "oracle_frames_right": "share of frames right on the changed attribute",
+    "oracle_background_kept": "share of background pixels off the object's path still of the source's colour",
+    "oracle_centroid_error": "pixels between the edited and the source object's centroids, mean over frames",
+    "oracle_temporal_iou": "IoU of consecutive object masks after the source's motion",
+}
+PER_FRAME = ("clip_text", "pickscore", "flow_epe", "warp_error", "psnr")
 
 
 @dataclass
-class EvalItem:
-    """One thing to score: a clip (or a single image as a one-frame clip) and its prompt."""
+class Scorers:
+    """The backbones the chosen metrics need, loaded once for all clips."""
 
-    path: Path
-    prompt: str | None
-    frames: np.ndarray  # (F, H, W, 3) uint8
+    clip: ClipScorer | None = None
+    pickscore: ClipScorer | None = None
+    dino: DinoScorer | None = None
+    flow: object | None = None
+    names: list[str] = field(default_factory=list)
+
+    def models(self) -> dict:
+        return {"clip": _id(self.clip), "pickscore": _id(self.pickscore), "dino": _id(self.dino),
+                "flow": getattr(self.flow, "name", None)}
+
+
+def _id(scorer) -> str | None:
+    return None if scorer is None else scorer.model_id
 
 
 def parse_metrics(text: str | Iterable[str]) -> list[str]:
@@ -51,80 +88,6 @@ def parse_metrics(text: str | Iterable[str]) -> list[str]:
     return names
 
 
-# --------------------------------------------------------------------------- reading
-
-
-def _media_files(folder: Path) -> list[Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted((p for p in files if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES), key=natural_key)
-
-
-def _is_frame_sequence(files: list[Path]) -> bool:
-    """Numbered png/jpg images of one pattern (``00000.png``, ``frame_0001.jpg`` …) are one clip's frames."""
-    if not files or any(p.suffix.lower() not in IMAGE_SUFFIXES for p in files):
-        return False
-    patterns = {re.sub(r"\d+", "#", p.stem) for p in files}
-    return len(patterns) == 1 and "#" in next(iter(patterns))
-
-
-def load_frames(path: str | os.PathLike) -> np.ndarray:
-    """All frames of a video, a GIF, a frame folder or an image, as uint8 (F, H, W, 3)."""
-    from ..video import count_frames, read_video
-
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} not found; check the path")
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        return read_image(path)[None]
-    total = count_frames(path)
-    if total == 0:
-        raise InputError(f"{path} holds no frames; pass a video, a frame folder or an image")
-    return read_video(path, frames=total, stride=1, start=0).frames
-
-
-def _manifest_items(folder: Path, manifest: str, prompt: str | None) -> list[tuple[Path, str | None]]:
-    """(file, prompt) pairs from an edit/generate manifest; ``prompt``, when given, overrides it."""
-    data = read_json(folder / manifest, what=f"{manifest} manifest")
-    key = MANIFESTS[manifest]
-    entries = data.get(key) if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise InputError(f"{folder / manifest} has no {key!r} list; it is not an edit/generate manifest — regenerate it")
-    pairs = []
-    for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-            raise InputError(f"{folder / manifest}: every {key!r} entry needs a 'file'; the manifest is malformed — regenerate it")
-        pairs.append((inside(folder, entry["file"]), prompt or entry.get("prompt")))
-    return pairs
-
-
-def _path_items(path: Path, prompt: str | None) -> list[tuple[Path, str | None]]:
-    """What one command-line PATH expands to: (file or frame folder, prompt) pairs."""
-    if not path.exists():
-        raise InputError(f"{path} not found; check the path")
-    if not path.is_dir():
-        return [(path, prompt)]
-    for manifest in MANIFESTS:
-        if (path / manifest).is_file():
-            return _manifest_items(path, manifest, prompt)
-    files = _media_files(path)
-    if not files:
-        raise InputError(f"{path} holds no videos or images; pass a video, an image, or a folder of them")
-    if _is_frame_sequence(files):
-        return [(path, prompt)]
-    return [(f, prompt) for f in files]
-
-
-def collect_items(paths: Iterable[str | os.PathLike], prompt: str | None = None) -> list[EvalItem]:
-    """Expand PATHs into clips with their prompts and read their frames."""
-    pairs = [pair for p in paths for pair in _path_items(Path(p), prompt)]
-    if not pairs:
-        raise UsageError("no PATH given; pass at least one video, image or output folder")
-    return [EvalItem(path=p, prompt=text, frames=load_frames(p)) for p, text in pairs]
-
-
-# --------------------------------------------------------------------------- scoring
-
-
 def evaluate(
     paths: Iterable[str | os.PathLike],
     metrics: str | Iterable[str] = "clip",
@@ -135,51 +98,132 @@ def evaluate(
     device: str | torch.device = "cpu",
     scorer: ClipScorer | None = None,
     progress: ProgressFactory | None = None,
+    *,
+    pickscore_model: str = DEFAULT_PICKSCORE_MODEL,
+    dino_model: str = DEFAULT_DINO_MODEL,
+    flow: str = "farneback",
+    flow_model: str | os.PathLike | None = None,
+    mask: str | os.PathLike | None = None,
+    items: list[EvalItem] | None = None,
+    source_frames: np.ndarray | None = None,
 ) -> dict:
-    """Score every clip in ``paths``; returns ``{"clip_model", "results": [...], "mean": {...}}``.
+    """Score every clip in ``paths`` (or the already read ``items``) with ``metrics``.
 
-    ``clip`` adds ``clip_text`` and ``clip_temporal`` to each result (``clip_temporal`` is None for a
-    single image); ``psnr`` compares each clip with ``source`` frame by frame. A preloaded
-    ``scorer`` replaces ``clip_model``.
+    ``flow``, ``warp`` and ``psnr`` compare each clip with ``source`` (or ``source_frames``);
+    ``bg_psnr`` needs ``mask`` too. A preloaded ``scorer`` replaces ``clip_model``. Returns
+    ``{"metrics", "models", "scales", "temporal", "source", "mask", "clip_model", "results", "mean"}``.
     """
     names = parse_metrics(metrics)
     if temporal not in TEMPORAL_MODES:
         raise UsageError(f"`temporal` {temporal!r} is not one of {', '.join(TEMPORAL_MODES)}")
-    if "psnr" in names and source is None:
-        raise UsageError("`metrics` psnr compares with the source clip; pass `source` VIDEO")
-    items = collect_items(paths, prompt)
-    if "clip" in names:
+    has_source = source is not None or source_frames is not None
+    needing = [n for n in names if n in NEEDS_SOURCE]
+    if needing and not has_source:
+        raise UsageError(f"`metrics` {', '.join(needing)} compare with the source clip; pass `source` VIDEO")
+    if mask is not None and "psnr" not in names:
+        raise UsageError("`mask` serves bg_psnr; add psnr to `metrics` and pass `source`")
+    items = items if items is not None else collect_items(paths, prompt)
+    if any(n in NEEDS_PROMPT for n in names):
         for item in items:
             if not item.prompt:
                 raise UsageError(f"no prompt for {item.path}: pass `prompt` or point at an edit/generate output folder")
-        scorer = scorer or load_clip(clip_model, _device(device))
-    reference = load_frames(source) if "psnr" in names else None
+    if "oracle" in names:
+        from .oracle import check_prompts
+
+        check_prompts([item.prompt for item in items])
+    if source_frames is None and source is not None:
+        source_frames = load_frames(source)
+    masks = _masks(mask, items) if mask is not None else {}
+    scorers = load_scorers(names, device, clip_model=clip_model, pickscore_model=pickscore_model,
+                           dino_model=dino_model, flow=flow, flow_model=flow_model, clip_scorer=scorer)
 
     results = []
     with (progress or partial(progress_bar, enabled=False))("evaluating", len(items)) as advance:
         for item in items:
-            results.append(_score_item(item, scorer if "clip" in names else None, temporal, reference))
+            results.append(score_item(item, scorers, temporal, source_frames, masks.get(str(item.path))))
             advance()
+    keys = [key for name in names for key in KEYS[name] if key != "bg_psnr" or mask is not None]
     return {
-        "clip_model": scorer.model_id if "clip" in names else None,
-        "results": results,
-        "mean": _means(results, _metric_keys(names)),
+        "metrics": names, "models": scorers.models(), "clip_model": _id(scorers.clip),
+        "scales": {k: SCALES[k].format(temporal=temporal) for k in keys}, "temporal": temporal,
+        "source": str(source) if source is not None else None, "mask": str(mask) if mask is not None else None,
+        "results": results, "mean": _means(results, keys),
     }
 
 
-def _score_item(item: EvalItem, scorer: ClipScorer | None, temporal: str, reference: np.ndarray | None) -> dict:
+def load_scorers(names: list[str], device, *, clip_model: str = DEFAULT_CLIP_MODEL, pickscore_model: str = DEFAULT_PICKSCORE_MODEL,
+                 dino_model: str = DEFAULT_DINO_MODEL, flow: str = "farneback", flow_model=None,
+                 clip_scorer: ClipScorer | None = None) -> Scorers:
+    """Load each backbone that ``names`` needs (and only those) on ``device``."""
+    from .flow import FLOW_METHODS, load_flow
+
+    if flow not in FLOW_METHODS:
+        raise UsageError(f"`flow` {flow!r} is not one of {', '.join(FLOW_METHODS)}")
+    if flow_model is not None and flow != "raft":
+        raise UsageError("`flow_model` is RAFT's weights file; pass `flow` raft with it")
+    device = _device(device)
+    scorers = Scorers(names=names)
+    if "clip" in names:
+        scorers.clip = clip_scorer or load_clip(clip_model, device)
+    if "pickscore" in names:
+        scorers.pickscore = load_pickscore(pickscore_model, device)
+    if "dino" in names:
+        scorers.dino = load_dino(dino_model, device)
+    if "flow" in names or "warp" in names:
+        scorers.flow = load_flow(flow, flow_model, device)
+    return scorers
+
+
+def score_item(item: EvalItem, scorers: Scorers, temporal: str, source: np.ndarray | None, keep: np.ndarray | None) -> dict:
+    """One clip's row: its metrics and their per-frame series."""
+    from .flow import flow_epe, warp_error
+    from .oracle import oracle_scores
+
+    names = scorers.names
     row = {"path": str(item.path), "prompt": item.prompt, "frames": len(item.frames)}
-    if scorer is not None:
-        image_embeds = scorer.image_embeds(item.frames)
-        row["clip_text"] = clip_text_score(image_embeds, scorer.text_embeds([item.prompt])[0])
-        row["clip_temporal"] = clip_temporal_score(image_embeds, temporal)
-    if reference is not None:
-        row["psnr"] = psnr(item.frames, reference)
+    per_frame = {}
+    if scorers.clip is not None:
+        embeds = scorers.clip.image_embeds(item.frames)
+        text = scorers.clip.text_embeds([item.prompt])[0]
+        cosines = torch.nn.functional.cosine_similarity(embeds, text.reshape(1, -1), dim=-1)
+        row["clip_text"] = cosines.mean().item()
+        row["clip_text_logit"] = 100.0 * row["clip_text"]
+        row["clip_temporal"] = clip_temporal_score(embeds, temporal)
+        per_frame["clip_text"] = cosines.tolist()
+    if scorers.pickscore is not None:
+        embeds = scorers.pickscore.image_embeds(item.frames)
+        scores = pickscore_per_frame(scorers.pickscore, embeds, scorers.pickscore.text_embeds([item.prompt])[0])
+        row["pickscore"], per_frame["pickscore"] = scores.mean().item(), scores.tolist()
+    if scorers.dino is not None:
+        row["dino_temporal"] = clip_temporal_score(scorers.dino.embeds(item.frames), temporal)
+    if "flow" in names:
+        row["flow_epe"], per_frame["flow_epe"] = flow_epe(item.frames, source, scorers.flow)
+    if "warp" in names:
+        row["warp_error"], per_frame["warp_error"] = warp_error(item.frames, source, scorers.flow)
+    if "psnr" in names:
+        values = psnr_frames(item.frames, source)
+        row["psnr"], per_frame["psnr"] = float(values.mean()), values.tolist()
+        if keep is not None:
+            outside = psnr_frames(item.frames, source, keep=~keep)
+            row["bg_psnr"] = float(np.nanmean(outside)) if np.isfinite(outside).any() else None
+    if "oracle" in names:
+        row.update(oracle_scores(item.frames, item.prompt, source))
+    row["per_frame"] = {k: per_frame[k] for k in PER_FRAME if k in per_frame}
     return row
 
 
-def _metric_keys(names: list[str]) -> list[str]:
-    return [key for name in names for key in ({"clip": ["clip_text", "clip_temporal"], "psnr": ["psnr"]}[name])]
+def _masks(mask, items: list[EvalItem]) -> dict[str, np.ndarray]:
+    """The ``mask`` for each clip: one image for all frames, or a folder of one image per frame."""
+    from ..video import read_mask_frames
+
+    out = {}
+    for item in items:
+        keep = read_mask_frames(mask, len(item.frames))
+        if not keep.any():
+            raise InputError(f"`mask` {mask} is black everywhere: white marks the edited region, so bg_psnr would be "
+                             "the whole frame; pass a mask of the edited region")
+        out[str(item.path)] = keep
+    return out
 
 
 def _means(results: list[dict], keys: list[str]) -> dict:
@@ -201,24 +245,41 @@ def _device(device: str | torch.device) -> torch.device:
 
 # --------------------------------------------------------------------------- display
 
-COLUMNS = {"clip_text": "CLIP-text", "clip_temporal": "CLIP-temp", "psnr": "PSNR (dB)"}
+COLUMNS = {"clip_text": "CLIP-T", "clip_text_logit": "CLIP-T×100", "clip_temporal": "CLIP-F", "pickscore": "PickScore",
+           "dino_temporal": "DINO", "flow_epe": "flow EPE", "warp_error": "warp err", "psnr": "PSNR", "bg_psnr": "bg PSNR",
+           "oracle_colour": "colour", "oracle_shape": "shape", "oracle_background": "bg",
+           "oracle_success": "success", "oracle_frames_right": "right", "oracle_background_kept": "bg kept",
+           "oracle_centroid_error": "centroid px", "oracle_temporal_iou": "IoU"}
 
 
 def results_table(result: dict):
-    """A rich Table of :func:`evaluate`'s result: one row per clip and a mean row."""
+    """A rich Table of :func:`evaluate`'s result: one row per clip (its file name; prompts are in the
+    JSON and the report) and a mean row; the title names the backbones."""
     from rich.table import Table
 
     keys = [k for k in COLUMNS if k in result["mean"]]
-    title = f"CLIP model: {result['clip_model']}" if result.get("clip_model") else None
-    table = Table(title=title)
-    for header in ("path", "prompt", "frames", *(COLUMNS[k] for k in keys)):
-        table.add_column(header, justify="right" if header not in ("path", "prompt") else "left")
+    models = ", ".join(f"{k}: {v}" for k, v in (result.get("models") or {}).items() if v)
+    table = Table(title=models or None)
+    table.add_column("clip", no_wrap=True)
+    for header in ("frames", *(COLUMNS[k] for k in keys)):
+        table.add_column(header, justify="right", no_wrap=True)
     for row in result["results"]:
-        table.add_row(row["path"], row.get("prompt") or "", str(row["frames"]), *(_fmt(row.get(k)) for k in keys))
+        table.add_row(_name(row["path"]), str(row["frames"]), *(_fmt(row.get(k)) for k in keys))
     table.add_section()
-    table.add_row("mean", "", "", *(_fmt(result["mean"][k]) for k in keys), style="bold")
+    table.add_row("mean", "", *(_fmt(result["mean"][k]) for k in keys), style="bold")
     return table
 
 
+def table_width(result: dict) -> int:
+    """Columns the table needs unwrapped (a console narrower than this would fold every cell)."""
+    names = max([len(_name(r["path"])) for r in result["results"]] + [4])
+    return names + 10 + sum(max(len(COLUMNS[k]), 8) + 3 for k in COLUMNS if k in result["mean"])
+
+
+def _name(path: str) -> str:
+    name = os.path.basename(path.rstrip("/"))
+    return name if len(name) <= 48 else name[:45] + "…"
+
+
 def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4f}"
+    return "—" if value is None else f"{value:.4g}"

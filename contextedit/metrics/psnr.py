@@ -1,4 +1,6 @@
-"""PSNR between an edited clip and its source, frame by frame: how much structure the edit kept."""
+"""PSNR between an edited clip and its source, frame by frame: how much structure the edit kept.
+With a mask of the edited region, ``bg_psnr`` measures only the pixels outside it: an edit that
+does what it should leaves them alone."""
 
 from __future__ import annotations
 
@@ -10,23 +12,35 @@ from PIL import Image
 PSNR_CAP_DB = 100.0
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize uint8 frames (F, H, W, 3) to (F, height, width, 3), bicubic; a no-op when sizes match."""
+def resize_frames(frames: np.ndarray, height: int, width: int, resample=Image.BICUBIC) -> np.ndarray:
+    """Resize frames (F, H, W[, 3]) to (F, height, width[, 3]), bicubic; a no-op when sizes match."""
     if frames.shape[1:3] == (height, width):
         return frames
-    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), resample)) for f in frames])
 
 
-def psnr(frames: np.ndarray, reference: np.ndarray, cap: float = PSNR_CAP_DB) -> float:
-    """Mean over frames of 10·log10(255² / MSE), each frame capped at ``cap`` dB.
+def psnr_frames(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | None = None, cap: float = PSNR_CAP_DB) -> np.ndarray:
+    """Per-frame 10·log10(255² / MSE), capped at ``cap`` dB, over the first min(len) frames.
 
-    The reference is resized to the frames' size when they differ, and the first
-    min(len(frames), len(reference)) frames of each are compared.
+    The reference is resized to the frames' size when they differ. ``keep`` (bool (F or 1, h, w),
+    resized nearest to the frames' size) limits the MSE to its True pixels; a frame with none is NaN.
     """
     count = min(len(frames), len(reference))
     a = frames[:count].astype(np.float64)
     b = resize_frames(reference[:count], *frames.shape[1:3]).astype(np.float64)
-    mse = ((a - b) ** 2).reshape(count, -1).mean(axis=1)
-    with np.errstate(divide="ignore"):
-        per_frame = 10.0 * np.log10(255.0**2 / mse)
-    return float(np.minimum(per_frame, cap).mean())
+    error = ((a - b) ** 2).mean(axis=-1)
+    if keep is None:
+        mse = error.reshape(count, -1).mean(axis=1)
+    else:
+        keep = resize_frames(keep.astype(np.uint8) * 255, *frames.shape[1:3], resample=Image.NEAREST) > 127
+        keep = np.broadcast_to(keep, error.shape) if len(keep) == 1 else keep[:count]
+        pixels = keep.reshape(count, -1).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mse = (error * keep).reshape(count, -1).sum(axis=1) / pixels
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.minimum(10.0 * np.log10(255.0**2 / mse), cap)
+
+
+def psnr(frames: np.ndarray, reference: np.ndarray, cap: float = PSNR_CAP_DB) -> float:
+    """Mean over frames of :func:`psnr_frames` (the whole frame)."""
+    return float(psnr_frames(frames, reference, cap=cap).mean())

@@ -1,4 +1,4 @@
-"""The one model loader: Stable Diffusion, CLIP and BLIP-2, from a hub id or a local folder.
+"""The one model loader: Stable Diffusion, CLIP, PickScore, DINOv2 and BLIP-2, from a hub id or a local folder.
 
 :func:`load_components` serves the CLI, the library and the tests for the SD parts;
 :func:`load_clip_model` and :func:`load_blip2_model` for the metric and the captioner. All three
@@ -31,6 +31,8 @@ from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 EMBEDDED = ("tiny", "tiny-random")
 TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+# PickScore_v1 is fine-tuned from this CLIP-H and its authors load this processor with it.
+PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
 T = TypeVar("T")
 
@@ -250,17 +252,27 @@ def from_pretrained_or_hub(load: Callable[[str, bool], T], model_id: str, option
 # --------------------------------------------------------------------------- CLIP and BLIP-2
 
 
-def load_model_and_processor(model_cls, processor_cls, model_id: str, option: str):
-    """A transformers model + processor from a local folder or a hub id, safetensors only."""
+def load_model_and_processor(model_cls, processor_cls, model_id: str, option: str, processor_id: str | None = None):
+    """A transformers model + processor from a local folder or a hub id, safetensors only.
+
+    ``processor_id`` loads the processor from elsewhere (PickScore ships weights only and is
+    used with the processor of the CLIP it was fine-tuned from).
+    """
     def load(source: str, local_files_only: bool):
         model = model_cls.from_pretrained(source, use_safetensors=True, local_files_only=local_files_only)
-        processor = processor_cls.from_pretrained(source, local_files_only=local_files_only)
+        processor = processor_cls.from_pretrained(source, local_files_only=local_files_only) if processor_id is None else None
         return model.eval(), processor
 
-    return from_pretrained_or_hub(
+    model, processor = from_pretrained_or_hub(
         load, model_id, option, check_folder=lambda path: _check_transformers_folder(path, option),
         folder_hint=f"pass a folder saved with save_pretrained or use {option} tiny",
     )
+    if processor_id is not None:
+        processor = from_pretrained_or_hub(
+            lambda source, local: processor_cls.from_pretrained(source, local_files_only=local), processor_id, option,
+            check_folder=lambda path: None, folder_hint=f"pass a folder holding the processor files or use {option} tiny",
+        )
+    return model, processor
 
 
 def _check_transformers_folder(path: Path, option: str) -> None:
@@ -287,6 +299,38 @@ def load_clip_model(model_id: str):
     from transformers import CLIPModel, CLIPProcessor
 
     return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "`clip_model`")
+
+
+def load_pickscore_model(model_id: str):
+    """``(CLIPModel, CLIPProcessor)`` of PickScore: the weights from ``model_id``, the processor from
+    the same folder when it holds one, else from CLIP-H (:data:`PICKSCORE_PROCESSOR`), as its authors do."""
+    if model_id == "tiny":
+        from ..testing.tiny_clip import build_tiny_clip
+
+        from ..device import seeded
+
+        with seeded(0):
+            return build_tiny_clip(seed=1)
+    from transformers import CLIPModel, CLIPProcessor
+
+    folder = Path(model_id).expanduser()
+    own = folder.is_dir() and (folder / "preprocessor_config.json").is_file()
+    return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "`pickscore_model`",
+                                    processor_id=None if own else PICKSCORE_PROCESSOR)
+
+
+def load_dino_model(model_id: str):
+    """``(Dinov2Model, image processor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
+    if model_id == "tiny":
+        from ..testing.tiny_clip import build_tiny_dino
+
+        from ..device import seeded
+
+        with seeded(0):
+            return build_tiny_dino()
+    from transformers import AutoImageProcessor, Dinov2Model
+
+    return load_model_and_processor(Dinov2Model, AutoImageProcessor, model_id, "`dino_model`")
 
 
 def load_blip2_model(model_id: str):

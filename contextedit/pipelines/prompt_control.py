@@ -4,9 +4,7 @@ and the blend mask, built from the options and the two prompts."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -81,26 +79,11 @@ def prompt_control(tokenizer, source_ids, prompt: str, opts: EditSettings, laten
 
 
 def read_mask(path: str, frames: int) -> torch.Tensor:
-    """``--mask``: one image for every frame, or a folder of one image per frame (natural order);
-    white (> half) marks where the edit may change things. Returns (F, 1, H, W) in {0, 1} at
-    the image's own size (resized to the latents when used)."""
-    from ..video import frame_files, read_image
+    """``--mask`` as (F, 1, H, W) in {0, 1} at the image's own size (resized to the latents when used);
+    :func:`contextedit.video.read_mask_frames` reads it."""
+    from ..video import read_mask_frames
 
-    p = Path(path)
-    if p.is_dir():
-        files = frame_files(p)
-        if len(files) != frames:
-            raise InputError(f"`mask` folder {p} has {len(files)} images, the run has {frames} frames; "
-                             "give one image per frame, or one image for all")
-    elif p.is_file():
-        files = [p] * frames
-    else:
-        raise InputError(f"`mask` {p} does not exist; give a PNG or a folder of one PNG per frame")
-    images = [read_image(f) for f in files]
-    if len({im.shape for im in images}) > 1:
-        raise InputError(f"`mask` images in {p} differ in size; give them all the same size")
-    grey = np.stack([im.astype(np.float32).mean(-1) / 255.0 for im in images])
-    return torch.from_numpy(grey > 0.5).float().unsqueeze(1)
+    return torch.from_numpy(read_mask_frames(path, frames)).float().unsqueeze(1)
 
 
 def fit_mask(mask: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:

@@ -19,6 +19,7 @@ circle or square equals that point exactly. A triangle's ``center`` is its centr
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 
 import numpy as np
@@ -52,6 +53,18 @@ def clip_caption(shape: str, colour: str, background: str, direction: str) -> st
 
 def image_caption(shape: str, colour: str, background: str) -> str:
     return f"a {colour} {shape} on a {background} background"
+
+
+def parse_caption(text: str) -> dict[str, str] | None:
+    """``{shape, colour, background[, direction]}`` of a clip or image caption; None for other text."""
+    words = "|".join
+    found = re.fullmatch(
+        rf"\s*an? ({words(COLOURS)}) ({words(SHAPES)})(?: moving ({words(DIRECTIONS)}))? on an? ({words(BACKGROUNDS)}) background\.?\s*",
+        text.lower())
+    if found is None:
+        return None
+    spec = dict(zip(("colour", "shape", "direction", "background"), found.groups()))
+    return {k: v for k, v in spec.items() if v is not None}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,3 +241,41 @@ def agrees(reading: dict, shape: str, colour: str, background: str) -> dict[str,
         "colour": reading["colour"] == colour,
         "background": reading["background"] == background,
     }
+
+
+def score_edit(source: np.ndarray, edited: np.ndarray, kind: str | None, target: dict, direction: str | None = None,
+               target_frames: np.ndarray | None = None, stride: int = 1) -> dict:
+    """The oracle's verdict on an edit of a shapes-world clip (the quality benchmark's and ``eval``'s scorer).
+
+    ``kind`` is the attribute the edit changes (colour, shape or background; None: judge all three
+    against ``target``). ``frames_right`` is the share of edited frames whose reading agrees;
+    ``background_kept`` the share of background pixels off the object's path (the source's masks,
+    and ``target_frames``' when given, grown by 2 px) still of the source's background colour;
+    ``motion_error_px`` the mean centroid distance to the source; ``temporal_iou`` the IoU of
+    consecutive edited masks after moving the earlier one by the clip's motion (``direction`` known).
+    """
+    src, out = oracle_clip(source), oracle_clip(edited)
+    keys = (kind,) if kind else ("colour", "shape", "background")
+    hits = [all(reading[k] == target[k] for k in keys) for reading in out]
+    scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
+    masks = [r["mask"] for r in src] + ([r["mask"] for r in oracle_clip(target_frames)] if target_frames is not None else [])
+    if kind != "background":
+        path = grow_mask(np.any(masks, axis=0), 2)
+        background_index = PALETTE_NAMES.index(src[0]["background"])
+        kept = [(classify_pixels(frame)[~path] == background_index).mean() for frame in edited]
+        scores["background_kept"] = float(np.mean(kept))
+    errors = [math.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1])
+              for o, s in zip(out, src) if o["centroid"] and s["centroid"]]
+    scores["motion_error_px"] = float(np.mean(errors)) if errors else None
+    scores["temporal_iou"] = None
+    if direction is not None:
+        # consecutive edited frames are ``stride`` clip frames apart: the object moved STEP·stride px
+        dx, dy = (STEP * stride * v for v in DIRECTIONS[direction])
+        ious = [_iou(np.roll(a["mask"], (dy, dx), axis=(0, 1)), b["mask"]) for a, b in zip(out, out[1:])]
+        scores["temporal_iou"] = float(np.mean(ious)) if ious else None
+    return scores
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

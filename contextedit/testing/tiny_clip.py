@@ -1,4 +1,5 @@
-"""Tiny random CLIP and BLIP-2, built in code (``--clip-model tiny``, ``--caption-model tiny``).
+"""Tiny random CLIP, DINOv2 and BLIP-2, built in code (``--clip-model tiny``, ``--pickscore-model tiny``,
+``--dino-model tiny``, ``--caption-model tiny``).
 
 ``tiny`` (for ``eval --clip-model tiny`` and ``caption --caption-model tiny``) is built in code
 from a fixed seed with the same classes that real checkpoints load into
@@ -54,6 +55,22 @@ def build_tiny_clip(seed: int = 0):
     torch.manual_seed(seed)
     model = CLIPModel(config).eval()
     processor = CLIPProcessor(image_processor=_tiny_image_processor("clip"), tokenizer=tokenizer)
+    return model, processor
+
+
+def build_tiny_dino(seed: int = 0):
+    """Return ``(Dinov2Model, BitImageProcessor)``: random weights, 32x32 images (``--dino-model tiny``)."""
+    import transformers
+    from transformers import Dinov2Config, Dinov2Model
+
+    dims = _encoder_dims()
+    config = Dinov2Config(hidden_size=dims["hidden_size"], num_hidden_layers=dims["num_hidden_layers"],
+                          num_attention_heads=dims["num_attention_heads"], mlp_ratio=2,
+                          image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH_SIZE)
+    torch.manual_seed(seed)
+    model = Dinov2Model(config).eval()
+    cls = getattr(transformers, "BitImageProcessorPil", transformers.BitImageProcessor)
+    processor = cls(size={"shortest_edge": TINY_IMAGE_SIZE}, crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE})
     return model, processor
 
 

@@ -21,6 +21,7 @@ from .read import (
     natural_key,
     probe,
     read_image,
+    read_mask_frames,
     read_video,
 )
 from .select import (
@@ -41,6 +42,6 @@ __all__ = [
     "BACKENDS", "DEFAULT_FPS", "FOLDER_META", "IMAGE_SUFFIXES", "MAX_SIDE", "MP4_CRF",
     "Clip", "VideoInfo",
     "check_size", "count_frames", "default_size", "frame_files", "natural_key", "parse_size", "probe",
-    "read_image", "read_video", "resize_crop", "select_indices", "side_by_side", "to_frames", "to_tensor",
+    "read_image", "read_mask_frames", "read_video", "resize_crop", "select_indices", "side_by_side", "to_frames", "to_tensor",
     "write_video",
 ]

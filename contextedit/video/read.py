@@ -220,6 +220,25 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"cannot read {path} as an image ({exc}); replace or remove it") from exc
 
 
+def read_mask_frames(path: str | os.PathLike, frames: int) -> np.ndarray:
+    """``--mask``: one image for every frame, or a folder of one image per frame (natural order);
+    white (> half) marks where the edit may change things. Returns bool (F, H, W) at the image's size."""
+    p = Path(path)
+    if p.is_dir():
+        files = frame_files(p)
+        if len(files) != frames:
+            raise InputError(f"`mask` folder {p} has {len(files)} images, the clip has {frames} frames; "
+                             "give one image per frame, or one image for all")
+    elif p.is_file():
+        files = [p] * frames
+    else:
+        raise InputError(f"`mask` {p} does not exist; give a PNG or a folder of one PNG per frame")
+    images = [read_image(f) for f in files]
+    if len({im.shape for im in images}) > 1:
+        raise InputError(f"`mask` images in {p} differ in size; give them all the same size")
+    return np.stack([im.astype(np.float32).mean(-1) / 255.0 for im in images]) > 0.5
+
+
 def _empty(like: np.ndarray) -> np.ndarray:
     return np.zeros((0, *like.shape), np.uint8)
 
