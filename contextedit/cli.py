@@ -129,6 +129,9 @@ def tune(
     checkpointing: Annotated[bool, typer.Option("--checkpointing/--no-checkpointing", help="Gradient checkpointing (less memory, a little slower).")] = True,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
     window: Annotated[int, typer.Option(help="Frames per tuning step: a longer clip trains on one window (frame 0 + W-1 consecutive frames) per step; edit uses the same windows.")] = 16,
+    control: Annotated[Optional[str], typer.Option(help="Structure control that edit applies with --controlnet: canny | depth | pose | a folder of per-frame condition images. Recorded in the run.")] = None,
+    controlnet: Annotated[Optional[str], typer.Option(help="ControlNet for --control: hub id, folder, or tiny-random (checked against --model now).")] = None,
+    depth_model: Annotated[str, typer.Option(help="Depth estimator for --control depth (transformers' DPT / Depth-Anything): hub id, folder, or tiny.")] = "Intel/dpt-hybrid-midas",
     caption_model: Annotated[str, typer.Option(help="BLIP-2 model for captions: hub id, folder or 'tiny'.")] = "Salesforce/blip2-opt-2.7b",
     model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
     debug: Debug = False, quiet: Quiet = False,
@@ -141,7 +144,7 @@ def tune(
         video=str(video), prompt=prompt, frames=frames, stride=stride, start=start, size=size, steps=steps, lr=lr,
         out=str(out) if out else None, overwrite=overwrite, resume=resume, adapter=not no_adapter,
         adapter_init=adapter_init, adapter_lr=adapter_lr, adapter_input=adapter_input, checkpointing=checkpointing, checkpoint_every=checkpoint_every, caption_model=caption_model,
-        window=window,
+        window=window, control=control, controlnet=controlnet, depth_model=depth_model,
         model=model, device=device, dtype=dtype, seed=seed), progress=progress)
     m = result.manifest
     _say(quiet, f"source prompt: {m['source_prompt']}")
@@ -182,6 +185,10 @@ def edit(
     context_guidance: Annotated[Optional[float], typer.Option(help="Guide the adapter's bias like the noise, r_u + G·(r_c − r_u), in inversion's source branch and in sampling (1: the conditional bias). " + describe("edit", "context_guidance"))] = None,
     window: Annotated[Optional[int], typer.Option(help="Frames per window: a longer clip is inverted and sampled window by window, each starting with frame 0 (the anchor). [default: the run's tune window, else 16]")] = None,
     overlap: Annotated[Optional[int], typer.Option(help="Frames shared by neighbouring windows, blended. " + describe("edit", "overlap"))] = None,
+    control: Annotated[Optional[str], typer.Option(help="Structure control: canny | depth | pose | a folder of per-frame condition images | none. [default: the run's]")] = None,
+    controlnet: Annotated[Optional[str], typer.Option(help="ControlNet: hub id, folder, or tiny-random; its residuals go into inversion and sampling. [default: the run's]")] = None,
+    control_scale: Annotated[float, typer.Option(help="Weight of the ControlNet's residuals.")] = 1.0,
+    depth_model: Annotated[Optional[str], typer.Option(help="Depth estimator for --control depth: hub id, folder, or tiny. [default: the run's]")] = None,
     no_fusion: Annotated[bool, typer.Option("--no-fusion", help="Ablation: no attention fusion.")] = False,
     no_adapter: Annotated[bool, typer.Option("--no-adapter", help="Ablation: ignore the tuned adapter.")] = False,
     out: Annotated[Optional[Path], typer.Option(help="Output folder. Default: <run>/edits/.")] = None,
@@ -211,7 +218,8 @@ def edit(
         reweight=list(reweight or []), new_word_weight=new_word_weight, blend=blend, blend_words=list(blend_words or []),
         blend_threshold=blend_threshold, offset_inside=offset_inside,
         background_guidance=background_guidance, background_offset_inside=background_offset_inside, local_blend=local_blend, mask=str(mask) if mask else None,
-        context_guidance=context_guidance, window=window, overlap=overlap, adapter=not no_adapter, out=str(out) if out else None,
+        context_guidance=context_guidance, window=window, overlap=overlap, control=control, controlnet=controlnet,
+        control_scale=control_scale, depth_model=depth_model, adapter=not no_adapter, out=str(out) if out else None,
         format=format, side_by_side=side_by_side, overwrite=overwrite, model=model, device=device, dtype=dtype),
         progress=progress)
     t = result.record["timings"]

@@ -106,7 +106,16 @@ class ContextEditPipeline:
         prompts = [check_prompt(p, "a target prompt") for p in prompts]
         if settings.get("window") is None and tuned.settings.get("window"):
             settings["window"] = tuned.settings["window"]  # edit in the windows the clip was tuned on
+        for key in ("control", "controlnet", "depth_model"):  # the structure control the clip was tuned for, unless given
+            if settings.get(key) is None and tuned.settings.get(key):
+                settings[key] = tuned.settings[key]
         opts = EditSettings(**settings).resolve(self.components.extra.get("defaults"))
+        structure = None
+        if opts.controlnet is not None:
+            from .pipelines.structure import structure_control
+
+            structure = structure_control(self.components, tuned.source_frames(), opts.control, opts.controlnet,
+                                          opts.control_scale, **({"depth_model": opts.depth_model} if opts.depth_model else {}))
         unet = self.video_unet(tuned)
         use = tuned.adapter if adapter else None
         if use is not None:
@@ -114,7 +123,8 @@ class ContextEditPipeline:
         cache = NullTextCache(memory=tuned.cache.setdefault("null_text", {}),
                               folder=Path(cache_dir) if cache_dir is not None else None)
         yield from edit_clip(self.components, unet, use, tuned.latents, source_prompt or tuned.prompt, prompts, opts,
-                             mask=as_mask(mask, tuned.num_frames), cache=cache, timings=timings, progress=progress)
+                             mask=as_mask(mask, tuned.num_frames), cache=cache, timings=timings, progress=progress,
+                             structure=structure)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """VAE latents (F, C, h, w) → uint8 frames (F, H, W, 3)."""

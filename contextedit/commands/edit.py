@@ -70,15 +70,21 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
         raise UsageError("two target prompts give the same output name; remove the duplicate `prompt`")
     for name in names:
         check_new_output(out_dir / name, opts.overwrite)
+    for key in ("control", "controlnet", "depth_model"):  # the run's structure control unless given (edits.json records it)
+        if getattr(opts, key) is None and manifest.get(key):
+            setattr(opts, key, manifest[key])
     mask = read_mask(opts.mask, manifest["frames"]) if opts.mask else None
     tuned = TunedClip.load(run_dir)
 
     t0 = time.perf_counter()
     pipe = ContextEditPipeline(comps) if comps is not None else \
         ContextEditPipeline.from_pretrained(manifest["model"], device=opts.device, dtype=opts.dtype)
+    control_off = opts.control == "none"
     opts.resolve(pipe.components.extra.get("defaults"))
     timings = {"load_s": time.perf_counter() - t0}
     settings = {k: getattr(opts, k) for k in EditSettings.__dataclass_fields__}
+    if control_off:  # resolved to None above; the pipeline must not take the run's again
+        settings["control"] = "none"
     source_pixels = None
     files, outputs = [], []
     for edited, name in zip(pipe.iter_edit(tuned, opts.prompts, source_prompt=opts.source_prompt, adapter=opts.adapter,

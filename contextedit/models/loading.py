@@ -9,7 +9,7 @@ huggingface_hub is offline (``HF_HUB_OFFLINE``) — an ordinary hub download thr
 timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``).
 
 ``--model tiny`` is an ordinary diffusers folder (``contextedit/assets/tiny``). Only the random
-test models (``tiny-random``, ``--clip-model tiny``, ``--caption-model tiny``) are built in code,
+test models (``tiny-random``, ``tiny-v-random``, ``--clip-model tiny``, ``--caption-model tiny``) are built in code,
 by :mod:`contextedit.testing`, imported lazily.
 """
 
@@ -29,7 +29,7 @@ from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-EMBEDDED = ("tiny", "tiny-random")
+EMBEDDED = ("tiny", "tiny-random", "tiny-v-random")
 TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
 # PickScore_v1 is fine-tuned from this CLIP-H and its authors load this processor with it.
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -99,7 +99,7 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
         from ..device import seeded
 
         with seeded(0):  # the builders seed their weights; the caller's RNG stays as it was
-            comps = Components(model_id=model, **tiny.build_tiny_random())
+            comps = Components(model_id=model, **tiny.BUILDERS.get(model, tiny.build_tiny_random)())
     else:
         comps = _load_pretrained(model)
     for module in (comps.vae, comps.unet, comps.text_encoder):
@@ -331,6 +331,21 @@ def load_dino_model(model_id: str):
     from transformers import AutoImageProcessor, Dinov2Model
 
     return load_model_and_processor(Dinov2Model, AutoImageProcessor, model_id, "`dino_model`")
+
+
+def load_depth_model(model_id: str):
+    """``(depth model, image processor)`` (DPT, Depth-Anything: transformers' depth estimation) for a
+    hub id, a local folder, or ``tiny`` (random, for tests)."""
+    if model_id == "tiny":
+        from ..testing.tiny_clip import build_tiny_dpt
+
+        from ..device import seeded
+
+        with seeded(0):
+            return build_tiny_dpt()
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    return load_model_and_processor(AutoModelForDepthEstimation, AutoImageProcessor, model_id, "`depth_model`")
 
 
 def load_blip2_model(model_id: str):

@@ -45,6 +45,10 @@ class EditSettings:
     context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
     window: int | None = None              # frames per window (longer clips go window by window)
     overlap: int | None = None             # frames shared by neighbouring windows
+    control: str | None = None             # structure control: canny | depth | pose | a folder (default: the run's)
+    controlnet: str | None = None          # its ControlNet (default: the run's)
+    control_scale: float = 1.0             # the ControlNet residuals' weight
+    depth_model: str | None = None         # for control depth (default: the run's, else DPT-hybrid MiDaS)
 
     def resolve(self, model_defaults: dict | None = None) -> "EditSettings":
         """Fill every None setting from the model's recommendations, then the built-in defaults."""
@@ -56,6 +60,8 @@ class EditSettings:
         fill_defaults(self, "edit", EDIT_DEFAULTS, model_defaults)
         if not self.fusion:
             self.self_fusion = self.cross_fusion = 0.0
+        if self.control == "none":  # the run's structure control switched off
+            self.control = self.controlnet = None
         self.validate()
         return self
 
@@ -84,6 +90,9 @@ class EditSettings:
             raise UsageError(f"`new_word_weight` must be a positive number (got {self.new_word_weight})")
         if self.inversion is not None:
             check_choice("`inversion`", self.inversion, INVERSIONS)
+        from .structure import check_control
+
+        check_control(self.control, self.controlnet, self.control_scale, pair=False)
         if self.local_blend is not None:
             check_choice("`local_blend`", self.local_blend, LOCAL_BLENDS)
         if self.self_half is not None:

@@ -75,13 +75,15 @@ def fused_steps(steps: int, fraction: float) -> int:
 
 def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, prompts: list[str], opts: EditSettings, *,
               mask: torch.Tensor | None = None, cache: NullTextCache | None = None, timings: dict | None = None,
-              progress: ProgressFactory = silent) -> Iterator[EditedPrompt]:
+              progress: ProgressFactory = silent, structure=None) -> Iterator[EditedPrompt]:
     """Invert ``latents`` (F, C, h, w) with ``source_prompt``, then sample each target prompt.
 
     A clip longer than ``opts.window`` goes window by window (:mod:`.windows`): each window is
     inverted once and sampled for every prompt, its latents blended into the clip's, and the
     clips are decoded at the end; one window at a time holds memory. A clip that fits is one
-    window, and each prompt is yielded as soon as it is decoded."""
+    window, and each prompt is yielded as soon as it is decoded. ``structure`` (a
+    :class:`~.structure.StructureControl`) adds its ControlNet's residuals to every UNet call of
+    the inversion and the sampling, window by window."""
     device, dtype = placement(comps)
     encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
     src_text, uncond = encode([source_prompt]), encode([""])
@@ -96,32 +98,34 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     seconds, controls, blenders = dict.fromkeys(prompts, 0.0), {}, {}
     with oom_guard(device, "editing"):
         for k, idx in enumerate(plan):
-            x0 = latents[idx].to(device, dtype)
-            t1 = time.perf_counter()
-            source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, cache=cache,
-                                    source_prompt=source_prompt, progress=progress,
-                                    tag="" if single else f"window {idx[1]}+{len(idx)}")
-            timings["inversion_s"] += time.perf_counter() - t1
-            for key, value in source.seconds.items():
-                timings[key] = timings.get(key, 0.0) + value
-            label = "" if single else f" [{k + 1}/{len(plan)}]"
-            for prompt in prompts:
-                t2 = time.perf_counter()
-                control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]),
-                                         None if mask is None else mask[idx])
-                negative = src_text if opts.inversion == "negative-prompt" else uncond
-                with progress(f"editing: {prompt[:40]}{label}", opts.steps) as advance:
-                    out = sample_edit(unet, scheduler, source, texts[prompt], negative, opts, control, adapter=adapter,
-                                      callback=lambda **_: advance())
-                timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
-                controls[prompt] = control
-                if single:
-                    frames = to_frames(decode_latents(comps.vae, out))
-                    yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
-                else:
-                    blenders.setdefault(prompt, WindowBlender(plan, opts.overlap, out)).add(k, out)
-                    seconds[prompt] += time.perf_counter() - t2
-            del source  # its fusion store: one window's at a time
+            scope = structure.window(unet, idx) if structure is not None else contextlib.nullcontext()
+            with scope:  # the ControlNet's residuals for this window's frames, inversion and sampling alike
+                x0 = latents[idx].to(device, dtype)
+                t1 = time.perf_counter()
+                source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, cache=cache,
+                                        source_prompt=source_prompt, progress=progress,
+                                        tag="" if single else f"window {idx[1]}+{len(idx)}")
+                timings["inversion_s"] += time.perf_counter() - t1
+                for key, value in source.seconds.items():
+                    timings[key] = timings.get(key, 0.0) + value
+                label = "" if single else f" [{k + 1}/{len(plan)}]"
+                for prompt in prompts:
+                    t2 = time.perf_counter()
+                    control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]),
+                                             None if mask is None else mask[idx])
+                    negative = src_text if opts.inversion == "negative-prompt" else uncond
+                    with progress(f"editing: {prompt[:40]}{label}", opts.steps) as advance:
+                        out = sample_edit(unet, scheduler, source, texts[prompt], negative, opts, control, adapter=adapter,
+                                          callback=lambda **_: advance())
+                    timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
+                    controls[prompt] = control
+                    if single:
+                        frames = to_frames(decode_latents(comps.vae, out))
+                        yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
+                    else:
+                        blenders.setdefault(prompt, WindowBlender(plan, opts.overlap, out)).add(k, out)
+                        seconds[prompt] += time.perf_counter() - t2
+                del source  # its fusion store: one window's at a time
         for prompt, blender in blenders.items():
             t3 = time.perf_counter()
             frames = to_frames(decode_latents(comps.vae, blender.result()))

@@ -45,6 +45,10 @@ class TuneSettings:
     checkpointing: bool = True         # gradient checkpointing
     checkpoint_every: int = 100
     window: int = 16                   # frames per tuning step: longer clips train on one window per step
+    control: str | None = None         # structure control edit will use: canny | depth | pose | a folder
+    controlnet: str | None = None      # its ControlNet: a hub id, a folder or tiny-random
+    depth_model: str = "Intel/dpt-hybrid-midas"  # for control depth: DPT / Depth-Anything, a folder or tiny
+
 
     def validate(self) -> None:
         for name in ("steps", "checkpoint_every"):
@@ -56,6 +60,9 @@ class TuneSettings:
         _check_lr("adapter_lr", self.adapter_lr, f"; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
         check_adapter_spec(self.adapter_init, "`adapter_init`")
         check_window(self.window, 0)
+        from .structure import check_control
+
+        check_control(self.control, self.controlnet)
         if self.adapter_input not in ADAPTER_INPUTS:
             raise UsageError(f"`adapter_input` must be one of {', '.join(ADAPTER_INPUTS)} (got {self.adapter_input!r})")
 
@@ -73,6 +80,11 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     (``resume`` continues from it). The caller's components are not changed: the inflated UNet
     is a copy sharing their frozen weights."""
     settings.validate()
+    if settings.controlnet is not None:  # edit will use them: refuse a mismatch now, not after tuning
+        from .structure import structure_control
+
+        structure_control(comps, frames[:1] if not Path(settings.control).is_dir() else frames, settings.control, settings.controlnet,
+                          depth_model=settings.depth_model)
     device, dtype = placement(comps)
     t0 = time.perf_counter()
     with oom_guard(device, "tuning"):

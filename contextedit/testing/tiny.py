@@ -33,10 +33,10 @@ def tiny_tokenizer():
     return CLIPTokenizer.from_pretrained(str(TINY_TOKENIZER), local_files_only=True)
 
 
-def tiny_text_encoder(tokenizer, hidden_size: int = 32, seed: int = 0):
+def tiny_text_encoder(tokenizer, hidden_size: int = 32, seed: int = 0, **extra):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    config = CLIPTextConfig(
+    config = CLIPTextConfig(**extra,
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -46,17 +46,17 @@ def tiny_text_encoder(tokenizer, hidden_size: int = 32, seed: int = 0):
     return CLIPTextModel(config).eval()
 
 
-def tiny_unet(cross_attention_dim: int = 32, seed: int = 0):
+def tiny_unet(cross_attention_dim: int = 32, seed: int = 0, **extra):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=TINY_SAMPLE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1,
-        block_out_channels=(32, 64), norm_num_groups=8, attention_head_dim=8,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim,
-    ).eval()
+    return UNet2DConditionModel(**{
+        "sample_size": TINY_SAMPLE_SIZE // 4, "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+        "block_out_channels": (32, 64), "norm_num_groups": 8, "attention_head_dim": 8,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": cross_attention_dim, **extra,
+    }).eval()
 
 
 def tiny_vae(seed: int = 0):
@@ -80,6 +80,15 @@ def tiny_scheduler_config() -> dict:
     }
 
 
+def sd2_scheduler_config() -> dict:
+    """SD-2.1's (768², v-prediction) scheduler config, as its folder ships it."""
+    return {
+        "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+        "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
+        "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "timestep_spacing": "leading",
+    }
+
+
 def build_tiny_random(seed: int = 0) -> dict:
     """The components of ``tiny-random`` as a dict keyed like a diffusers SD folder."""
     tokenizer = tiny_tokenizer()
@@ -90,3 +99,38 @@ def build_tiny_random(seed: int = 0) -> dict:
         "tokenizer": tokenizer,
         "scheduler_config": tiny_scheduler_config(),
     }
+
+
+def build_tiny_v_random(seed: int = 0) -> dict:
+    """``tiny-v-random``: SD-2.x's classes and layout at tiny size. v-prediction; the transformers
+    project with linear layers (``use_linear_projection``); heads per block as SD-2 sets them
+    (``attention_head_dim`` a tuple: its legacy name for the head count), attention upcast to
+    float32 as SD-2.1 asks; a GELU text encoder as OpenCLIP-H's."""
+    tokenizer = tiny_tokenizer()
+    return {
+        "vae": tiny_vae(seed),
+        "unet": tiny_unet(seed=seed, use_linear_projection=True, attention_head_dim=(2, 4), upcast_attention=True),
+        "text_encoder": tiny_text_encoder(tokenizer, seed=seed, hidden_act="gelu"),
+        "tokenizer": tokenizer,
+        "scheduler_config": sd2_scheduler_config(),
+    }
+
+
+def tiny_controlnet(unet, vae_scale_factor: int = 4, seed: int = 0):
+    """A ControlNet in ``unet``'s shape with random weights everywhere. ``from_unet`` zero-initialises
+    the output convolutions (as training starts), which would make its effect invisible in a test;
+    here they get their layer's default random init. The condition encoder reduces frames by the
+    VAE's factor (two stride-2 convolutions for tiny's 4)."""
+    import math
+
+    from diffusers import ControlNetModel
+
+    torch.manual_seed(seed)
+    steps = int(math.log2(vae_scale_factor))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=tuple(8 * 2**i for i in range(steps + 1)))
+    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]:
+        conv.reset_parameters()
+    return controlnet.eval()
+
+
+BUILDERS = {"tiny-random": build_tiny_random, "tiny-v-random": build_tiny_v_random}

@@ -74,6 +74,20 @@ def build_tiny_dino(seed: int = 0):
     return model, processor
 
 
+def build_tiny_dpt(seed: int = 0):
+    """Return ``(DPTForDepthEstimation, DPTImageProcessor)``: random weights, 32x32 (``--depth-model tiny``)."""
+    import transformers
+    from transformers import DPTConfig, DPTForDepthEstimation
+
+    config = DPTConfig(hidden_size=TINY_HIDDEN, num_hidden_layers=4, num_attention_heads=4, intermediate_size=2 * TINY_HIDDEN,
+                       image_size=TINY_IMAGE_SIZE, patch_size=TINY_PATCH_SIZE, backbone_out_indices=[0, 1, 2, 3],
+                       neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, is_hybrid=False, head_in_index=-1)
+    torch.manual_seed(seed)
+    model = DPTForDepthEstimation(config).eval()
+    cls = getattr(transformers, "DPTImageProcessorPil", transformers.DPTImageProcessor)
+    return model, cls(size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE}, keep_aspect_ratio=False)
+
+
 def build_tiny_blip2(seed: int = 0):
     """Return ``(Blip2ForConditionalGeneration, Blip2Processor)`` with a tiny OPT language model.
 
