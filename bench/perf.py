@@ -38,7 +38,7 @@ import torch
 
 from contextedit.models.inflate import mark_trainable, trainable_parameters
 from contextedit.models.loading import Components, load_components
-from contextedit.pipelines.common import decode_latents, encode_latents, encode_prompts, token_ids
+from contextedit.pipelines.common import decode_latents, encode_latents, encode_text, token_ids
 from contextedit.pipelines.edit_options import EditSettings
 from contextedit.pipelines.editing import fused_steps, prepare_source, sample_edit
 from contextedit.pipelines.inversion import INVERSIONS
@@ -66,6 +66,19 @@ SD_VAE = dict(
 )
 CLIP_L_TEXT = dict(vocab_size=49408, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                    intermediate_size=3072, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
+# SDXL-base-1.0's configs (unet: 2.57 B parameters, transformer depth 2 and 10; its second text
+# encoder is OpenCLIP bigG's text tower with a projection: the pooled embedding).
+SDXL_UNET = dict(
+    sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+    cross_attention_dim=2048, attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+    use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+)
+SDXL_VAE = {**SD_VAE, "sample_size": 1024, "scaling_factor": 0.13025, "force_upcast": True}
+CLIP_BIGG_TEXT = dict(vocab_size=49408, hidden_size=1280, num_hidden_layers=32, num_attention_heads=20,
+                      intermediate_size=5120, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280)
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,10 @@ PRESETS = {
     # compare like with like (the floor uses the same T), and only 8 frames are probed for memory.
     "cpu": Preset("sd15-random", "fp32", 256, 4, 2, 1, 1, (8,), 2),
     "tiny": Preset("tiny-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
+    # SDXL size on 2 cores: a 2-frame forward at 256² takes ~20 s, so one timed step each and one prompt
+    "sdxl-cpu": Preset("sdxl-random", "fp32", 256, 2, 2, 1, 0, (2,), 2, prompts=1, step_repeats=1),
+    "sdxl-cuda": Preset("sdxl-random", "bf16", 1024, 8, 20, 3, 1, (8, 16), 20),
+    "tiny-xl": Preset("tiny-xl-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SDPA_BACKENDS = {"auto": None, "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
@@ -103,7 +120,10 @@ SDPA_BACKENDS = {"auto": None, "flash": "FLASH_ATTENTION", "efficient": "EFFICIE
 # Components and timing
 # -------------------------------------------------------------------------------------------------
 def build_components(model: str, device: torch.device, dtype: torch.dtype) -> Components:
-    """SD-1.5-shaped components with random weights (``sd15-random``), or the embedded tiny model."""
+    """SD-1.5- or SDXL-shaped components with random weights (``sd15-random``, ``sdxl-random``), or
+    an embedded tiny model."""
+    if model == "sdxl-random":
+        return _sdxl_components(device, dtype)
     if model != "sd15-random":
         return load_components(model, device, dtype)
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -123,6 +143,28 @@ def build_components(model: str, device: torch.device, dtype: torch.dtype) -> Co
     for module in parts.values():
         module.requires_grad_(False).eval()
     comps = Components(tokenizer=tokenizer, scheduler_config=tiny_scheduler_config(), model_id=model, **parts)
+    return comps.to(device, dtype)
+
+
+def _sdxl_components(device: torch.device, dtype: torch.dtype) -> Components:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from contextedit.models.sdxl import add_xl_conditioning
+    from contextedit.testing.tiny import sdxl_scheduler_config, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device(device):
+        parts = dict(unet=UNet2DConditionModel(**SDXL_UNET), vae=AutoencoderKL(**SDXL_VAE),
+                     text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_L_TEXT, **ids)),
+                     text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_BIGG_TEXT, **ids)))
+    for module in parts.values():
+        module.requires_grad_(False).eval()
+    comps = Components(tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler_config=sdxl_scheduler_config(),
+                       model_id="sdxl-random", **parts)
+    add_xl_conditioning(comps.unet, comps.vae_scale_factor)
     return comps.to(device, dtype)
 
 
@@ -162,7 +204,7 @@ def setup(preset: Preset, device: torch.device, frames: int | None = None) -> Se
     comps = build_components(preset.model, device, dtype)
     frames = frames or preset.frames
     pixels = torch.rand(frames, 3, preset.size, preset.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
+    encode = lambda ps: encode_text(comps, ps)  # noqa: E731
     return Setup(comps, device, dtype, preset, encode_latents(comps.vae, pixels), pixels, encode([SOURCE]), encode([""]))
 
 
@@ -272,7 +314,7 @@ def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
     src_ids = token_ids(comps.tokenizer, [SOURCE])[0]
     for prompt in prompts:
         t1 = time.perf_counter()
-        text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+        text = encode_text(comps, [prompt])
         control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(s.x0.shape[-2:]))
         latents = sample_edit(unet, scheduler, source, text, s.uncond, opts, control, adapter=adapter)
         synchronize(s.device)
@@ -413,8 +455,8 @@ def _device_name(device: torch.device) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    ap.add_argument("--model", choices=("sd15-random", "tiny-random"), default="sd15-random",
-                    help="tiny-random: the embedded tiny model at tiny sizes (a smoke run)")
+    ap.add_argument("--model", choices=("sd15-random", "sdxl-random", "tiny-random", "tiny-xl-random"), default="sd15-random",
+                    help="sdxl-random: SDXL-base-1.0's shapes; tiny-random / tiny-xl-random: the tiny models at tiny sizes (smoke runs)")
     ap.add_argument("--tiny", action="store_true", help="same as --model tiny-random")
     ap.add_argument("--frames", type=int, help="clip length (default: 8 on CUDA, 4 on CPU)")
     ap.add_argument("--size", type=int, help="square frame size in pixels (default: 512 on CUDA, 256 on CPU)")
@@ -439,7 +481,8 @@ def make_preset(args: argparse.Namespace) -> Preset:
         raw = json.loads(args.preset_json)
         return Preset(**{**raw, "memory_frames": tuple(raw["memory_frames"])})
     tiny = args.tiny or args.model == "tiny-random"
-    preset = PRESETS["tiny" if tiny else args.device]
+    name = {"sdxl-random": f"sdxl-{args.device}", "tiny-xl-random": "tiny-xl"}.get(args.model, "tiny" if tiny else args.device)
+    preset = PRESETS[name]
     overrides = {k: v for k, v in dict(frames=args.frames, size=args.size, steps=args.steps, repeats=args.repeats,
                                        dtype=args.dtype, inversion=args.inversion).items() if v is not None}
     if args.no_checkpointing:
@@ -464,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     doc["sdpa"] = args.sdpa
     doc["command"] = "python bench/perf.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc["load_average"] = list(_load_average())
-    out = args.out or RESULTS / f"perf-{device.type}.json"
+    out = args.out or RESULTS / (f"perf-{device.type}.json" if preset.model == "sd15-random" else f"perf-{preset.model}-{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     from contextedit.fileio import write_json
 
@@ -477,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
 def _merge_memory(args, preset: Preset, device: torch.device, frames: tuple[int, ...]) -> int:
     from contextedit.fileio import read_json, write_json
 
-    out = args.out or RESULTS / f"perf-{device.type}.json"
+    out = args.out or RESULTS / (f"perf-{device.type}.json" if preset.model == "sd15-random" else f"perf-{preset.model}-{device.type}.json")
     doc = read_json(out)
     probed = measure_memory(preset, device, frames, args.sdpa, jobs=1)
     for kind in ("tune", "edit"):

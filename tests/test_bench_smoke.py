@@ -173,8 +173,8 @@ def test_video_table_recipe_runs_every_arm(tmp_path):
                                    "edits": [{"prompt": "a blue circle moving right on a black background", "type": "object"},
                                              {"prompt": "a red circle moving right on a white background", "type": "background"}]}))
     with bench_script("video_table") as table:
-        result = table.main(["--prompts", str(prompts), "--model", "tiny", "--scorers", "tiny", "--tune-steps", "2",
-                             "--edit-steps", "2", "--frames", "4", "--device", "cpu", "--out", str(tmp_path / "work"),
+        result = table.main(["--prompts", str(prompts), "--model", "tiny", "--scorers", "tiny", "--tune-steps", "1",
+                             "--edit-steps", "2", "--frames", "3", "--device", "cpu", "--out", str(tmp_path / "work"),
                              "--results", str(tmp_path / "table.json"), "--table", str(tmp_path / "table.md")])
     assert list(result["arms"]) == ["contextedit", "no-adapter", "ddim-inversion"]
     for arm in result["arms"].values():

@@ -15,15 +15,16 @@ def perf():
         yield module
 
 
-def test_tiny_run_writes_every_figure(perf, tmp_path):
+@pytest.mark.parametrize("model", ["tiny-random", "tiny-xl-random"])  # the SD-1.5 and the SDXL presets' code path
+def test_tiny_run_writes_every_figure(perf, tmp_path, model):
     # The memory probes are fresh interpreters (~10 s of imports each), so the main run skips
     # them here and the probe itself is checked in-process below.
     out = tmp_path / "perf.json"
-    assert perf.main(["--tiny", "--device", "cpu", "--no-memory", "--out", str(out)]) == 0
+    assert perf.main(["--model", model, "--device", "cpu", "--no-memory", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     for key in ("device", "torch", "diffusers", "dtype", "frames", "size", "command"):
         assert doc[key]
-    assert (doc["model"], doc["frames"], doc["steps"]) == ("tiny-random", 2, 2)
+    assert (doc["model"], doc["frames"], doc["steps"]) == (model, 2, 2)
     assert set(doc["floor_unet_fwd_ms"]) == {"2", "4"}
     figures = [*doc["floor_unet_fwd_ms"].values(), doc["floor_train_step_ms"], doc["tune_step_ms"], doc["inversion_s"],
                doc["sampling_s_per_prompt"], doc["edit_s"], doc["adapter_share"],

@@ -26,7 +26,7 @@ from ..models.flops import count_parameters
 from ..models.inflate import shared_copy, trainable_parameters
 from ..models.loading import load_components
 from ..pipelines.adapters import RECORD_FILE, UNET_FILE
-from ..pipelines.common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_prompts
+from ..pipelines.common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_text
 from ..pipelines.training import Batch, Trainer, contextual_loss
 from ..pipelines.tuning import autocast_for, grad_scaler_for
 from ..progress import ProgressFactory, silent
@@ -117,7 +117,7 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
     t0 = time.perf_counter()
     with oom_guard(device, "adapter training"):
         x0 = encode_latents(comps.vae, vio.to_tensor(pixels))
-        texts = torch.cat([encode_prompts(comps.tokenizer, comps.text_encoder, [c]) for _, c in pairs])
+        texts = torch.cat([encode_text(comps, [c]) for _, c in pairs])
         unet = shared_copy(comps.unet) if opts.tune_unet == "attn" else comps.unet
         with seeded(opts.seed):  # the fresh adapter's weights follow --seed
             adapter = ContextAdapter(**config_for_unet(unet)).to(device)

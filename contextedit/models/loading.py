@@ -29,7 +29,7 @@ from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-EMBEDDED = ("tiny", "tiny-random", "tiny-v-random")
+EMBEDDED = ("tiny", "tiny-random", "tiny-v-random", "tiny-xl-random")
 TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
 # PickScore_v1 is fine-tuned from this CLIP-H and its authors load this processor with it.
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -46,6 +46,12 @@ class Components:
     scheduler_config: dict
     model_id: str
     extra: dict = field(default_factory=dict)
+    text_encoder_2: torch.nn.Module | None = None  # SDXL's second encoder (with a projection: the pooled embedding)
+    tokenizer_2: object | None = None
+
+    @property
+    def is_xl(self) -> bool:
+        return self.text_encoder_2 is not None
 
     @property
     def vae_scale_factor(self) -> int:
@@ -66,8 +72,12 @@ class Components:
         level = dlog.get_verbosity()
         dlog.set_verbosity_error()  # diffusers warns on every dtype cast of a model it did not load
         try:
-            for module in (self.vae, self.unet, self.text_encoder):
-                module.to(device=device, dtype=dtype)
+            for module in (self.unet, self.text_encoder, self.text_encoder_2):
+                if module is not None:
+                    module.to(device=device, dtype=dtype)
+            # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays in float32
+            upcast = dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+            self.vae.to(device=device, dtype=torch.float32 if upcast else dtype)
         finally:
             dlog.set_verbosity(level)
         return self
@@ -102,15 +112,24 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
             comps = Components(model_id=model, **tiny.BUILDERS.get(model, tiny.build_tiny_random)())
     else:
         comps = _load_pretrained(model)
-    for module in (comps.vae, comps.unet, comps.text_encoder):
-        module.requires_grad_(False).eval()
+    for module in (comps.vae, comps.unet, comps.text_encoder, comps.text_encoder_2):
+        if module is not None:
+            module.requires_grad_(False).eval()
+    from .sdxl import add_xl_conditioning, is_xl
+
+    if is_xl(comps.unet):
+        if comps.text_encoder_2 is None:
+            raise InputError(f"`model` {model}: its UNet takes SDXL's pooled text embedding, but the folder has no "
+                             "text_encoder_2/ and tokenizer_2/; pass a folder saved from StableDiffusionXLPipeline")
+        add_xl_conditioning(comps.unet, comps.vae_scale_factor)
     return comps.to(device, dtype)
 
 
 def _load_pretrained(model: str) -> Components:
     parts = from_pretrained_or_hub(
         _sd_parts, model, "`model`", check_folder=_check_sd_folder,
-        folder_hint="check that it holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/ with .safetensors weights",
+        folder_hint="check that it holds unet/, vae/, text_encoder/, tokenizer/ and scheduler/ (SDXL: also text_encoder_2/ "
+                    "and tokenizer_2/) with .safetensors weights",
     )
     path = Path(model).expanduser()
     source = path if path.is_dir() else model  # a Path: a local folder; a str: a hub id
@@ -127,13 +146,20 @@ def _sd_parts(source: str, local_files_only: bool) -> dict:
     kw = {"local_files_only": local_files_only}
     # diffusers loads on the meta device only with accelerate; without it, ask for the plain load (no warning)
     weights = {"use_safetensors": True, "low_cpu_mem_usage": importlib.util.find_spec("accelerate") is not None, **kw}
-    return {
+    parts = {
         "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
         "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
         "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", use_safetensors=True, **kw),
         "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
         "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
     }
+    if getattr(parts["unet"].config, "addition_embed_type", None) == "text_time":  # SDXL: its second encoder too
+        from transformers import CLIPTextModelWithProjection
+
+        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2",
+                                                                             use_safetensors=True, **kw)
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **kw)
+    return parts
 
 
 def _check_sd_folder(path: Path) -> None:
@@ -363,9 +389,17 @@ def load_blip2_model(model_id: str):
 
 
 def save_components(comps: Components, folder: str | os.PathLike) -> Path:
-    """Write ``comps`` as a diffusers Stable Diffusion folder (model_index.json + subfolders)."""
+    """Write ``comps`` as a diffusers Stable Diffusion (or SDXL) folder (model_index.json + subfolders)."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+    if comps.is_xl:
+        from diffusers import StableDiffusionXLPipeline
+
+        StableDiffusionXLPipeline(
+            vae=comps.vae, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2, tokenizer=comps.tokenizer,
+            tokenizer_2=comps.tokenizer_2, unet=comps.unet, scheduler=DDIMScheduler.from_config(comps.scheduler_config),
+        ).save_pretrained(str(folder), safe_serialization=True)
+        return Path(folder)
     pipe = StableDiffusionPipeline(
         vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
         scheduler=DDIMScheduler.from_config(comps.scheduler_config), safety_checker=None,

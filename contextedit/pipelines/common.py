@@ -96,6 +96,17 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: torch.de
     return text_encoder(ids.to(device), attention_mask=mask)[0]
 
 
+def encode_text(comps, prompts: list[str]) -> torch.Tensor:
+    """The text conditioning of ``comps``' model: :func:`encode_prompts`, or for SDXL both encoders'
+    states with the pooled embedding packed as one more token (:mod:`contextedit.models.sdxl`)."""
+    if not comps.is_xl:
+        return encode_prompts(comps.tokenizer, comps.text_encoder, prompts)
+    from ..models.sdxl import encode_xl
+
+    device = next(comps.text_encoder.parameters()).device
+    return encode_xl([comps.tokenizer, comps.tokenizer_2], [comps.text_encoder, comps.text_encoder_2], prompts, device)
+
+
 def token_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt").input_ids
 

@@ -22,7 +22,7 @@ from ..fileio import load_safetensors, save_safetensors
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDIMScheduler
 from ..video import to_frames
-from .common import decode_latents, encode_prompts, placement, token_ids
+from .common import decode_latents, encode_text, placement, token_ids
 from .edit_options import EditSettings, parse_fusion_layers
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
@@ -85,7 +85,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     :class:`~.structure.StructureControl`) adds its ControlNet's residuals to every UNet call of
     the inversion and the sampling, window by window."""
     device, dtype = placement(comps)
-    encode = lambda ps: encode_prompts(comps.tokenizer, comps.text_encoder, ps)  # noqa: E731
+    encode = lambda ps: encode_text(comps, ps)  # noqa: E731
     src_text, uncond = encode([source_prompt]), encode([""])
     texts = {p: encode([p]) for p in prompts}
     src_ids = token_ids(comps.tokenizer, [source_prompt])[0]

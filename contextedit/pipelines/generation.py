@@ -19,7 +19,7 @@ from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from ..video import to_frames
 from .adapters import check_adapter_spec, resolve_adapter
-from .common import check_guidance, decode_latents, encode_prompts, fill_defaults, placement
+from .common import check_guidance, decode_latents, encode_text, fill_defaults, placement
 from .loop import Denoiser, context_for, sample
 
 SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
@@ -85,11 +85,11 @@ def generate_images(comps, prompts: list[str], n: int, seed: int, settings: Gene
     if info is not None:
         info.update(adapter=adapter_source, width=width, height=height)
     scheduler = SAMPLERS[settings.sampler].from_config(comps.scheduler_config)
-    uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [settings.negative_prompt or ""])
+    uncond = encode_text(comps, [settings.negative_prompt or ""])
     shape = (1, unet.config.in_channels, height // comps.vae_scale_factor, width // comps.vae_scale_factor)
     with oom_guard(device, "generation"):
         for prompt in prompts:
-            text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+            text = encode_text(comps, [prompt])
             context = context_for(adapter, None, text, 1)
             for k in range(n):
                 t1 = time.perf_counter()

@@ -52,8 +52,9 @@ def controlled(unet: torch.nn.Module, controlnet: torch.nn.Module, conditions: t
         if sample.shape[0] % frames:
             raise RuntimeError(f"a UNet batch of {sample.shape[0]} is not whole copies of the {frames} conditioned frames")
         cond = conditions.to(sample.device, sample.dtype).repeat(sample.shape[0] // frames, 1, 1, 1)
-        down, mid = controlnet(sample, timestep, encoder_hidden_states=states, controlnet_cond=cond,
-                               conditioning_scale=scale, return_dict=False)
+        # SDXL's pooled embedding and time ids (unpacked by the earlier hook of models.sdxl) steer it too
+        down, mid = controlnet(sample, timestep, encoder_hidden_states=states, controlnet_cond=cond, conditioning_scale=scale,
+                               added_cond_kwargs=kwargs.get("added_cond_kwargs"), return_dict=False)
         return args, {**kwargs, "down_block_additional_residuals": down, "mid_block_additional_residual": mid}
 
     handle = unet.register_forward_pre_hook(hook, with_kwargs=True)

@@ -25,7 +25,7 @@ from ..models.loading import Components
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDPMScheduler
 from .adapters import check_adapter_spec, describe as describe_adapter, resolve_adapter
-from .common import encode_latents, encode_prompts, placement
+from .common import encode_latents, encode_text, placement
 from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
 from .tuned import TunedClip
 from .windows import check_window, training_window
@@ -89,7 +89,7 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     t0 = time.perf_counter()
     with oom_guard(device, "tuning"):
         x0 = encode_latents(comps.vae, _to_tensor(frames))
-        text = encode_prompts(comps.tokenizer, comps.text_encoder, [prompt])
+        text = encode_text(comps, [prompt])
         unet, adapter = build_video_model(comps, settings.adapter, settings.checkpointing, seed=settings.seed,
                                           adapter_init=settings.adapter_init)
         params = trainable_parameters(unet)

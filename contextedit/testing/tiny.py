@@ -133,4 +133,51 @@ def tiny_controlnet(unet, vae_scale_factor: int = 4, seed: int = 0):
     return controlnet.eval()
 
 
-BUILDERS = {"tiny-random": build_tiny_random, "tiny-v-random": build_tiny_v_random}
+
+
+def sdxl_scheduler_config() -> dict:
+    """SDXL-base-1.0's scheduler config (Euler, as its folder ships it; contextedit samples with DDIM/DDPM)."""
+    return {
+        "_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+        "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.0,
+        "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "timestep_spacing": "leading",
+        "trained_betas": None, "use_karras_sigmas": False,
+    }
+
+
+def build_tiny_xl_random(seed: int = 0) -> dict:
+    """``tiny-xl-random``: SDXL's classes and layout at tiny size. Two text encoders (the second
+    with a projection: its pooled embedding), ``text_time`` added conditioning (pooled embedding
+    + six time ids), a first block without attention, transformer depth 2 in the last, linear
+    projections, and SDXL's VAE settings (scaling factor 0.13025, fp32 upcast)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    tokenizer = tiny_tokenizer()
+    encoder = tiny_text_encoder(tokenizer, seed=seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
+    )
+    torch.manual_seed(seed + 1)
+    encoder_2 = CLIPTextModelWithProjection(config).eval()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SAMPLE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4),
+        use_linear_projection=True, cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,
+    ).eval()
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32, 32), sample_size=TINY_SAMPLE_SIZE, scaling_factor=0.13025, force_upcast=True,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+    ).eval()
+    return {"vae": vae, "unet": unet, "text_encoder": encoder, "tokenizer": tokenizer, "text_encoder_2": encoder_2,
+            "tokenizer_2": tokenizer, "scheduler_config": sdxl_scheduler_config()}
+
+
+BUILDERS = {"tiny-random": build_tiny_random, "tiny-v-random": build_tiny_v_random, "tiny-xl-random": build_tiny_xl_random}
