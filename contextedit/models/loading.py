@@ -313,15 +313,19 @@ def _check_transformers_folder(path: Path, option: str) -> None:
     raise ModelNotFoundError(f"{path} holds no .safetensors weights; pass a folder saved with save_pretrained or use {option} tiny")
 
 
+def _tiny(builder: str, **kw):
+    """A ``tiny`` stand-in built by :mod:`contextedit.testing.tiny_clip`, the caller's RNG left alone."""
+    from ..device import seeded
+    from ..testing import tiny_clip
+
+    with seeded(0):
+        return getattr(tiny_clip, builder)(**kw)
+
+
 def load_clip_model(model_id: str):
     """``(CLIPModel, CLIPProcessor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
     if model_id == "tiny":
-        from ..testing.tiny_clip import build_tiny_clip
-
-        from ..device import seeded
-
-        with seeded(0):
-            return build_tiny_clip()
+        return _tiny("build_tiny_clip")
     from transformers import CLIPModel, CLIPProcessor
 
     return load_model_and_processor(CLIPModel, CLIPProcessor, model_id, "`clip_model`")
@@ -331,12 +335,7 @@ def load_pickscore_model(model_id: str):
     """``(CLIPModel, CLIPProcessor)`` of PickScore: the weights from ``model_id``, the processor from
     the same folder when it holds one, else from CLIP-H (:data:`PICKSCORE_PROCESSOR`), as its authors do."""
     if model_id == "tiny":
-        from ..testing.tiny_clip import build_tiny_clip
-
-        from ..device import seeded
-
-        with seeded(0):
-            return build_tiny_clip(seed=1)
+        return _tiny("build_tiny_clip", seed=1)
     from transformers import CLIPModel, CLIPProcessor
 
     folder = Path(model_id).expanduser()
@@ -348,12 +347,7 @@ def load_pickscore_model(model_id: str):
 def load_dino_model(model_id: str):
     """``(Dinov2Model, image processor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
     if model_id == "tiny":
-        from ..testing.tiny_clip import build_tiny_dino
-
-        from ..device import seeded
-
-        with seeded(0):
-            return build_tiny_dino()
+        return _tiny("build_tiny_dino")
     from transformers import AutoImageProcessor, Dinov2Model
 
     return load_model_and_processor(Dinov2Model, AutoImageProcessor, model_id, "`dino_model`")
@@ -363,12 +357,7 @@ def load_depth_model(model_id: str):
     """``(depth model, image processor)`` (DPT, Depth-Anything: transformers' depth estimation) for a
     hub id, a local folder, or ``tiny`` (random, for tests)."""
     if model_id == "tiny":
-        from ..testing.tiny_clip import build_tiny_dpt
-
-        from ..device import seeded
-
-        with seeded(0):
-            return build_tiny_dpt()
+        return _tiny("build_tiny_dpt")
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     return load_model_and_processor(AutoModelForDepthEstimation, AutoImageProcessor, model_id, "`depth_model`")
@@ -377,12 +366,7 @@ def load_depth_model(model_id: str):
 def load_blip2_model(model_id: str):
     """``(Blip2ForConditionalGeneration, Blip2Processor)`` for a hub id, a local folder, or ``tiny`` (random, for tests)."""
     if model_id == "tiny":
-        from ..testing.tiny_clip import build_tiny_blip2
-
-        from ..device import seeded
-
-        with seeded(0):
-            return build_tiny_blip2()
+        return _tiny("build_tiny_blip2")
     from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
     return load_model_and_processor(Blip2ForConditionalGeneration, Blip2Processor, model_id, "`caption_model`")
