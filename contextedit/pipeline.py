@@ -38,6 +38,10 @@ class ContextEditPipeline:
     three jobs on them: :meth:`tune`, :meth:`edit`, :meth:`generate`."""
 
     def __init__(self, components: Components):
+        from .models.sdxl import add_xl_conditioning, is_xl
+
+        if is_xl(components.unet):  # components built by hand, not by load_components: SDXL still gets its hook
+            add_xl_conditioning(components.unet, components.vae_scale_factor)
         self.components = components
 
     @classmethod
@@ -111,7 +115,7 @@ class ContextEditPipeline:
                 settings[key] = tuned.settings[key]
         opts = EditSettings(**settings).resolve(self.components.extra.get("defaults"))
         structure = None
-        if opts.controlnet is not None:
+        if opts.controlnet is not None or opts.control is not None:  # a lone one is refused here
             from .pipelines.structure import structure_control
 
             structure = structure_control(self.components, tuned.source_frames(), opts.control, opts.controlnet,

@@ -130,16 +130,16 @@ def test_shipped_files_change_only_with_update_docs(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_long_clip_bench_scores_windows_and_memory(tmp_path):
-    """bench/long_clip.py at toy size: a 24-frame sweep in windows of 8, edited whole and as 8
+    """bench/long_clip.py at toy size: a 16-frame sweep in windows of 8, edited whole and as 8
     frames in child processes, scored by the oracle (random weights: the scores mean nothing)."""
     with bench_script("long_clip") as long_clip:
-        long_clip.main(["--frames", "24", "--windows", "8", "--tune-steps", "2", "--edit-steps", "2", "--short", "8",
+        long_clip.main(["--frames", "16", "--windows", "8", "--tune-steps", "2", "--edit-steps", "2", "--short", "8",
                         "--model", "tiny-random", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "long.json")])
         sweep = long_clip.sweep_clip(120)
     (row,) = json.loads((tmp_path / "long.json").read_text())["rows"]
     from contextedit.pipelines.windows import window_plan
 
-    assert row["windows"] == len(window_plan(24, 8, 4)) > 1 and row["fusion_store_mib"]["full"] == row["fusion_store_mib"]["short"]
+    assert row["windows"] == len(window_plan(16, 8, 4)) > 1 and row["fusion_store_mib"]["full"] == row["fusion_store_mib"]["short"]
     assert row["full"]["peak_rss_mib"] > 0 and 0 <= row["follows_prompt"] <= 1 and row["seam_pairs"] > 0
     assert sweep.shape == (120, 64, 64, 3)
 

@@ -108,6 +108,30 @@ def test_bg_psnr_ignores_the_masked_region(tmp_path):
     assert result["mask"] == str(tmp_path / "mask.png") and "bg_psnr" in result["scales"]
 
 
+def test_a_mask_folder_describes_the_source_frames(tmp_path):
+    # one mask per source frame serves an edit of another length (compared over the common frames)
+    source = moving_clip(frames=4)
+    (tmp_path / "masks").mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((64, 64), 255 * (i % 2), np.uint8)).save(tmp_path / "masks" / f"{i}.png")
+    write_video(source, tmp_path / "source", fps=8)
+    write_video(moving_clip(frames=6), tmp_path / "longer", fps=8)
+    row = evaluate([tmp_path / "longer"], metrics="psnr", source=tmp_path / "source", mask=tmp_path / "masks")["results"][0]
+    assert row["bg_psnr"] == 100.0  # the background of frames 0 and 2 is unchanged; frames 1 and 3 have none
+
+
+def test_a_report_that_cannot_be_written_is_refused_before_scoring(tmp_path):
+    write_video(moving_clip(frames=3), tmp_path / "clip", fps=8)
+    (tmp_path / "report_files").mkdir()
+    (tmp_path / "report_files" / "notes.txt").write_text("mine")
+    args = ["eval", tmp_path / "clip", "--metrics", "psnr", "--source", tmp_path / "clip", "--json", tmp_path / "r.json",
+            "--report", tmp_path / "report.html", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2 and result.stderr.startswith("Error: ") and "report_files" in result.stderr
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "report.html").exists()
+    assert (tmp_path / "report_files" / "notes.txt").read_text() == "mine"
+
+
 def test_oracle_scores_a_right_and_a_wrong_edit(tmp_path):
     source = moving_clip("red")
     write_video(source, tmp_path / "source", fps=8)

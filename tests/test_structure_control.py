@@ -131,6 +131,7 @@ def _foreign_controlnet(tmp_path: Path) -> Path:
     (["--control", "pose", "--controlnet", "tiny-random"], ["controlnet_aux"]),
     (["--control", "depth", "--controlnet", "tiny-random"], ["--depth-model", "hugging face cache"]),
     (["--control", "FOLDER3", "--controlnet", "tiny-random"], ["3 images", "4 frames"]),
+    (["--control", "none", "--controlnet", "tiny-random"], ["--control none", "drop --controlnet"]),
 ])
 def test_bad_control_options_are_refused_before_tuning(tmp_path, extra, words):
     clip = write_clip(tmp_path / "clip.mp4", frames=8)
@@ -153,3 +154,40 @@ def test_bad_control_options_are_refused_before_tuning(tmp_path, extra, words):
 def test_edit_refuses_a_negative_control_scale(tmp_path):
     stderr = cli("edit", "--prompt", TARGET, "--control-scale", "-1", *CPU, code=2)
     assert "--control-scale" in stderr
+
+
+def test_edit_refuses_a_control_without_a_controlnet(tmp_path):
+    run = tmp_path / "run"
+    cli("tune", write_clip(tmp_path / "clip.mp4", frames=8), "--model", "tiny-random", "--prompt", SOURCE, "--frames", "4",
+        "--steps", "1", "--out", run, *CPU)
+    stderr = cli("edit", "--run", run, "--prompt", TARGET, "--steps", "2", "--control", "canny", "--out", tmp_path / "e", *CPU, code=2)
+    assert stderr.startswith("Error: ") and "--controlnet" in stderr and len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists()
+
+
+def test_tune_records_a_control_folder_by_its_absolute_path(tmp_path):
+    from contextedit.pipelines.tuning import TuneSettings
+
+    (tmp_path / "edges").mkdir()
+    settings = TuneSettings(control="edges", controlnet="tiny-random")  # the cwd is tmp_path
+    settings.validate()
+    assert settings.control == str(tmp_path / "edges")
+
+
+def test_null_text_cache_key_tells_structure_controls_apart():
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.pipelines.editing import _null_text
+
+    class Spy:
+        keys = []
+
+        def get(self, key):
+            self.keys.append(key)
+            return [torch.zeros(1)]
+
+    base = dict(steps=2, guidance=5.0, null_text_steps=1)
+    for opts in (EditSettings(**base), EditSettings(**base, control="canny", controlnet="tiny-random"),
+                 EditSettings(**base, control="canny", controlnet="tiny-random", control_scale=0.5)):
+        null, optimised = _null_text(None, None, [torch.zeros(1)], None, torch.zeros(1), opts, None, Spy(), SOURCE, None)
+        assert not optimised
+    assert len(set(Spy.keys)) == 3

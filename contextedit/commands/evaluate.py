@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
 from ..progress import ProgressFactory
 
 
@@ -37,22 +36,23 @@ def evaluate(opts: EvalOptions, progress: ProgressFactory | None = None) -> dict
     from ..metrics.collect import collect_items, load_frames
     from ..metrics.evaluate import evaluate as score
 
-    if opts.report is not None and Path(opts.report).suffix.lower() not in (".html", ".htm"):
-        raise UsageError(f"`report` must be an .html file path, got {opts.report}")
-    for out in (opts.json_out, opts.report):
-        if out is not None:
-            check_writable_dir(Path(out).parent)  # before scoring, not after
+    if opts.report is not None:
+        from ..metrics.report import check_report
+
+        check_report(opts.report, new_folder_ok=True)  # before scoring, not after
+    if opts.json_out is not None:
+        check_writable_dir(Path(opts.json_out).parent)
     items = collect_items(opts.paths, opts.prompt)
     source = load_frames(opts.source) if opts.source else None
     result = score(opts.paths, metrics=opts.metrics, prompt=opts.prompt, clip_model=opts.clip_model, temporal=opts.temporal,
                    source=opts.source, device=str(resolve_device(opts.device)), progress=progress,
                    pickscore_model=opts.pickscore_model, dino_model=opts.dino_model, flow=opts.flow,
                    flow_model=opts.flow_model, mask=opts.mask, items=items, source_frames=source)
-    if opts.json_out is not None:
-        write_json(opts.json_out, result)
-    if opts.report is not None:
+    if opts.report is not None:  # the page first: if it fails, no JSON claims a finished run
         from ..metrics.report import write_report
 
         Path(opts.report).parent.mkdir(parents=True, exist_ok=True)  # as --json's folder is made
         write_report(result, opts.report, {str(item.path): item.frames for item in items}, source)
+    if opts.json_out is not None:
+        write_json(opts.json_out, result)
     return result

@@ -133,14 +133,14 @@ def evaluate(
         check_prompts([item.prompt for item in items])
     if source_frames is None and source is not None:
         source_frames = load_frames(source)
-    masks = _masks(mask, items) if mask is not None else {}
+    keep = _mask(mask, source_frames) if mask is not None else None
     scorers = load_scorers(names, device, clip_model=clip_model, pickscore_model=pickscore_model,
                            dino_model=dino_model, flow=flow, flow_model=flow_model, clip_scorer=scorer)
 
     results = []
     with (progress or partial(progress_bar, enabled=False))("evaluating", len(items)) as advance:
         for item in items:
-            results.append(score_item(item, scorers, temporal, source_frames, masks.get(str(item.path))))
+            results.append(score_item(item, scorers, temporal, source_frames, keep))
             advance()
     keys = [key for name in names for key in KEYS[name] if key != "bg_psnr" or mask is not None]
     return {
@@ -212,18 +212,16 @@ def score_item(item: EvalItem, scorers: Scorers, temporal: str, source: np.ndarr
     return row
 
 
-def _masks(mask, items: list[EvalItem]) -> dict[str, np.ndarray]:
-    """The ``mask`` for each clip: one image for all frames, or a folder of one image per frame."""
+def _mask(mask, source_frames: np.ndarray) -> np.ndarray:
+    """The ``mask`` of the source clip: one image for all frames, or a folder of one image per source
+    frame (the edits are compared with the source over their common frames)."""
     from ..video import read_mask_frames
 
-    out = {}
-    for item in items:
-        keep = read_mask_frames(mask, len(item.frames))
-        if not keep.any():
-            raise InputError(f"`mask` {mask} is black everywhere: white marks the edited region, so bg_psnr would be "
-                             "the whole frame; pass a mask of the edited region")
-        out[str(item.path)] = keep
-    return out
+    keep = read_mask_frames(mask, len(source_frames))
+    if not keep.any():
+        raise InputError(f"`mask` {mask} is black everywhere: white marks the edited region, so bg_psnr would be "
+                         "the whole frame; pass a mask of the edited region")
+    return keep
 
 
 def _means(results: list[dict], keys: list[str]) -> dict:

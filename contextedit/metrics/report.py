@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError, OutputExistsError, UsageError
-from ..fileio import ensure_writable_dir
+from ..fileio import check_writable_dir, ensure_writable_dir
 from ..video.write import write_video
 
 GIF_MAX_SIDE = 256  # larger frames are downscaled: the page stays light enough to mail
@@ -61,18 +61,10 @@ def write_report(result: dict, out: str | os.PathLike, clips: dict[str, np.ndarr
     source clip's frames or None. An existing report at ``out`` and its folder are replaced.
     Returns the HTML path.
     """
-    out = Path(out)
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise UsageError(f"`report` must be an .html file path, got {str(out)!r}")
-    if not out.parent.is_dir():
-        raise InputError(f"the folder of `report` {out} does not exist; create {out.parent} first")
+    out = check_report(out)
     if not fps > 0:
         raise UsageError(f"`fps` must be positive, got {fps}")
-    if out.is_dir():
-        raise UsageError(f"`report` {out} is a folder; pass an .html file path")
-    ensure_writable_dir(out.parent)
     files = out.with_name(f"{out.stem}_files")
-    _check_replaceable(files)
     rows = list(result.get("results") or [])
 
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
@@ -97,6 +89,25 @@ def write_report(result: dict, out: str | os.PathLike, clips: dict[str, np.ndarr
         _move_into_place(tmp, out, files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # holds the replaced old folder, or a failed attempt
+    return out
+
+
+def check_report(out: str | os.PathLike, *, new_folder_ok: bool = False) -> Path:
+    """Refuse a ``report`` path the page could not be written to (before any scoring): not .html, a
+    folder, a missing (unless ``new_folder_ok``: the caller makes it) or unwritable folder, a foreign
+    ``_files`` folder."""
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise UsageError(f"`report` must be an .html file path, got {str(out)!r}")
+    if new_folder_ok and not out.parent.exists():
+        check_writable_dir(out.parent)
+        return out
+    if not out.parent.is_dir():
+        raise InputError(f"the folder of `report` {out} does not exist; create {out.parent} first")
+    if out.is_dir():
+        raise UsageError(f"`report` {out} is a folder; pass an .html file path")
+    ensure_writable_dir(out.parent)
+    _check_replaceable(out.with_name(f"{out.stem}_files"))
     return out
 
 

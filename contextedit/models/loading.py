@@ -75,8 +75,9 @@ class Components:
             for module in (self.unet, self.text_encoder, self.text_encoder_2):
                 if module is not None:
                     module.to(device=device, dtype=dtype)
-            # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays in float32
-            upcast = dtype == torch.float16 and getattr(self.vae.config, "force_upcast", False)
+            # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays in float32. SD-1/2
+            # VAEs carry force_upcast too (diffusers' default) but run fine in fp16.
+            upcast = dtype == torch.float16 and self.is_xl and getattr(self.vae.config, "force_upcast", False)
             self.vae.to(device=device, dtype=torch.float32 if upcast else dtype)
         finally:
             dlog.set_verbosity(level)
@@ -296,7 +297,9 @@ def load_model_and_processor(model_cls, processor_cls, model_id: str, option: st
     if processor_id is not None:
         processor = from_pretrained_or_hub(
             lambda source, local: processor_cls.from_pretrained(source, local_files_only=local), processor_id, option,
-            check_folder=lambda path: None, folder_hint=f"pass a folder holding the processor files or use {option} tiny",
+            check_folder=lambda path: None,
+            folder_hint=f"cache {processor_id} once with network, or copy its processor files (preprocessor_config.json "
+                        f"and the tokenizer's) into the {option} folder; {option} tiny serves tests",
         )
     return model, processor
 

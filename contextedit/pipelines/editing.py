@@ -175,6 +175,8 @@ def _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache, 
     """Null-text embeddings, cached (:class:`NullTextCache`): N prompts (and later edits) pay once.
     Returns them and whether they were optimised now (False: read from the cache)."""
     parts = [source_prompt, opts.steps, opts.guidance, opts.null_text_steps, adapter is not None, str(levels[0].dtype)]
+    if opts.controlnet is not None:  # the ControlNet's residuals change every level the embeddings are fitted to
+        parts += [opts.control, opts.controlnet, opts.control_scale, opts.depth_model]
     key = hashlib.sha256(json.dumps(parts + ([tag] if tag else [])).encode()).hexdigest()[:12]
     stored = cache.get(key) if cache is not None else None
     if stored is not None:

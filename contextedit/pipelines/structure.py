@@ -20,11 +20,12 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, ModelNotFoundError, UsageError
 
 CONTROLS = ("canny", "depth", "pose")
 CANNY_THRESHOLDS = (100, 200)  # the values of diffusers' and ControlNet's canny examples
 DEFAULT_DEPTH_MODEL = "Intel/dpt-hybrid-midas"
+POSE_ANNOTATOR = "lllyasviel/Annotators"  # controlnet_aux's OpenPose weights
 
 
 @dataclass
@@ -130,7 +131,11 @@ def pose(frames: np.ndarray) -> np.ndarray:
         from controlnet_aux import OpenposeDetector
     except ImportError as exc:
         raise UsageError("`control` pose needs controlnet_aux: pip install controlnet_aux (or pass a folder of pose images)") from exc
-    detector = OpenposeDetector.from_pretrained("lllyasviel/Annotators")
+    try:  # its weights come from the hub (or its cache); torch ≥ 2.6 reads them with weights_only
+        detector = OpenposeDetector.from_pretrained(POSE_ANNOTATOR)
+    except Exception as exc:  # noqa: BLE001 - controlnet_aux raises whatever its download raised
+        raise ModelNotFoundError(f"the OpenPose annotator {POSE_ANNOTATOR} could not be loaded ({type(exc).__name__}); "
+                                 "download it once with network, or pass `control` as a folder of pose images") from exc
     height, width = frames.shape[1:3]
     return np.stack([np.asarray(detector(f).convert("RGB").resize((width, height))) for f in frames])
 
@@ -141,6 +146,8 @@ def _folder(folder: Path, frames: np.ndarray) -> np.ndarray:
 
     from ..video import frame_files, read_image
 
+    if not folder.is_dir():
+        raise InputError(f"`control` folder {folder} does not exist; pass canny, depth, pose or a folder of per-frame condition images")
     files = frame_files(folder)
     if len(files) != len(frames):
         raise InputError(f"`control` folder {folder} has {len(files)} images, the clip has {len(frames)} frames; "

@@ -62,7 +62,13 @@ class TuneSettings:
         check_window(self.window, 0)
         from .structure import check_control
 
+        if self.control == "none":  # edit's word for off; here it only means no structure control
+            if self.controlnet is not None:
+                raise UsageError("`control` none turns structure control off; drop `controlnet` or pass canny, depth, pose or a folder")
+            self.control = None
         check_control(self.control, self.controlnet)
+        if self.control is not None and Path(self.control).is_dir():  # the run folder records where it is
+            self.control = str(Path(self.control).resolve())
         if self.adapter_input not in ADAPTER_INPUTS:
             raise UsageError(f"`adapter_input` must be one of {', '.join(ADAPTER_INPUTS)} (got {self.adapter_input!r})")
 
