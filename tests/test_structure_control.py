@@ -171,23 +171,24 @@ def test_tune_records_a_control_folder_by_its_absolute_path(tmp_path):
     (tmp_path / "edges").mkdir()
     settings = TuneSettings(control="edges", controlnet="tiny-random")  # the cwd is tmp_path
     settings.validate()
-    assert settings.control == str(tmp_path / "edges")
+    assert settings.control == str((tmp_path / "edges").resolve())  # resolved, as a symlinked tmp would be
 
 
 def test_null_text_cache_key_tells_structure_controls_apart():
     from contextedit.pipelines.edit_options import EditSettings
     from contextedit.pipelines.editing import _null_text
 
-    class Spy:
-        keys = []
+    class Spy:  # a cache that has every key: it records which ones were asked for
+        def __init__(self):
+            self.keys = []
 
         def get(self, key):
             self.keys.append(key)
             return [torch.zeros(1)]
 
-    base = dict(steps=2, guidance=5.0, null_text_steps=1)
+    spy, base = Spy(), dict(steps=2, guidance=5.0, null_text_steps=1)
     for opts in (EditSettings(**base), EditSettings(**base, control="canny", controlnet="tiny-random"),
                  EditSettings(**base, control="canny", controlnet="tiny-random", control_scale=0.5)):
-        null, optimised = _null_text(None, None, [torch.zeros(1)], None, torch.zeros(1), opts, None, Spy(), SOURCE, None)
+        _, optimised = _null_text(None, None, [torch.zeros(1)], None, torch.zeros(1), opts, None, spy, SOURCE, None)
         assert not optimised
-    assert len(set(Spy.keys)) == 3
+    assert len(set(spy.keys)) == 3
