@@ -44,7 +44,7 @@ def arm_intervals(rows: list[dict], kinds: tuple[str, ...]) -> dict:
     """bench/quality.py's rows → per arm, each measure's mean over clips with its interval, and
     the adapter's paired lead on each (adapter − no adapter, clips resampled)."""
     clips = sorted({r["clip"] for r in rows})
-    measures = [f"success_{kind}" for kind in kinds] + ["success_mean", "background_kept", "motion_error_px", "temporal_iou"]
+    measures = [f"success_{kind}" for kind in kinds] + ["success_mean", "background_kept", "object_kept", "motion_error_px", "temporal_iou"]
 
     def clip_mean(values) -> float | None:
         values = [float(v) for v in values if v is not None]

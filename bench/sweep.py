@@ -59,6 +59,18 @@ SETTINGS: dict[str, dict] = {
                                                                  "guidance": 3.0, "background_guidance": 3.0},
     "tiny's recommended defaults": None,
 }
+# Issue 27's remedies for background and multiple edits, each one switched off or changed on top of
+# tiny's recommended defaults (which have them all on): regions from attention and the response,
+# fresh noise in the edited complement, the source prompt as its negative, LocalBlend on the kept
+# object until blend_stop, and the kept object composited in pixel space with the seam inpainted.
+REGION_SETTINGS: dict[str, dict] = {
+    "regions: no pixel composite": {"composite": "off"},
+    "regions: no fresh noise outside": {"background_noise": 0.0},
+    "regions: fresh noise 1.0 outside": {"background_noise": 1.0},
+    "regions: empty negative outside": {"background_negative": "empty"},
+    "regions: LocalBlend stops at 0.7 T": {"blend_stop": 0.7},
+    "regions: background guidance 3": {"background_guidance": 3.0},
+}
 
 
 def slug(name: str) -> str:
@@ -70,7 +82,7 @@ def run_setting(name: str, options: dict, args) -> dict:
     out = RESULTS / f"{slug(name)}.json"
     base = [sys.executable, str(ROOT / "bench" / "quality.py"), "--clips", str(args.clips), "--variants", "adapter",
             "--tune-steps", str(args.tune_steps), "--edit-steps", str(args.edit_steps), "--work", args.work, "--reuse",
-            "--tag", slug(name), "--edit-options", json.dumps({} if options is None else {**BASE, **options}),
+            "--tag", slug(name), "--edit-options", json.dumps(_options(name, options)),
             "--generate-prompts", "0", "--benchmarks", "", "--threads", "1"]
     parts = [RESULTS / f"{slug(name)}.part{i}.json" for i in range(args.jobs)]
     procs = [subprocess.Popen(base + ["--shard", f"{i}/{args.jobs}", "--out", str(part)], stdout=subprocess.DEVNULL)
@@ -83,17 +95,24 @@ def run_setting(name: str, options: dict, args) -> dict:
     return json.loads(out.read_text())
 
 
+def _options(name: str, options: dict | None) -> dict:
+    """What a setting passes to edit: nothing (tiny's defaults), a region remedy on top of them, or BASE + its own."""
+    if options is None:
+        return {}
+    return dict(options) if name in REGION_SETTINGS else {**BASE, **options}
+
+
 def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> None:
-    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py --update-docs` — {args.clips} clips × 3 edits + 1 reconstruction, "
+    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py --update-docs` — {args.clips} clips × 4 edits + 1 reconstruction, "
              f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}. How the rows were run and what "
              "they show: below the table.", "",
-             "| setting | colour | shape | background | mean success | background kept | motion px | temporal IoU "
-             "| reconstruction gap dB | s / clip |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| setting | colour | shape | background | multiple | mean success | background kept | object kept | motion px "
+             "| temporal IoU | reconstruction gap dB | s / clip |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         s = r["summary"]["adapter"]
-        cells = [s.get(k) for k in ("success_colour", "success_shape", "success_background", "success_mean",
-                                    "background_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")]
+        cells = [s.get(k) for k in ("success_colour", "success_shape", "success_background", "success_multiple", "success_mean",
+                                    "background_kept", "object_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells)
                      + f" | {r['seconds'] / max(r['clips'], 1):.0f} |")
     lines += ["", "![mean edit success against background kept](bench/results/sweep.png)", "", MARK_END]
@@ -119,7 +138,7 @@ def plot(results: dict[str, dict], path: Path) -> None:
         d.text((pad - 35, sy(v) - 6), f"{v:.1f}", fill="black")
         d.text((sx(x0 + v * (1 - x0)) - 12, h - pad + 8), f"{x0 + v * (1 - x0):.2f}", fill="black")
     d.text((w // 2 - 60, h - 25), "background kept", fill="black")
-    d.text((8, 20), "mean edit success (colour, shape, background)", fill="black")
+    d.text((8, 20), "mean edit success (colour, shape, background, multiple where run)", fill="black")
     for i, (x, y, name) in enumerate(pts):
         colour = (200, 30, 30) if i == 0 else (30, 80, 200) if name.startswith("tiny's") else (90, 90, 90)
         d.ellipse([sx(x) - 5, sy(y) - 5, sx(x) + 5, sy(y) + 5], fill=colour)
@@ -145,7 +164,7 @@ def main(argv=None) -> dict:
     update_docs.check(args, args.benchmarks)
     RESULTS.mkdir(parents=True, exist_ok=True)
     start, results = time.perf_counter(), {}
-    for name, options in SETTINGS.items():
+    for name, options in {**SETTINGS, **REGION_SETTINGS}.items():
         out = RESULTS / f"{slug(name)}.json"
         if args.rescore and out.is_file():
             from quality import rescore, write_json

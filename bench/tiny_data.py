@@ -57,7 +57,17 @@ def encode_text(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:
     return text_encoder(ids)[0]
 
 
-def _spec_of(caption: str) -> tuple[str, str, str]:
+DATA = ("on the fly from contextedit.testing.shapes: random_spec + make_image "
+        "(uniform shape/colour/background, uniform valid centre), image captions")
+
+
+def tokenizer():
+    from contextedit.testing.tiny import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+def spec_of(caption: str) -> tuple[str, str, str]:
     """(shape, colour, background) back from an image caption."""
     words = caption.split()
     return words[2], words[1], words[5]

@@ -59,13 +59,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import update_docs  # noqa: E402
-from tiny_data import (  # noqa: E402
-    COMBOS, _spec_of, encode_text, evaluate, image_batch, oracle_scores, random_crops, save_grid, to_uint8,
-)
+from tiny_data import encode_text, random_crops, to_uint8  # noqa: E402
 
-SHIPPED = ROOT / "contextedit" / "assets" / "tiny"
-DEFAULT_OUT = ROOT / "bench" / "work" / "tiny"  # the shipped folder only with --out SHIPPED --update-docs
-DEFAULT_RESULTS = ROOT / "bench" / "results" / "train-tiny.json"
+import scenes_data  # noqa: E402
+import tiny_data  # noqa: E402
+
+ASSETS = ROOT / "contextedit" / "assets"  # shipped models: written only with --update-docs
+
+# Each world: its data module (image_batch, spec_of, oracle_scores, evaluate, save_grid, tokenizer,
+# COMBOS), its pixel size, and where its model, checkpoints and record go by default.
+WORLDS = {
+    "shapes": {"data": tiny_data, "size": 64, "out": "tiny", "results": "train-tiny.json", "work": "bench/work/train-tiny"},
+    "scenes": {"data": scenes_data, "size": scenes_data.SIZE, "out": "tiny-scenes", "results": "train-tiny-scenes.json",
+               # tracked: a session's processes end when it stops, so each stop commits the checkpoint
+               "work": "bench/checkpoints/tiny-scenes"},
+}
+
 TEXT_HIDDEN = 64
 KL_WEIGHT = 1e-6
 UNCOND_PROB = 0.1
@@ -81,7 +90,7 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(args.vae_init).eval().requires_grad_(False)
-        info = _vae_check(vae, np.random.default_rng(args.seed))
+        info = _vae_check(vae, np.random.default_rng(args.seed), args.data)
         info.update(steps=0, seconds=0.0, scaling_factor=vae.config.scaling_factor, init=str(args.vae_init))
         log(f"vae: kept {args.vae_init} ({info['decoded_oracle']})")
         return vae, info
@@ -97,7 +106,7 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
     losses, started, step = [], time.time(), 0
     while (progress := _progress(step, args.vae_steps, time.time() - started, args.vae_minutes)) < 1:
         _set_lr(opt, step, progress)
-        pixels = random_crops(image_batch(rng, args.vae_batch)[0], args.vae_crop, rng)
+        pixels = random_crops(args.data.image_batch(rng, args.vae_batch)[0], args.vae_crop, rng)
         posterior = vae.encode(pixels).latent_dist
         recon = vae.decode(posterior.sample()).sample
         loss = F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + KL_WEIGHT * posterior.kl().mean()
@@ -109,7 +118,7 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
         if step % args.log_every == 0:
             log(f"vae step {step} ({progress:.0%}) loss {np.mean(losses[-args.log_every:]):.4f}")
     vae.eval().requires_grad_(False)
-    info = _vae_check(vae, rng)
+    info = _vae_check(vae, rng, args.data)
     info.update(steps=step, seconds=round(time.time() - started, 1), final_loss=float(np.mean(losses[-args.log_every:])),
                 loss_curve=_curve(losses))
     vae.register_to_config(scaling_factor=info["scaling_factor"])
@@ -122,24 +131,27 @@ def train_vae(args, log) -> tuple[torch.nn.Module, dict]:
 def _initial_vae(args):
     """A fresh VAE from the seed, or ``--vae-init``'s weights to continue an earlier stage A."""
     if not args.vae_init:
-        return tiny.tiny_vae(args.seed)
-    from diffusers import AutoencoderKL
+        vae = tiny.tiny_vae(args.seed)
+    else:
+        from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(args.vae_init)
+        vae = AutoencoderKL.from_pretrained(args.vae_init)
+    vae.register_to_config(sample_size=args.size)
+    return vae
 
 
 @torch.no_grad()
-def _vae_check(vae, rng: np.random.Generator, n: int = 256) -> dict:
+def _vae_check(vae, rng: np.random.Generator, data, n: int = 256) -> dict:
     """Latent std (-> scaling factor) and how often the oracle reads decoded frames correctly."""
     latents, decoded, specs = [], [], []
     for _ in range(n // 64):
-        pixels, captions = image_batch(rng, 64)
+        pixels, captions = data.image_batch(rng, 64)
         z = vae.encode(pixels).latent_dist.sample()
         latents.append(z)
         decoded.append(to_uint8(vae.decode(z).sample))
-        specs += [_spec_of(c) for c in captions]
+        specs += [data.spec_of(c) for c in captions]
     std = torch.cat(latents).std().item()
-    return {"latent_std": std, "scaling_factor": 1.0 / std, "decoded_oracle": oracle_scores(np.concatenate(decoded), specs)}
+    return {"latent_std": std, "scaling_factor": 1.0 / std, "decoded_oracle": data.oracle_scores(np.concatenate(decoded), specs)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +168,7 @@ def train_denoiser(args, vae, log):
     from contextedit.models.adapter import ContextAdapter, config_for_unet
     from contextedit.schedulers import ContextualDDPMScheduler
 
-    tokenizer = tiny.tiny_tokenizer()
+    tokenizer = args.data.tokenizer()
     ckpt = Path(args.work) / "denoiser"
     start, elapsed = 0, 0.0
     losses: list[float] = []
@@ -173,10 +185,15 @@ def train_denoiser(args, vae, log):
     else:
         unet = tiny.tiny_unet(cross_attention_dim=TEXT_HIDDEN, seed=args.seed)
         text_encoder = tiny.tiny_text_encoder(tokenizer, hidden_size=TEXT_HIDDEN, seed=args.seed)
+    unet.register_to_config(sample_size=args.size // 4)  # the world's native size (VAE factor 4)
+    if text_encoder.config.vocab_size < len(tokenizer):
+        text_encoder.resize_token_embeddings(len(tokenizer))
     adapter = None
     if args.adapter == "joint":
         if (ckpt / "adapter").is_dir():
             adapter = ContextAdapter.from_pretrained(ckpt / "adapter")
+        elif start == 0 and args.unet_init and (Path(args.unet_init) / "adapter").is_dir():
+            adapter = ContextAdapter.from_pretrained(Path(args.unet_init) / "adapter")  # continue its base adapter
         else:
             torch.manual_seed(args.seed)
             adapter = ContextAdapter(**config_for_unet(unet))  # zero head: starts as the plain model
@@ -194,8 +211,8 @@ def train_denoiser(args, vae, log):
     rng = np.random.default_rng([args.seed, start])
     started, step = time.time() - elapsed, start
     while (progress := _progress(step, args.unet_steps, time.time() - started, args.unet_minutes)) < 1:
-        _set_lr(opt, step, progress)
-        pixels, captions = image_batch(rng, args.batch)
+        _set_lr(opt, step, progress, since=start)  # a resumed run warms its fresh optimizer up again
+        pixels, captions = args.data.image_batch(rng, args.batch)
         # caption dropout: the unconditional branch for guidance, and text the adapter must read
         captions = ["" if rng.random() < UNCOND_PROB else c for c in captions]
         loss = denoiser_loss(unet, text_encoder, adapter, noise_scheduler, vae, tokenizer, pixels, captions,
@@ -304,11 +321,12 @@ def _progress(step: int, total: int, elapsed_s: float, minutes: float | None) ->
     return max(by_steps, elapsed_s / (60 * minutes)) if minutes else by_steps
 
 
-def _set_lr(opt, step: int, progress: float, warmup: int = 50) -> None:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 10% of each group's peak."""
+def _set_lr(opt, step: int, progress: float, warmup: int = 50, since: int = 0) -> None:
+    """Linear warm-up over ``warmup`` steps from ``since`` (the step the optimizer started at), then
+    cosine decay to 10% of each group's peak."""
     cosine = 0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0)))
     for group in opt.param_groups:
-        group["lr"] = group["peak"] * min(1.0, (step + 1) / warmup) * cosine
+        group["lr"] = group["peak"] * min(1.0, (step - since + 1) / warmup) * cosine
 
 
 # ---------------------------------------------------------------------------------------------
@@ -338,6 +356,8 @@ def folder_size_mb(folder: Path) -> float:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--world", choices=tuple(WORLDS), default="shapes",
+                   help="shapes: the embedded tiny model's world (64 px); scenes: tiny-scenes' (96 px, two objects, textures)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--vae-minutes", type=float, default=None, help="stop stage A after this wall time")
@@ -357,9 +377,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--work", default=str(ROOT / "bench" / "work" / "train-tiny"), help="checkpoints for resuming")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
-    p.add_argument("--results", default=str(DEFAULT_RESULTS))
+    p.add_argument("--work", default=None, help="checkpoints for resuming (default: the world's)")
+    p.add_argument("--out", default=None, help="the model folder (default bench/work/<model>; "
+                   "the shipped contextedit/assets/<model> only with --update-docs)")
+    p.add_argument("--results", default=None, help="the record (default bench/results/train-<model>.json)")
     p.add_argument("--eval-steps", type=int, default=50)
     p.add_argument("--eval-only", action="store_true", help="only sample the saved --out folder and score it")
     p.add_argument("--grid", default=None, help="also save the evaluation samples as a PNG grid here")
@@ -368,7 +389,14 @@ def parse_args(argv=None):
                    help="train the context adapter jointly with the denoiser (the paper's way), or no adapter")
     p.add_argument("--adapter-lr", type=float, default=1e-3, help="peak lr of the adapter (its own AdamW group)")
     update_docs.add_flag(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    world = WORLDS[args.world]
+    args.data, args.size = world["data"], world["size"]
+    args.work = args.work or str(ROOT / world["work"])
+    args.out = args.out or str(ROOT / "bench" / "work" / world["out"])
+    args.results = args.results or str(ROOT / "bench" / "results" / world["results"])
+    args.model_name = world["out"]
+    return args
 
 
 def _init_folder(args) -> Path:
@@ -413,7 +441,7 @@ def main(argv=None) -> None:
         vae, vae_info = train_vae(args, log)
         tokenizer, unet, text_encoder, adapter, unet_info = train_denoiser(args, vae, log)
         comps = Components(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                           scheduler_config=tiny.tiny_scheduler_config(), model_id="tiny")
+                           scheduler_config=tiny.tiny_scheduler_config(), model_id=args.model_name)
         save_atomically(comps, Path(args.out), adapter)
         train_s = time.time() - t0
         log(f"saved {args.out} ({folder_size_mb(Path(args.out)):.1f} MB) after {train_s:.0f}s")
@@ -421,10 +449,10 @@ def main(argv=None) -> None:
     arms = {"with_adapter": True, "without_adapter": False} if (Path(args.out) / "adapter").is_dir() else {"without_adapter": False}
     scores = {}
     for arm, use in arms.items():
-        scores[arm], images = evaluate(Path(args.out), steps=args.eval_steps, seeds=seeds, adapter=use)
+        scores[arm], images = args.data.evaluate(Path(args.out), steps=args.eval_steps, seeds=seeds, adapter=use)
         log(f"oracle agreement ({arm}): {scores[arm]}")
         if args.grid and arm == next(iter(arms)):
-            save_grid(images[:len(COMBOS)], Path(args.grid))
+            args.data.save_grid(images[:len(args.data.COMBOS)], Path(args.grid))
     if args.eval_only:
         return
     argv_given = sys.argv[1:] if argv is None else list(argv)
@@ -439,8 +467,7 @@ def main(argv=None) -> None:
         # runnable as it stands, from the repository root of a clean clone
         "command": shlex.join(["python", "bench/train_tiny.py", *(_portable(a) for a in argv_given)]),
         "torch": torch.__version__, "python": sys.version.split()[0], "seed": args.seed,
-        "data": "on the fly from contextedit.testing.shapes: random_spec + make_image "
-                "(uniform shape/colour/background, uniform valid centre), image captions",
+        "world": args.world, "data": args.data.DATA,
         "vae": {"recipe": f"L1 + MSE + {KL_WEIGHT} KL on random {args.vae_crop}px crops, AdamW lr {args.vae_lr}, "
                           f"batch {args.vae_batch}, warm-up + cosine",
                 **{k: (_init_name(args, v) if k == "init" else v) for k, v in vae_info.items()}},
@@ -454,7 +481,7 @@ def main(argv=None) -> None:
     }
     results = read_json(args.results) if Path(args.results).is_file() else {}
     if "variants" not in results:
-        results = {"model": "tiny (shapes world)", "variants": {}, "previous": results or None}
+        results = {"model": f"{args.model_name} ({args.world} world)", "variants": {}, "previous": results or None}
     results["variants"][args.adapter] = record
     write_json(args.results, results)
 

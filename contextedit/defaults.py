@@ -24,6 +24,11 @@ EDIT_DEFAULTS = {
     "offset_inside": 1.0,
     "background_guidance": None,        # None: the same as guidance
     "background_offset_inside": None,   # None: the same as offset_inside
+    "region_attention": "more",   # Stable Diffusion marks what a word names with more attention
+    "background_noise": 0.5,
+    "background_negative": "source",
+    "blend_stop": 1.0,
+    "composite": "auto",
     "null_text_steps": 10,
     "context_guidance": 1.0,
     "window": 16,        # frames per window for longer clips (the run's own tune window when it has one)
@@ -53,7 +58,7 @@ def describe(section: str, name: str) -> str:
 
 def _fmt(value) -> str:
     if value is None:
-        return "as for other edits"
+        return "as for other regions"
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,9 +124,10 @@ def test_shipped_files_change_only_with_update_docs(tmp_path, capsys):
         assert "BENCHMARKS.md left as it is" in capsys.readouterr().out
         assert quality.update_docs.benchmarks_file(quality.parse_args(["--update-docs"])) == root / "BENCHMARKS.md"
     with bench_script("train_tiny") as train_tiny:
-        with pytest.raises(SystemExit, match="--update-docs"):
-            train_tiny.main(["--out", str(train_tiny.SHIPPED)])
-        assert not train_tiny.DEFAULT_OUT.is_relative_to(train_tiny.SHIPPED.parent)
+        for world in train_tiny.WORLDS:
+            with pytest.raises(SystemExit, match="--update-docs"):
+                train_tiny.main(["--world", world, "--out", str(train_tiny.ASSETS / train_tiny.WORLDS[world]["out"])])
+            assert not Path(train_tiny.parse_args(["--world", world]).out).is_relative_to(train_tiny.ASSETS)
 
 
 @pytest.mark.slow

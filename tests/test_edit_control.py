@@ -137,7 +137,7 @@ def _latent_mask(mask: torch.Tensor) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_blend_mask_is_the_object_for_an_attribute_edit_and_the_rest_for_a_background_edit(tmp_path, runs, monkeypatch):
+def test_the_region_is_the_object_for_an_attribute_edit_and_the_rest_for_a_background_edit(tmp_path, runs, monkeypatch):
     run = _tune(tmp_path, model="tiny", frames=8, steps=2)
     controls = []
     build = edit_module.prompt_control
@@ -155,7 +155,8 @@ def test_blend_mask_is_the_object_for_an_attribute_edit_and_the_rest_for_a_backg
     # background edit: the editable region is the background, and spares the object's core
     assert (background & core).sum() / core.sum() < 0.1
     assert (background & ~near).sum() / (~near).sum() > 0.9
-    assert controls[0].local_blend("auto") and not controls[1].local_blend("auto")
+    assert controls[0].local_blend("auto") and controls[1].local_blend("auto")  # the object kept, the seam healed after decoding
+    assert [g.side for g in controls[0].groups] == ["inside"] and [g.side for g in controls[1].groups] == ["outside"]
 
 
 @pytest.mark.slow
@@ -191,15 +192,16 @@ def test_reweight_names_a_word_of_the_prompt(tmp_path, runs):
 
 
 def test_the_model_folder_recommends_defaults_and_flags_override_them(tmp_path, runs):
-    folder = save_components(tiny(), tmp_path / "model")
+    # the embedded trained model: which region a changed word edits is read from the model itself
+    folder = save_components(load_components("tiny", "cpu", torch.float32), tmp_path / "model")
     (folder / "contextedit.json").write_text(json.dumps({"edit": {"guidance": 3.0, "inversion": "ddim",
-                                                                  "background_guidance": 6.0}}))
+                                                                  "background_guidance": 6.0, "region_attention": "less"}}))
     run = _tune(tmp_path, model=str(folder))
     common = dict(prompts=["a blue circle"], run=str(run), steps=2, device="cpu")
     recommended = edit(EditOptions(**common, out=str(tmp_path / "a"))).record["settings"]
     assert (recommended["guidance"], recommended["inversion"]) == (3.0, "ddim")
     # a background edit takes the background setting, an attribute edit the general one
-    kinds = edit(EditOptions(**{**common, "prompts": ["a blue circle moving right on a black background",
+    kinds = edit(EditOptions(**{**common, "steps": 10, "prompts": ["a blue circle moving right on a black background",
                                                       "a red circle moving right on a white background"]},
                              out=str(tmp_path / "kinds"))).record["outputs"]
     assert [o["guidance"] for o in kinds] == [3.0, 6.0]

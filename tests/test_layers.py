@@ -11,7 +11,7 @@ ROOT = Path(contextedit.__file__).parent
 LAYERS = [
     {"contextedit", "errors", "defaults", "progress"},
     {"device", "fileio"},
-    {"runs", "video", "schedulers", "attention", "prompts"},
+    {"runs", "video", "schedulers", "attention", "prompts", "worlds"},
     {"models"},
     {"testing", "captioning", "metrics"},
     {"pipelines"},

@@ -120,8 +120,15 @@ def test_two_prompts_one_inversion_and_outputs_decode(tmp_path, runs):
     result = edit(EditOptions(prompts=prompts, steps=4, device="cpu"), comps=comps)  # no --run: the latest
     assert len(result.files) == 2 and all(p.exists() for p in result.files)
     # one inversion (batch F) and one guided source-branch replay (direct inversion, batch 2F), then
-    # T guided calls (batch 2F) per prompt
-    assert calls == [4] * 4 + [8] * 4 + [8] * 8
+    # per prompt: the region probe (3 levels × change groups, batch 2F) and T guided calls (batch 2F);
+    # a prompt whose groups edit both sides runs one pass per side, each with its own probe
+    expected = 0
+    for output in result.record["outputs"]:
+        sides = [r["side"] for r in output["control"]["regions"]]
+        expected += 3 * len(sides) + 4
+        if len(set(sides)) > 1:
+            expected += 4 + 3 * len(sides)
+    assert calls == [4] * 4 + [8] * 4 + [8] * expected
     for path in result.files:
         clip = vio.read_video(path, frames=4, stride=1)
         assert clip.frames.shape == (4, 64, 64, 3) and clip.fps == pytest.approx(8.0)

@@ -8,10 +8,10 @@
 - *new* tokens (insertions, or replacements of another length) keep their own map;
 - every target column can be reweighted (``--reweight WORD=SCALE``).
 
-:class:`BlendMask` turns the cross-attention of the changed words into a mask, FateZero's
-MaskBlend (inside: the target's own self-attention, outside: the source's) and Prompt-to-Prompt's
-LocalBlend (latents outside the mask follow the source trajectory). For a background edit the
-object's words make the mask and it is inverted, so the object is kept and the rest is edited.
+:class:`BlendMask` turns the cross-attention of some words into a mask, FateZero's MaskBlend
+(inside: the target's own self-attention, outside: the source's) and Prompt-to-Prompt's
+LocalBlend (latents outside the mask follow the source trajectory). Which words, and whether a
+word edits its object or the rest of the frame, is :mod:`.regions`' job.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-# A changed word right before one of these makes the edit a background edit.
-BACKGROUND_NOUNS = ("background", "backdrop", "sky", "scene", "wall", "ground", "floor", "landscape")
-# Words that never make a mask: their attention is spread over the whole frame.
+# Function words never make a mask: their attention is spread over the whole frame.
 STOPWORDS = frozenset("a an the of on in at to and with is are moving".split())
 
 
@@ -118,12 +116,6 @@ def content_positions(tokenizer, ids: Sequence[int], positions: Sequence[int]) -
     return [p for p in positions if int(ids[p]) not in special and words[p] not in STOPWORDS]
 
 
-def is_background_edit(tokenizer, ids: Sequence[int], changed: Sequence[int]) -> bool:
-    """A changed token followed (within two tokens) by a background noun: "on a *white* background"."""
-    words = _words(tokenizer, ids)
-    return any(word in BACKGROUND_NOUNS for p in changed for word in words[p + 1:p + 3])
-
-
 @dataclass
 class BlendWords:
     """Which columns make the mask: source and target token positions, and whether to invert."""
@@ -133,24 +125,10 @@ class BlendWords:
     invert: bool = False
 
 
-def choose_blend_words(tokenizer, source_ids, target_ids, edit: PromptEdit,
-                       words: Sequence[str] | None = None) -> BlendWords | None:
-    """The blend words named by the user, else the changed words; for a background edit the
-    words the prompts share (the object) with the mask inverted. None: nothing to mask."""
-    if words:
-        return BlendWords([p for w in words for p in word_positions(tokenizer, source_ids, w)],
-                          [p for w in words for p in word_positions(tokenizer, target_ids, w)])
-    source_changed = content_positions(tokenizer, source_ids, edit.source_changed)
-    target_changed = content_positions(tokenizer, target_ids, [*edit.swapped, *edit.new])
-    if not source_changed and not target_changed:
-        return None
-    if is_background_edit(tokenizer, target_ids, [*edit.swapped, *edit.new]):
-        words, changed = _words(tokenizer, target_ids), {*edit.swapped, *edit.new}
-        target = [j for j in content_positions(tokenizer, target_ids, range(1, len(target_ids)))
-                  if j not in changed and words[j] not in BACKGROUND_NOUNS]
-        source = [int(edit.mapping[j]) for j in target if edit.mapping[j] >= 0]
-        return BlendWords(source, target, invert=True) if target else None
-    return BlendWords(source_changed, target_changed)
+def deviation(m: torch.Tensor) -> torch.Tensor:
+    """(m − median) / max |m − median| per frame (F, N): :func:`contrast` with its sign kept."""
+    dev = m - m.median(dim=-1, keepdim=True).values
+    return dev / dev.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12)
 
 
 def contrast(m: torch.Tensor) -> torch.Tensor:
@@ -172,6 +150,7 @@ class BlendMask:
         self.words, self.latent_hw, self.threshold = words, latent_hw, threshold
         self.user_mask = user_mask        # (F, 1, h, w) in [0, 1]: replaces the attention mask
         self._sum: torch.Tensor | None = None
+        self._signed: torch.Tensor | None = None  # the signed deviation, summed like _sum: which way the word stands out
         self._count = 0
         self._frozen: torch.Tensor | None = None
 
@@ -194,6 +173,8 @@ class BlendMask:
             return
         m = torch.stack([contrast(x) for x in maps]).amax(0)[-frames:]
         self._add(self._to_latent(m))
+        signed = torch.stack([deviation(x) for x in maps]).mean(0)[-frames:]
+        self._signed = self._to_latent(signed) + (0 if self._signed is None else self._signed)
 
     def _to_latent(self, m: torch.Tensor) -> torch.Tensor:
         h, w = self.latent_hw
@@ -221,10 +202,14 @@ class BlendMask:
 
     def tokens(self, n: int) -> torch.Tensor | None:
         """This step's mask at a layer's resolution as (F, n, 1), for blending per query token."""
-        m = self._frozen
-        if m is None:
-            return None
-        h, w = self.latent_hw
-        scale = int(round((h * w / n) ** 0.5))
-        m = F.adaptive_avg_pool2d(m, (h // scale, w // scale)) if scale > 1 else m
-        return m.flatten(1).unsqueeze(-1)
+        return mask_tokens(self._frozen, self.latent_hw, n)
+
+
+def mask_tokens(m: torch.Tensor | None, latent_hw: tuple[int, int], n: int) -> torch.Tensor | None:
+    """A latent mask (F, 1, h, w) at a layer of ``n`` tokens per frame, as (F, n, 1)."""
+    if m is None:
+        return None
+    h, w = latent_hw
+    scale = int(round((h * w / n) ** 0.5))
+    m = F.adaptive_avg_pool2d(m, (h // scale, w // scale)) if scale > 1 else m
+    return m.flatten(1).unsqueeze(-1)

@@ -17,6 +17,8 @@ from .inversion import INVERSIONS
 
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
+COMPOSITES = ("auto", "on", "off")
+NEGATIVES = ("source", "empty")
 
 
 @dataclass(kw_only=True)
@@ -40,7 +42,12 @@ class EditSettings:
     offset_inside: float | None = None     # direct inversion: share of the offset the masked (edited) region gets
     background_guidance: float | None = None       # for background edits, instead of guidance
     background_offset_inside: float | None = None  # for background edits, instead of offset_inside
-    local_blend: str | None = None         # auto: on for object edits, off for background edits
+    local_blend: str | None = None         # auto: on wherever there is a mask
+    region_attention: str | None = None    # more | less: how the model's cross-attention marks what a word names
+    blend_stop: float | None = None        # LocalBlend on sampling steps i < blend_stop·T
+    background_noise: float | None = None  # share λ of fresh noise mixed into x_T where a word edits the rest of the frame
+    background_negative: str | None = None  # source: guide those regions away from the source prompt; empty: from ""
+    composite: str | None = None           # kept region's pixels from the source; auto: for edits of the rest of the frame
     null_text_steps: int | None = None
     context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
     window: int | None = None              # frames per window (longer clips go window by window)
@@ -74,7 +81,7 @@ class EditSettings:
             if value is not None:
                 check_guidance(value)
         for name in ("fusion_start", "self_fusion", "cross_fusion", "blend_threshold", "offset_inside",
-                     "background_offset_inside"):
+                     "background_offset_inside", "blend_stop", "background_noise"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); "
@@ -95,6 +102,14 @@ class EditSettings:
         check_control(self.control, self.controlnet, self.control_scale, pair=False)
         if self.local_blend is not None:
             check_choice("`local_blend`", self.local_blend, LOCAL_BLENDS)
+        if self.region_attention is not None:
+            from ..attention.regions import POLARITIES
+
+            check_choice("`region_attention`", self.region_attention, POLARITIES)
+        if self.composite is not None:
+            check_choice("`composite`", self.composite, COMPOSITES)
+        if self.background_negative is not None:
+            check_choice("`background_negative`", self.background_negative, NEGATIVES)
         if self.self_half is not None:
             check_choice("`self_half`", self.self_half, SELF_HALVES)
         if self.fusion_layers is not None:

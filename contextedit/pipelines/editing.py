@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..attention.fusion import FusionPlan, FusionStore, fuse_attention
+from ..attention.regions import OUTSIDE, RegionMask, applied
 from ..device import oom_guard
 from ..fileio import load_safetensors, save_safetensors
 from ..progress import ProgressFactory, silent
@@ -26,7 +27,8 @@ from .common import decode_latents, encode_text, placement, token_ids
 from .edit_options import EditSettings, parse_fusion_layers
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
-from .prompt_control import PromptControl, prompt_control
+from .composite import composite
+from .prompt_control import PromptControl, assign_regions, prompt_control
 from .windows import WindowBlender, window_plan
 
 
@@ -95,7 +97,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     single = len(plan) == 1
     timings = timings if timings is not None else {}
     timings.update(windows=len(plan), inversion_s=0.0, fusion_store_mib=0.0)
-    seconds, controls, blenders = dict.fromkeys(prompts, 0.0), {}, {}
+    seconds, controls, blenders, kept = dict.fromkeys(prompts, 0.0), {}, {}, {}
     with oom_guard(device, "editing"):
         for k, idx in enumerate(plan):
             scope = structure.window(unet, idx) if structure is not None else contextlib.nullcontext()
@@ -111,25 +113,84 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
                 label = "" if single else f" [{k + 1}/{len(plan)}]"
                 for prompt in prompts:
                     t2 = time.perf_counter()
-                    control = prompt_control(comps.tokenizer, src_ids, prompt, opts, tuple(x0.shape[-2:]),
-                                             None if mask is None else mask[idx])
-                    negative = src_text if opts.inversion == "negative-prompt" else uncond
-                    with progress(f"editing: {prompt[:40]}{label}", opts.steps) as advance:
-                        out = sample_edit(unet, scheduler, source, texts[prompt], negative, opts, control, adapter=adapter,
-                                          callback=lambda **_: advance())
-                    timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
-                    controls[prompt] = control
+
+                    def control_for(text_prompt: str) -> PromptControl:
+                        control = prompt_control(comps.tokenizer, src_ids, text_prompt, opts, tuple(x0.shape[-2:]),
+                                                 None if mask is None else mask[idx], source_prompt=source_prompt,
+                                                 strict=text_prompt == prompt)
+                        return assign_regions(control, unet, scheduler, source, src_text, encode, opts, x0.shape[0])
+
+                    def sample_prompt(text_prompt: str, what: str, control: PromptControl | None = None):
+                        control = control if control is not None else control_for(text_prompt)
+                        negative = src_text if opts.inversion == "negative-prompt" or _source_negative(control, opts) else uncond
+                        text = texts[text_prompt] if text_prompt in texts else encode([text_prompt])
+                        with progress(f"editing: {what[:40]}{label}", opts.steps) as advance:
+                            out = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
+                                              callback=lambda **_: advance())
+                        timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
+                        return out, control
+
+                    control = controls[prompt] = control_for(prompt)
+                    if single and isinstance(control.blend, RegionMask) and control.blend.mixed:
+                        frames = _by_region(control, source_prompt, sample_prompt, comps, source, opts)
+                        yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
+                        continue
+                    out, control = sample_prompt(prompt, prompt, control)
                     if single:
                         frames = to_frames(decode_latents(comps.vae, out))
+                        frames = _composited(frames, comps, source, control, opts)
                         yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
                     else:
                         blenders.setdefault(prompt, WindowBlender(plan, opts.overlap, out)).add(k, out)
+                        if _composites(control, opts):  # the kept region, window by window like the latents
+                            region = control.blend.mask()
+                            kept.setdefault(prompt, WindowBlender(plan, opts.overlap, region)).add(k, region)
                         seconds[prompt] += time.perf_counter() - t2
-                del source  # its fusion store: one window's at a time
+                source = None  # its fusion store: one window's at a time
+        original = to_frames(decode_latents(comps.vae, latents)) if kept else None
         for prompt, blender in blenders.items():
             t3 = time.perf_counter()
             frames = to_frames(decode_latents(comps.vae, blender.result()))
+            if prompt in kept:
+                frames = composite(frames, original, 1 - (kept[prompt].result() > 0.5).float())
             yield _edited(prompt, frames, seconds[prompt] + time.perf_counter() - t3, controls[prompt], opts, comps, src_ids)
+
+
+def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps, source: SourcePass,
+               opts: EditSettings) -> np.ndarray:
+    """A prompt whose changes edit objects *and* the rest of the frame ("a blue circle … on a white
+    background"), one pass per side, each with its own settings (VideoGrain edits per instance):
+    the rest of the frame with the objects kept, then the objects on the old background; the
+    objects' region of the second pass is composited over the first (:mod:`.composite`)."""
+    outer = applied(source_prompt, [g for g in control.groups if g.side == OUTSIDE])
+    inner = applied(source_prompt, [g for g in control.groups if g.side != OUTSIDE])
+    out_latents, out_control = sample_prompt(outer, f"{outer} (rest of the frame)")
+    frames = _composited(to_frames(decode_latents(comps.vae, out_latents)), comps, source, out_control, opts)
+    in_latents, in_control = sample_prompt(inner, f"{inner} (objects)")
+    objects = to_frames(decode_latents(comps.vae, in_latents))
+    region = in_control.blend.mask() if in_control.blend is not None else None
+    return frames if region is None else composite(frames, objects, region)
+
+
+def _source_negative(control: PromptControl, opts: EditSettings) -> bool:
+    """Guide OUTSIDE regions away from the source prompt (ε_src + g·(ε_tgt − ε_src)): the difference
+    of the prompts is what changes there; with the empty prompt as the negative the tuned model
+    redraws its clip's own background (measured: black → white stays dark)."""
+    return control.outside is not None and opts.background_negative == "source" and opts.inversion != "null-text"
+
+
+def _composites(control: PromptControl, opts: EditSettings) -> bool:
+    return opts.composite != "off" and control.blend is not None and (opts.composite == "on" or control.outside is not None) \
+        and control.blend.mask() is not None
+
+
+def _composited(frames: np.ndarray, comps, source: SourcePass, control: PromptControl, opts: EditSettings) -> np.ndarray:
+    """The kept region's pixels from the source (:mod:`.composite`), for edits with an OUTSIDE region."""
+    if not _composites(control, opts):
+        return frames
+    region = control.blend.mask()
+    original = to_frames(decode_latents(comps.vae, source.levels[0]))
+    return composite(frames, original, 1 - region)
 
 
 def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:
@@ -198,8 +259,20 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion)
     control = control or PromptControl()
     guidance, offset_inside = control.setting(opts, "guidance"), control.setting(opts, "offset_inside")
+    outside = control.outside  # fixed before sampling: the OUTSIDE groups' regions take the background settings
     offsets = source.offsets(scheduler, guidance)
+    x_T = source.x_T.clone()
+    if outside is not None:
+        outside = outside.to(x_T.device, x_T.dtype)
+        g_out = opts.background_guidance if opts.background_guidance is not None else opts.guidance
+        g_in = opts.guidance
+        guidance = g_in + (g_out - g_in) * outside          # a guidance scale per latent cell
+        regional = _RegionalOffsets(source.offsets(scheduler, g_in), source.offsets(scheduler, g_out), outside,
+                                    offset_inside, opts.background_offset_inside)
+        offsets = regional if regional.inner is not None else None
+        x_T = renoised(x_T, outside, opts.background_noise)
     denoiser = Denoiser(unet, text, uncond, guidance, num_frames=frames)
+    blend_steps = blend_window(steps, opts.blend_stop)
     max_tokens = parse_fusion_layers(opts.fusion_layers, source.x_T.shape[-1] * source.x_T.shape[-2])
 
     @contextlib.contextmanager
@@ -221,16 +294,53 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         if mask is not None:
             mask = mask.to(latents.device, latents.dtype)
         if offsets is not None:
-            offset = offsets[i]
-            if mask is not None and offset_inside != 1:  # the edited region gets part of the correction
-                offset = offset * (1 - mask * (1 - offset_inside))
+            if outside is not None:
+                offset = offsets.at(i, mask)
+            else:
+                offset = offsets[i]
+                if mask is not None and offset_inside != 1:  # the edited region gets part of the correction
+                    offset = offset * (1 - mask * (1 - offset_inside))
             latents = latents + offset
-        if local_blend and mask is not None:  # LocalBlend: outside the mask the latents follow the source
+        if local_blend and mask is not None and i in blend_steps:  # LocalBlend: outside the mask the latents follow the source
             latents = mask * latents + (1 - mask) * source.level_after(i)
         return latents
 
     context = context_for(adapter, None, text, frames, uncond=uncond, scale=opts.context_guidance)
-    return sample(scheduler, denoiser, source.x_T.clone(), context=context,
+    return sample(scheduler, denoiser, x_T, context=context,
                   step_context=step_context, after_step=after_step, callback=callback)
 
 
+def blend_window(steps: int, stop: float) -> range:
+    """The sampling steps LocalBlend acts on: i < round(stop·T), so the last steps may heal the seam."""
+    return range(int(round(stop * steps)))
+
+
+def renoised(x_T: torch.Tensor, region: torch.Tensor, share: float, seed: int = 0) -> torch.Tensor:
+    """x_T with fresh noise mixed into ``region`` (F, 1, h, w): √(1−λ)·x_T + √λ·ε, variance kept.
+    One ε for every frame (seeded: edits stay deterministic), so a new background is one background."""
+    if share <= 0:
+        return x_T
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(x_T.shape[1:], generator=generator).to(x_T.device, x_T.dtype).expand_as(x_T)
+    mixed = (1 - share) ** 0.5 * x_T + share ** 0.5 * noise
+    return region * mixed + (1 - region) * x_T
+
+
+@dataclass
+class _RegionalOffsets:
+    """Direct inversion's offsets per region: OUTSIDE regions get ``share_out`` of the offset at
+    their guidance; the rest the offset at the prompt's guidance, ``offset_inside`` of it where an
+    INSIDE group edits (``mask``)."""
+
+    inner: list | None
+    outer: list | None
+    outside: torch.Tensor
+    offset_inside: float
+    share_out: float | None
+
+    def at(self, i: int, mask: torch.Tensor | None) -> torch.Tensor:
+        share_out = self.share_out if self.share_out is not None else self.offset_inside
+        rest = 1 - self.outside
+        if mask is not None:
+            rest = rest * (1 - mask * (1 - self.offset_inside))
+        return rest * self.inner[i] + self.outside * share_out * self.outer[i]

@@ -30,12 +30,12 @@ class Denoiser:
     unet: torch.nn.Module
     text: torch.Tensor                     # (1, L, D) conditional text states
     uncond: torch.Tensor | None = None     # (1, L, D) unconditional / negative text states
-    guidance: float = 1.0
+    guidance: float | torch.Tensor = 1.0   # a tensor (F, 1, h, w): a guidance scale per latent cell
     num_frames: int | None = None
 
     @property
     def guided(self) -> bool:
-        return self.uncond is not None and self.guidance != 1.0
+        return self.uncond is not None and (isinstance(self.guidance, torch.Tensor) or self.guidance != 1.0)
 
     def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
         if not self.guided:

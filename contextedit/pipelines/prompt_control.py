@@ -1,5 +1,6 @@
 """Per-prompt attention control for ``edit``: the token alignment (word swap, refine, reweight)
-and the blend mask, built from the options and the two prompts."""
+and the regions the changed words edit (:mod:`contextedit.attention.regions`), built from the
+options, the two prompts and, for the regions' sides, one probe of the model on the inverted source."""
 
 from __future__ import annotations
 
@@ -8,24 +9,36 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..attention.control import BlendMask, BlendWords, PromptEdit, choose_blend_words, prompt_edit, word_positions
+from ..attention.control import BlendMask, BlendWords, PromptEdit, prompt_edit, word_positions
+from ..attention.fusion import FusionPlan, fuse_attention
+from ..attention.regions import (OUTSIDE, ChangeGroup, RegionMask, change_groups, deviation_of, region_side, response_map,
+                                 segment_of)
 from ..errors import InputError
 from .common import token_ids
 from .edit_options import EditSettings, parse_reweight
 
+PROBE_LEVELS = (0.0, 0.1, 0.2)  # sampling steps (fractions of T), the noisy end, where the probe reads maps and responses
+
+
 @dataclass
 class PromptControl:
     edit: PromptEdit | None = None
-    blend: BlendMask | None = None
+    blend: BlendMask | RegionMask | None = None
+    groups: list[ChangeGroup] | None = None   # the changed words, before their regions are assigned
 
     @property
     def reweights(self) -> bool:
         return self.edit is not None and self.edit.reweights
 
     @property
+    def outside(self) -> torch.Tensor | None:
+        """Where OUTSIDE groups edit (F, 1, h, w), which take the background settings; None: nowhere."""
+        return self.blend.outside() if isinstance(self.blend, RegionMask) else None
+
+    @property
     def background(self) -> bool:
-        """A background edit: the blend mask is the object's, inverted."""
-        return self.blend is not None and self.blend.words.invert and self.blend.user_mask is None
+        """Every changed word edits the complement of its object: a background edit."""
+        return isinstance(self.blend, RegionMask) and self.blend.words.invert
 
     def setting(self, opts: EditSettings, name: str):
         """``opts.<name>``, or ``opts.background_<name>`` when set and this is a background edit."""
@@ -33,12 +46,11 @@ class PromptControl:
         return special if self.background and special is not None else getattr(opts, name)
 
     def local_blend(self, setting: str) -> bool:
-        """LocalBlend on this prompt? ``auto``: for object and attribute edits, not for background
-        edits — on the embedded model, source latents kept around the object of a recoloured
-        background leave a ring of the old background that the edit cannot repair (measured)."""
+        """LocalBlend on this prompt? ``auto``: whenever there is a mask — for a background edit the
+        kept region is the object's own segment, not grown, and the seam is healed in pixel space."""
         if self.blend is None or setting == "off":
             return False
-        return setting == "on" or not self.blend.words.invert
+        return True
 
     def describe(self, tokenizer=None, source_ids=None) -> dict:
         """What edits.json says about this prompt's control."""
@@ -48,34 +60,76 @@ class PromptControl:
         if self.blend is not None:
             out["mask"] = "user" if self.blend.user_mask is not None else "attention"
             out["mask_inverted"] = self.blend.words.invert
+            if isinstance(self.blend, RegionMask):
+                out["regions"] = [{"words": g.partial_prompt, "side": g.side, **g.evidence} for g in self.groups or []]
             if tokenizer is not None and source_ids is not None and self.blend.words.source:
                 out["blend_source_words"] = tokenizer.convert_ids_to_tokens([int(source_ids[p]) for p in self.blend.words.source])
         return out
 
 
 def prompt_control(tokenizer, source_ids, prompt: str, opts: EditSettings, latent_hw: tuple[int, int],
-                   user_mask: torch.Tensor | None = None) -> PromptControl:
-    """The alignment of ``prompt`` to the source and its blend mask (None where nothing changed)."""
+                   user_mask: torch.Tensor | None = None, source_prompt: str | None = None,
+                   strict: bool = True) -> PromptControl:
+    """The alignment of ``prompt`` to the source and its mask: the user's, the ``blend_words``', or
+    the changed words' groups, whose regions :func:`assign_regions` decides (None where nothing changed).
+    ``strict=False`` (one side's pass of a prompt): a reweighted word the pass lacks is skipped."""
     target_ids = token_ids(tokenizer, [prompt])[0]
     reweight = {}
     for word, scale in parse_reweight(opts.reweight).items():
         positions = word_positions(tokenizer, target_ids, word)
-        if not positions:
+        if not positions and strict:
             raise InputError(f"`reweight` {word}={scale}: {word!r} is not in the target prompt {prompt!r}; "
                              "name a word of the prompt")
         reweight.update({p: scale for p in positions})
     edit = prompt_edit(source_ids, target_ids, reweight, opts.new_word_weight)
-    blend = None
+    blend, groups = None, None
     if user_mask is not None:
         blend = BlendMask(BlendWords([], []), latent_hw, user_mask=fit_mask(user_mask, latent_hw))
-    elif opts.blend or opts.blend_words:
-        words = choose_blend_words(tokenizer, source_ids, target_ids, edit, opts.blend_words)
-        if words is not None and (words.source or words.target):
-            blend = BlendMask(words, latent_hw, threshold=opts.blend_threshold)
-        elif opts.blend_words:
+    elif opts.blend_words:
+        words = BlendWords([p for w in opts.blend_words for p in word_positions(tokenizer, source_ids, w)],
+                           [p for w in opts.blend_words for p in word_positions(tokenizer, target_ids, w)])
+        if not (words.source or words.target):
             raise InputError(f"`blend_words` {', '.join(opts.blend_words)}: none is in the source or the target "
                              "prompt; name words of the prompts")
-    return PromptControl(edit=edit, blend=blend)
+        blend = BlendMask(words, latent_hw, threshold=opts.blend_threshold)
+    elif opts.blend and source_prompt is not None:
+        groups = change_groups(tokenizer, source_prompt, prompt, source_ids, target_ids) or None
+    return PromptControl(edit=edit, blend=blend, groups=groups)
+
+
+@torch.no_grad()
+def assign_regions(control: PromptControl, unet, scheduler, source, src_text, encode, opts: EditSettings,
+                   frames: int) -> PromptControl:
+    """Each change group's segment and side from a probe on the inverted source (module docstring of
+    :mod:`contextedit.attention.regions`), then one :class:`RegionMask` for the prompt."""
+    from .loop import Denoiser
+
+    if not control.groups:
+        return control
+    latent_hw = tuple(source.x_T.shape[-2:])
+    steps = len(scheduler.timesteps)
+    probes = [BlendMask(g.words, latent_hw, threshold=opts.blend_threshold) for g in control.groups]
+    responses = [0.0] * len(probes)
+    for frac in PROBE_LEVELS:
+        i = min(steps - 1, int(frac * steps))
+        t, x = scheduler.timesteps[i], source.levels[len(source.levels) - 1 - i]
+        for k, group in enumerate(control.groups):
+            denoiser = Denoiser(unet, encode([group.partial_prompt]), src_text, guidance=2.0, num_frames=frames)
+            plan = FusionPlan(self_attention=False, cross_attention=False, blend=probes[k], guided=True)
+            with fuse_attention(unet, source.store, step=i, plan=plan):
+                eps_source, eps_partial = denoiser.halves(x, t)
+            responses[k] = responses[k] + response_map(eps_partial, eps_source)
+    masks, sides, fixed = [], [], []
+    for group, probe, response in zip(control.groups, probes, responses):
+        segment = segment_of(probe)
+        if segment is not None:
+            group.side, group.evidence = region_side(segment, deviation_of(probe), opts.region_attention, response)
+        masks.append(BlendMask(group.words, latent_hw, threshold=opts.blend_threshold))
+        sides.append(group.side)
+        # an OUTSIDE group edits the complement of its segment: the object is kept, neither grown nor shrunk
+        fixed.append(1 - segment if group.side == OUTSIDE else None)
+    control.blend = RegionMask(masks, sides, fixed)
+    return control
 
 
 def read_mask(path: str, frames: int) -> torch.Tensor:

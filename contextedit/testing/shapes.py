@@ -247,19 +247,26 @@ def score_edit(source: np.ndarray, edited: np.ndarray, kind: str | None, target:
                target_frames: np.ndarray | None = None, stride: int = 1) -> dict:
     """The oracle's verdict on an edit of a shapes-world clip (the quality benchmark's and ``eval``'s scorer).
 
-    ``kind`` is the attribute the edit changes (colour, shape or background; None: judge all three
-    against ``target``). ``frames_right`` is the share of edited frames whose reading agrees;
+    ``kind`` is the attribute the edit changes (colour, shape or background; several joined by "+"
+    for a multiple edit; None: judge all three against ``target``). A background edit also gets
+    ``object_kept``: the share of frames whose object keeps its colour and shape within 1.5 px.
+    ``frames_right`` is the share of edited frames whose reading agrees;
     ``background_kept`` the share of background pixels off the object's path (the source's masks,
     and ``target_frames``' when given, grown by 2 px) still of the source's background colour;
     ``motion_error_px`` the mean centroid distance to the source; ``temporal_iou`` the IoU of
     consecutive edited masks after moving the earlier one by the clip's motion (``direction`` known).
     """
     src, out = oracle_clip(source), oracle_clip(edited)
-    keys = (kind,) if kind else ("colour", "shape", "background")
+    keys = tuple(kind.split("+")) if kind else ("colour", "shape", "background")
     hits = [all(reading[k] == target[k] for k in keys) for reading in out]
     scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
     masks = [r["mask"] for r in src] + ([r["mask"] for r in oracle_clip(target_frames)] if target_frames is not None else [])
-    if kind != "background":
+    if keys == ("background",):  # the object must stay as it was: colour, shape, and place within 1.5 px
+        scores["object_kept"] = float(np.mean([
+            o["colour"] == s["colour"] and o["shape"] == s["shape"] and bool(o["centroid"]) and bool(s["centroid"])
+            and math.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1]) <= 1.5
+            for o, s in zip(out, src)]))
+    if not kind or "background" not in keys:
         path = grow_mask(np.any(masks, axis=0), 2)
         background_index = PALETTE_NAMES.index(src[0]["background"])
         kept = [(classify_pixels(frame)[~path] == background_index).mean() for frame in edited]

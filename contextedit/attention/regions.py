@@ -1,0 +1,184 @@
+"""Which region each changed word edits, found from the model, not from a word list (issue 27).
+
+A target prompt may change several things at once ("a *blue* circle … on a *white* background").
+:func:`change_groups` splits the change into groups, one per changed run of words, each with its
+own *partial* prompt: the source prompt with only that group changed. For each group:
+
+1. its **segment** is where its words' cross-attention stands out from the rest of the frame
+   (:func:`~.control.contrast`, whichever the sign);
+2. its **side** is which way the attention stands out there. A model marks what a word names
+   with *more* attention (Stable Diffusion, as Prompt-to-Prompt shows) or with *less* (the
+   embedded ``tiny``, measured): ``region_attention`` says which. With "more", a word whose
+   attention is higher on its segment edits the segment, one whose attention is lower there
+   (it names something else: a background, a scene, the weather) edits the complement; "less"
+   reads the same sign the other way round.
+
+The sign alone flips with the background on ``tiny`` (on gray clips colour words stand out the
+other way), so DiffEdit's (Couairon et al. 2023) response |ε(x_t, partial) − ε(x_t, source)| on
+the inverted source is the second reading: a group is OUTSIDE when the attention says so and at
+least a quarter of its response lies outside (:data:`OUTSIDE_RESPONSE`), or when most of it does.
+Alone the response calls half of ``tiny``'s background edits wrong (the model redraws its object
+when a background word changes). Both readings go into ``edits.json``.
+
+:class:`RegionMask` holds the groups' regions and stands in for one :class:`~.control.BlendMask`
+where the attention processors and the sampler read a mask: *inside* groups keep accumulating
+their maps while sampling (so a new shape's own map widens the mask), *outside* groups are fixed
+by the probe. ``outside()`` is the union of the outside regions, which take the background settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import torch
+
+from .control import BlendMask, BlendWords, content_positions, mask_tokens, word_positions
+
+INSIDE, OUTSIDE = "inside", "outside"
+
+
+@dataclass
+class ChangeGroup:
+    """One changed run of words: its mask words, and the source prompt with only it changed."""
+
+    words: BlendWords
+    partial_prompt: str
+    span: tuple[int, int] = (0, 0)                        # the source words it replaces, [i1, i2)
+    replacement: list[str] = field(default_factory=list)  # the target words it puts there
+    side: str = INSIDE
+    evidence: dict = field(default_factory=dict)
+
+
+def applied(source_prompt: str, groups: list[ChangeGroup]) -> str:
+    """The source prompt with only ``groups``' changes made (the right-most first, so spans hold)."""
+    words = source_prompt.split()
+    for group in sorted(groups, key=lambda g: g.span[0], reverse=True):
+        words[group.span[0]:group.span[1]] = group.replacement
+    return " ".join(words)
+
+
+def change_groups(tokenizer, source_prompt: str, target_prompt: str, source_ids, target_ids) -> list[ChangeGroup]:
+    """Word-level difference of the prompts, one group per replaced / inserted / deleted run that
+    holds a content word (stopwords and special tokens never make a mask)."""
+    src, tgt = source_prompt.split(), target_prompt.split()
+    groups = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, src, tgt, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        s = content_positions(tokenizer, source_ids, [p for w in src[i1:i2] for p in word_positions(tokenizer, source_ids, w)])
+        t = content_positions(tokenizer, target_ids, [p for w in tgt[j1:j2] for p in word_positions(tokenizer, target_ids, w)])
+        if s or t:
+            groups.append(ChangeGroup(BlendWords(sorted(set(s)), sorted(set(t))), " ".join(src[:i1] + tgt[j1:j2] + src[i2:]),
+                                      (i1, i2), tgt[j1:j2]))
+    return groups
+
+
+POLARITIES = ("more", "less")
+# The response outside the segment over the response inside it (DiffEdit's |Δε|): a change of what
+# the segment shows moves ε mostly inside it (measured on tiny: colour ≤ 0.10, shape ≤ 0.24 over
+# 6 clips), a change of the rest of the frame mostly outside — or, where the model redraws its
+# object with the background, at least a quarter as much outside (0.28–1.5).
+OUTSIDE_RESPONSE = 0.25   # below this the group edits its segment, whatever the attention says
+CLEARLY_OUTSIDE = 1.0     # at or above this it edits the rest, whatever the attention says
+
+
+def region_side(segment: torch.Tensor, deviation: torch.Tensor, polarity: str = "more",
+                response: torch.Tensor | None = None) -> tuple[str, dict]:
+    """The side a group edits, from the mean signed attention ``deviation`` inside its ``segment``
+    (both F, 1, h, w; the segment in {0, 1}) and the model's ``polarity``. An empty or full
+    segment: INSIDE. The evidence: that mean, and the response inside and outside when given."""
+    inside, outside = segment.sum(), (1 - segment).sum()
+    if inside == 0 or outside == 0:
+        return INSIDE, {}
+    standing_out = float((deviation * segment).sum() / inside)
+    evidence = {"attention_inside": standing_out}
+    if response is not None:
+        evidence["response_inside"] = float((response * segment).sum() / inside)
+        evidence["response_outside"] = float((response * (1 - segment)).sum() / outside)
+    names_segment = standing_out >= 0 if polarity == "more" else standing_out <= 0
+    if response is None:
+        return (INSIDE if names_segment else OUTSIDE), evidence
+    # two readings must agree to call a group OUTSIDE, unless the response alone is clear
+    ratio = evidence["response_outside"] / max(evidence["response_inside"], 1e-12)
+    evidence["response_ratio"] = ratio
+    outside = ratio >= CLEARLY_OUTSIDE or (not names_segment and ratio >= OUTSIDE_RESPONSE)
+    return (OUTSIDE if outside else INSIDE), evidence
+
+
+def response_map(eps_partial: torch.Tensor, eps_source: torch.Tensor) -> torch.Tensor:
+    """|Δε| averaged over channels: (F, 1, h, w)."""
+    return (eps_partial.float() - eps_source.float()).abs().mean(1, keepdim=True)
+
+
+class RegionMask:
+    """The union of the groups' regions, read like a :class:`BlendMask` (``add``, ``begin_step``,
+    ``tokens``, ``mask``), and the union of the OUTSIDE regions (``outside``)."""
+
+    def __init__(self, masks: list[BlendMask], sides: list[str], fixed: list[torch.Tensor | None]):
+        self.masks, self.sides, self.fixed = masks, sides, fixed
+        self.latent_hw = masks[0].latent_hw
+        self._frozen: torch.Tensor | None = None
+
+    @property
+    def from_attention(self) -> bool:
+        return any(f is None for f in self.fixed)
+
+    @property
+    def words(self) -> BlendWords:  # every group's words: what edits.json lists
+        return BlendWords([p for m in self.masks for p in m.words.source], [p for m in self.masks for p in m.words.target],
+                          invert=bool(self.sides) and all(s == OUTSIDE for s in self.sides))
+
+    @property
+    def user_mask(self):
+        return None
+
+    @property
+    def mixed(self) -> bool:
+        """Some groups edit their objects and others the rest of the frame (colour + background)."""
+        return len(set(self.sides)) > 1
+
+    def add(self, source_probs, target_probs, frames: int) -> None:
+        for m, f in zip(self.masks, self.fixed):
+            if f is None:
+                m.add(source_probs, target_probs, frames)
+
+    def begin_step(self) -> None:
+        self._frozen = self.mask()
+
+    def _regions(self, side: str | None = None) -> list[torch.Tensor]:
+        out = []
+        for m, s, f in zip(self.masks, self.sides, self.fixed):
+            if side is not None and s != side:
+                continue
+            region = f if f is not None else m.mask()
+            if region is not None:
+                out.append(region)
+        return out
+
+    def mask(self) -> torch.Tensor | None:
+        """(F, 1, h, w) in {0, 1}: 1 where some group may change things."""
+        regions = self._regions()
+        return torch.stack(regions).amax(0) if regions else None
+
+    def outside(self) -> torch.Tensor | None:
+        """The union of the OUTSIDE groups' regions (None: no group edits a complement)."""
+        regions = self._regions(OUTSIDE)
+        return torch.stack(regions).amax(0) if regions else None
+
+    def tokens(self, n: int) -> torch.Tensor | None:
+        return mask_tokens(self._frozen, self.latent_hw, n)
+
+
+def deviation_of(mask: BlendMask) -> torch.Tensor | None:
+    """The mean signed deviation of a mask's words' attention (F, 1, h, w), over what it has seen."""
+    return None if mask._signed is None else mask._signed / mask._count
+
+
+def segment_of(mask: BlendMask) -> torch.Tensor | None:
+    """The thresholded attention segment of a mask's words, neither grown nor inverted."""
+    if mask._sum is None:
+        return None
+    m = mask._sum / mask._count
+    low, high = m.flatten(1).amin(1).view(-1, 1, 1, 1), m.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return ((m - low) / (high - low).clamp(min=1e-12) > mask.threshold).float()
