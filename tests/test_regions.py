@@ -10,7 +10,7 @@ import torch
 
 from contextedit.attention import control as control_module
 from contextedit.attention.control import BlendMask, BlendWords
-from contextedit.attention.regions import INSIDE, OUTSIDE, RegionMask, change_groups, region_side, segment_of
+from contextedit.attention.regions import INSIDE, OUTSIDE, RegionMask, change_groups, region_side
 from contextedit.pipelines import editing
 from contextedit.pipelines.common import token_ids
 from contextedit.pipelines.composite import composite
@@ -50,8 +50,6 @@ def test_the_old_word_list_is_gone():
 def test_a_background_word_edits_the_complement_and_an_attribute_word_the_object(tokenizer, polarity):
     """No word of these prompts was in the old list: the side comes from which way the changed word's
     constructed attention stands out on the man, read with the model's polarity."""
-    from contextedit.attention.regions import deviation_of
-
     source = "a man surfing in a snowstorm"
     obj = _object()
     names = 1.0 if polarity == "more" else -1.0  # how this model marks what a word names
@@ -63,9 +61,9 @@ def test_a_background_word_edits_the_complement_and_an_attribute_word_the_object
         # the word's attention: 0.1 everywhere, and 0.1 + sign·0.08 on the man
         mask.add(_probs({p: sign * 0.08 * obj for p in group.words.source}),
                  _probs({p: sign * 0.08 * obj for p in group.words.target}), frames=FRAMES)
-        segment = segment_of(mask)
+        segment = mask.segment()
         assert torch.equal(segment, obj)  # the man stands out, either way
-        side, evidence = region_side(segment, deviation_of(mask), polarity)
+        side, evidence = region_side(segment, mask.deviation(), polarity)
         assert side == expected
         assert evidence["attention_inside"] == pytest.approx(sign, rel=1e-5)  # normalised to ±1 on the man
         regions = RegionMask([mask], [side], [1 - segment if side == OUTSIDE else None])

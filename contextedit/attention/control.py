@@ -186,15 +186,26 @@ class BlendMask:
         self._sum = m if self._sum is None else self._sum + m
         self._count += 1
 
-    def mask(self) -> torch.Tensor | None:
-        """(F, 1, h, w) in {0, 1}: 1 where the edit may change things."""
-        if self.user_mask is not None:
-            return self.user_mask
+    def segment(self) -> torch.Tensor | None:
+        """(F, 1, h, w) in {0, 1}: where the words' attention stands out (thresholded after per-frame
+        min–max normalisation), neither grown nor inverted; None before any map."""
         if self._sum is None:
             return None
         m = self._sum / self._count
         low, high = m.flatten(1).amin(1).view(-1, 1, 1, 1), m.flatten(1).amax(1).view(-1, 1, 1, 1)
-        m = ((m - low) / (high - low).clamp(min=1e-12) > self.threshold).float()
+        return ((m - low) / (high - low).clamp(min=1e-12) > self.threshold).float()
+
+    def deviation(self) -> torch.Tensor | None:
+        """The words' mean signed attention deviation (F, 1, h, w): which way they stand out."""
+        return None if self._signed is None else self._signed / self._count
+
+    def mask(self) -> torch.Tensor | None:
+        """(F, 1, h, w) in {0, 1}: 1 where the edit may change things."""
+        if self.user_mask is not None:
+            return self.user_mask
+        m = self.segment()
+        if m is None:
+            return None
         if self.words.invert:  # the object is kept as it is: neither grown nor shrunk
             return 1 - m
         # Grow the edited object by one latent cell, so its new border is not pinned to the source.

@@ -168,17 +168,3 @@ class RegionMask:
 
     def tokens(self, n: int) -> torch.Tensor | None:
         return mask_tokens(self._frozen, self.latent_hw, n)
-
-
-def deviation_of(mask: BlendMask) -> torch.Tensor | None:
-    """The mean signed deviation of a mask's words' attention (F, 1, h, w), over what it has seen."""
-    return None if mask._signed is None else mask._signed / mask._count
-
-
-def segment_of(mask: BlendMask) -> torch.Tensor | None:
-    """The thresholded attention segment of a mask's words, neither grown nor inverted."""
-    if mask._sum is None:
-        return None
-    m = mask._sum / mask._count
-    low, high = m.flatten(1).amin(1).view(-1, 1, 1, 1), m.flatten(1).amax(1).view(-1, 1, 1, 1)
-    return ((m - low) / (high - low).clamp(min=1e-12) > mask.threshold).float()

@@ -188,9 +188,9 @@ def _composited(frames: np.ndarray, comps, source: SourcePass, control: PromptCo
     """The kept region's pixels from the source (:mod:`.composite`), for edits with an OUTSIDE region."""
     if not _composites(control, opts):
         return frames
-    region = control.blend.mask()
-    original = to_frames(decode_latents(comps.vae, source.levels[0]))
-    return composite(frames, original, 1 - region)
+    if source.decoded is None:  # every prompt of the window composites with the same source frames
+        source.decoded = to_frames(decode_latents(comps.vae, source.levels[0]))
+    return composite(frames, source.decoded, 1 - control.blend.mask())
 
 
 def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:

@@ -43,6 +43,7 @@ class SourcePass:
     null_text: list[torch.Tensor] | None = None      # null-text: unconditional states of step i
     context: object = None                           # r_φ of the source branch (on x̂0, source prompt)
     seconds: dict = field(default_factory=dict)
+    decoded: object = None                           # levels[0] decoded (uint8 frames), once, for composites
     _offsets: dict = field(default_factory=dict)
 
     @property

@@ -11,8 +11,7 @@ import torch.nn.functional as F
 
 from ..attention.control import BlendMask, BlendWords, PromptEdit, prompt_edit, word_positions
 from ..attention.fusion import FusionPlan, fuse_attention
-from ..attention.regions import (OUTSIDE, ChangeGroup, RegionMask, change_groups, deviation_of, region_side, response_map,
-                                 segment_of)
+from ..attention.regions import OUTSIDE, ChangeGroup, RegionMask, change_groups, region_side, response_map
 from ..errors import InputError
 from .common import token_ids
 from .edit_options import EditSettings, parse_reweight
@@ -48,9 +47,7 @@ class PromptControl:
     def local_blend(self, setting: str) -> bool:
         """LocalBlend on this prompt? ``auto``: whenever there is a mask — for a background edit the
         kept region is the object's own segment, not grown, and the seam is healed in pixel space."""
-        if self.blend is None or setting == "off":
-            return False
-        return True
+        return self.blend is not None and setting != "off"
 
     def describe(self, tokenizer=None, source_ids=None) -> dict:
         """What edits.json says about this prompt's control."""
@@ -109,21 +106,21 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
     latent_hw = tuple(source.x_T.shape[-2:])
     steps = len(scheduler.timesteps)
     probes = [BlendMask(g.words, latent_hw, threshold=opts.blend_threshold) for g in control.groups]
+    denoisers = [Denoiser(unet, encode([g.partial_prompt]), src_text, guidance=2.0, num_frames=frames) for g in control.groups]
     responses = [0.0] * len(probes)
     for frac in PROBE_LEVELS:
         i = min(steps - 1, int(frac * steps))
         t, x = scheduler.timesteps[i], source.levels[len(source.levels) - 1 - i]
-        for k, group in enumerate(control.groups):
-            denoiser = Denoiser(unet, encode([group.partial_prompt]), src_text, guidance=2.0, num_frames=frames)
+        for k, denoiser in enumerate(denoisers):
             plan = FusionPlan(self_attention=False, cross_attention=False, blend=probes[k], guided=True)
             with fuse_attention(unet, source.store, step=i, plan=plan):
                 eps_source, eps_partial = denoiser.halves(x, t)
             responses[k] = responses[k] + response_map(eps_partial, eps_source)
     masks, sides, fixed = [], [], []
     for group, probe, response in zip(control.groups, probes, responses):
-        segment = segment_of(probe)
+        segment = probe.segment()
         if segment is not None:
-            group.side, group.evidence = region_side(segment, deviation_of(probe), opts.region_attention, response)
+            group.side, group.evidence = region_side(segment, probe.deviation(), opts.region_attention, response)
         masks.append(BlendMask(group.words, latent_hw, threshold=opts.blend_threshold))
         sides.append(group.side)
         # an OUTSIDE group edits the complement of its segment: the object is kept, neither grown nor shrunk
