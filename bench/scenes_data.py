@@ -8,13 +8,13 @@ are what the caption says.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from contextedit.worlds import scenes
+from tiny_data import sample_prompts, save_grid, to_uint8  # noqa: F401  (bench/ is on the path; shared with the shapes world)
 
 SIZE = scenes.SIZE
 NEW_WORDS = ("striped", "checkered")  # whole-word tokens the tiny tokenizer lacks
@@ -106,52 +106,12 @@ def tokenizer_with_words(tokenizer, words=NEW_WORDS, folder: Path | None = None)
     return out
 
 
-@torch.no_grad()
 def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), adapter: bool = True) -> tuple[dict, np.ndarray]:
-    """Sample every evaluation prompt once per seed (contextual DDIM + CFG; the folder's base
-    adapter unless ``adapter`` is False) and score with the pixel oracle."""
-    from contextedit.models.adapter import ContextAdapter
-    from contextedit.models.loading import load_components
-    from contextedit.pipelines.common import decode_latents, encode_prompts
-    from contextedit.pipelines.loop import Denoiser, context_for, sample
-    from contextedit.schedulers import ContextualDDIMScheduler
-
-    comps = load_components(str(folder), "cpu", torch.float32)
-    base = ContextAdapter.from_pretrained(Path(folder) / "adapter").eval() if adapter and (Path(folder) / "adapter").is_dir() else None
+    """Sample every evaluation prompt once per seed (tiny_data.sample_prompts, 24 prompts a batch
+    to keep memory small) and score with the pixel oracle."""
     prompts = [scenes.image_caption(things, background) for things, background in PROMPT_SPECS]
-    text = encode_prompts(comps.tokenizer, comps.text_encoder, prompts)
-    uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [""])
-    scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
-    size = comps.native_size // comps.vae_scale_factor
-    images, specs = [], []
-    for seed in seeds:
-        generator = torch.Generator().manual_seed(seed)
-        scheduler.set_timesteps(steps)
-        for chunk in range(0, len(prompts), 24):  # 24 prompts a batch keeps memory small
-            part = slice(chunk, chunk + 24)
-            n = len(prompts[part])
-            latents = torch.randn((n, comps.unet.config.in_channels, size, size), generator=generator)
-            latents = sample(scheduler, Denoiser(comps.unet, text[part], uncond, guidance), latents * scheduler.init_noise_sigma,
-                             context=context_for(base, None, text[part], 1), generator=generator)
-            images.append(to_uint8(decode_latents(comps.vae, latents)))
-        specs += PROMPT_SPECS
-    images = np.concatenate(images)
-    scores = oracle_scores(images, specs)
-    scores.update(prompts=len(prompts), seeds=list(seeds), adapter=base is not None,
+    images, used = sample_prompts(folder, prompts, steps, guidance, seeds, adapter, chunk=24)
+    scores = oracle_scores(images, list(PROMPT_SPECS) * len(seeds))
+    scores.update(prompts=len(prompts), seeds=list(seeds), adapter=used,
                   sampler=f"contextual DDIM {steps} steps, guidance {guidance}")
     return scores, images
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-def save_grid(images: np.ndarray, path: Path, columns: int = 12) -> None:
-    from PIL import Image
-
-    rows = math.ceil(len(images) / columns)
-    grid = np.zeros((rows * SIZE, columns * SIZE, 3), np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        grid[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE] = image
-    Image.fromarray(grid).save(path)

@@ -75,10 +75,12 @@ def spec_of(caption: str) -> tuple[str, str, str]:
 
 
 @torch.no_grad()
-def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), adapter: bool = True) -> tuple[dict, np.ndarray]:
-    """Sample every (shape, colour, background) prompt once per seed with contextedit's own
-    contextual DDIM (+ CFG), with the folder's base adapter unless ``adapter`` is False; score
-    with the pixel oracle. Without an adapter this is plain DDIM, as diffusers samples it."""
+def sample_prompts(folder: Path, prompts: list[str], steps: int, guidance: float, seeds, adapter: bool,
+                   chunk: int | None = None) -> tuple[np.ndarray, bool]:
+    """Every prompt once per seed with contextedit's own contextual DDIM (+ CFG), with the folder's
+    base adapter unless ``adapter`` is False (without one this is plain DDIM, as diffusers samples
+    it): uint8 images in prompt order, seed after seed, and whether an adapter was used. ``chunk``
+    prompts share one draw of noise and one batch (None: all of them)."""
     from contextedit.models.adapter import ContextAdapter
     from contextedit.models.loading import load_components
     from contextedit.pipelines.common import decode_latents, encode_prompts
@@ -87,24 +89,34 @@ def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), a
 
     comps = load_components(str(folder), "cpu", torch.float32)
     base = ContextAdapter.from_pretrained(Path(folder) / "adapter").eval() if adapter and (Path(folder) / "adapter").is_dir() else None
-    prompts = [shapes.image_caption(*spec) for spec in COMBOS]
     text = encode_prompts(comps.tokenizer, comps.text_encoder, prompts)
     uncond = encode_prompts(comps.tokenizer, comps.text_encoder, [""])
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     size = comps.native_size // comps.vae_scale_factor
-    images, specs = [], []
+    chunk = chunk or len(prompts)
+    images = []
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
         scheduler.set_timesteps(steps)
-        latents = torch.randn((len(prompts), comps.unet.config.in_channels, size, size), generator=generator)
-        latents = sample(scheduler, Denoiser(comps.unet, text, uncond, guidance), latents * scheduler.init_noise_sigma,
-                         context=context_for(base, None, text, 1), generator=generator)
-        images.append(to_uint8(decode_latents(comps.vae, latents)))
-        specs += COMBOS
-    images = np.concatenate(images)
+        for start in range(0, len(prompts), chunk):
+            part = slice(start, start + chunk)
+            n = len(prompts[part])
+            latents = torch.randn((n, comps.unet.config.in_channels, size, size), generator=generator)
+            latents = sample(scheduler, Denoiser(comps.unet, text[part], uncond, guidance), latents * scheduler.init_noise_sigma,
+                             context=context_for(base, None, text[part], 1), generator=generator)
+            images.append(to_uint8(decode_latents(comps.vae, latents)))
+    return np.concatenate(images), base is not None
+
+
+def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), adapter: bool = True) -> tuple[dict, np.ndarray]:
+    """Sample every (shape, colour, background) prompt once per seed (:func:`sample_prompts`) and
+    score with the pixel oracle."""
+    prompts = [shapes.image_caption(*spec) for spec in COMBOS]
+    images, used = sample_prompts(folder, prompts, steps, guidance, seeds, adapter)
+    specs = list(COMBOS) * len(seeds)
     scores = oracle_scores(images, specs)
     hits = [all(shapes.agrees(shapes.oracle(image), *spec).values()) for image, spec in zip(images, specs)]
-    scores.update(prompts=len(prompts), seeds=list(seeds), adapter=base is not None, hits=[int(h) for h in hits],
+    scores.update(prompts=len(prompts), seeds=list(seeds), adapter=used, hits=[int(h) for h in hits],
                   sampler=f"contextual DDIM {steps} steps, guidance {guidance}")
     return scores, images
 
@@ -112,9 +124,9 @@ def evaluate(folder: Path, steps: int = 50, guidance: float = 7.5, seeds=(0,), a
 def save_grid(images: np.ndarray, path: Path, columns: int = 12) -> None:
     from PIL import Image
 
-    rows = math.ceil(len(images) / columns)
-    grid = np.zeros((rows * 64, columns * 64, 3), np.uint8)
+    rows, size = math.ceil(len(images) / columns), images.shape[1]  # square images of one size
+    grid = np.zeros((rows * size, columns * size, 3), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
-        grid[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64] = image
+        grid[r * size:(r + 1) * size, c * size:(c + 1) * size] = image
     Image.fromarray(grid).save(path)
