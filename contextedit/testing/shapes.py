@@ -24,6 +24,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..worlds import scenes
+
 SIZE = 64
 STEP = 2  # pixels per frame
 FRAMES = 16
@@ -72,21 +74,9 @@ def parse_caption(text: str) -> dict[str, str] | None:
 
 
 def shape_mask(shape: str, center: tuple[float, float]) -> np.ndarray:
-    """Boolean (64, 64) mask of ``shape`` centred at ``center`` = (x, y), hard edges."""
-    _check(shape, SHAPES, "shape")
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    dx, dy = xs - center[0], ys - center[1]
-    if shape == "circle":
-        return dx**2 + dy**2 <= (CIRCLE_DIAMETER / 2) ** 2
-    if shape == "square":
-        half = SQUARE_SIDE / 2
-        return (np.abs(dx) <= half) & (np.abs(dy) <= half)
-    # Equilateral triangle, point up, centroid at ``center``: apex 2h/3 above, base h/3 below.
-    height = TRIANGLE_SIDE * math.sqrt(3) / 2
-    below_apex = dy >= -2 * height / 3
-    above_base = dy <= height / 3
-    inside_sides = np.abs(dx) <= (dy + 2 * height / 3) / math.sqrt(3)
-    return below_apex & above_base & inside_sides
+    """Boolean (64, 64) mask of ``shape`` centred at ``center`` = (x, y), hard edges: the scenes
+    world's shapes (the same sizes), on this world's frame."""
+    return scenes.shape_mask(shape, center, SIZE)
 
 
 def render_frame(shape: str, colour: str, background: str, center: tuple[float, float]) -> np.ndarray:
