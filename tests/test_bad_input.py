@@ -266,6 +266,12 @@ def test_output_under_a_regular_file(tmp_path, clip, command):
     (["--prompt", "a cat", "--local-blend", "yes"], ("--local-blend", "auto")),
     (["--prompt", "a cat", "--self-half", "uncond"], ("--self-half", "cond")),
     (["--prompt", "a cat", "--null-text-steps", "0"], ("--null-text-steps", "at least 1")),
+    (["--prompt", "a cat", "--blend-stop", "1.5"], ("--blend-stop", "between 0 and 1", "sampling steps")),
+    (["--prompt", "a cat", "--background-noise", "-1"], ("--background-noise", "between 0 and 1", "fresh noise")),
+    (["--prompt", "a cat", "--offset-inside", "2"], ("--offset-inside", "between 0 and 1", "offset")),
+    (["--prompt", "a cat", "--region-attention", "sideways"], ("--region-attention", "more, less")),
+    (["--prompt", "a cat", "--background-negative", "nobody"], ("--background-negative", "source")),
+    (["--prompt", "a cat", "--composite", "maybe"], ("--composite", "auto")),
 ])
 def test_edit_bad_option(tmp_path, args, words):
     fails(["edit", *args, "--run", tmp_path / "run", "--out", tmp_path / "out", *CPU], 2, *words, out=tmp_path / "out")

@@ -18,6 +18,13 @@ from .inversion import INVERSIONS
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
 COMPOSITES = ("auto", "on", "off")
+_WINDOW = "a fraction of the T sampling steps, from the noisy end"
+# The settings that are a share between 0 and 1, and what the share is of (for their error line).
+SHARES = {"fusion_start": _WINDOW, "self_fusion": _WINDOW, "cross_fusion": _WINDOW, "blend_stop": _WINDOW,
+          "blend_threshold": "a share of the mask's per-frame attention range",
+          "offset_inside": "the share of direct inversion's offset the edited region gets",
+          "background_offset_inside": "the share of direct inversion's offset a background region gets",
+          "background_noise": "the share of fresh noise mixed into x_T in a background region"}
 NEGATIVES = ("source", "empty")
 
 
@@ -80,12 +87,10 @@ class EditSettings:
         for value in (self.guidance, self.background_guidance):
             if value is not None:
                 check_guidance(value)
-        for name in ("fusion_start", "self_fusion", "cross_fusion", "blend_threshold", "offset_inside",
-                     "background_offset_inside", "blend_stop", "background_noise"):
+        for name, meaning in SHARES.items():
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); "
-                                 "a window is the fraction of the T sampling steps, from the noisy end")
+                raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); it is {meaning}")
         if self.window is not None or self.overlap is not None:
             from .windows import check_window
 
