@@ -339,7 +339,10 @@ def measure_edit(s: Setup, unet, adapter) -> dict:
 # -------------------------------------------------------------------------------------------------
 def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -> float:
     """Peak GiB of one tune step or one edit (``preset.memory_steps`` DDIM steps), from model build on."""
-    from contextedit.defaults import EDIT_DEFAULTS
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.settings import builtin_defaults
+
+    EDIT_DEFAULTS = builtin_defaults(EditSettings)
     from contextedit.pipelines.windows import window_plan
 
     s = setup(preset, device, frames)

@@ -56,7 +56,7 @@ from contextedit.pipelines.common import decode_latents, encode_latents  # noqa:
 from contextedit.fileio import write_json  # noqa: E402
 from contextedit.commands.edit import EditOptions, edit  # noqa: E402
 from contextedit.commands.generate import GenerateOptions, generate  # noqa: E402
-from contextedit.defaults import TUNE_DEFAULTS  # noqa: E402
+from contextedit.pipelines.tune_options import ADAPTER_LR  # noqa: E402
 from contextedit.commands.tune import TuneOptions, tune  # noqa: E402
 from contextedit.prompts import load_prompt_sets  # noqa: E402
 
@@ -362,7 +362,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__, "clips": len(picked),
         "settings": {**{k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance",
                                                      "edit_options", "seed")},
-                     "adapter_lr": TUNE_DEFAULTS["adapter_lr"], "adapter_init": "base"},
+                     "adapter_lr": ADAPTER_LR, "adapter_init": "base"},
         "edit_settings": _edit_settings(work, args),
         "seconds": time.perf_counter() - start,
         "summary": summarise(rows), "generate": gen, "rows": rows,

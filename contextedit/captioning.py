@@ -1,4 +1,4 @@
-"""Source captions with BLIP-2, for editing a clip when no source prompt is given (DESIGN §5.2).
+"""Source captions with BLIP-2, for editing a clip when no source prompt is given (docs/concepts/design.md §5.2).
 
 The clip's middle frame is captioned: it is the frame most representative of the whole clip, and
 one frame keeps the cost of a 2.7B-parameter language model to a single generation.
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_CAPTION_MODEL  # noqa: F401
 from .errors import RunFailure
-
-DEFAULT_CAPTION_MODEL = "Salesforce/blip2-opt-2.7b"
 
 
 @dataclass

@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from .cli_options import annotation
+from .settings import RuntimeOptions
+
 log = logging.getLogger("contextedit")
 
-# Options shared by every command that loads a model.
-Model = Annotated[Optional[str], typer.Option("--model", help="Hub id, local diffusers folder, or 'tiny' (embedded). Default: $CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5.")]
-Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when available).")]
-Dtype = Annotated[str, typer.Option("--dtype", help="auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same inputs and seed give the same outputs.")]
+# Options shared by every command that loads a model: declared in RuntimeOptions.
+Model, Device, Dtype, Seed, Overwrite = (annotation(RuntimeOptions, n) for n in ("model", "device", "dtype", "seed",
+                                                                                "overwrite"))
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]

@@ -42,6 +42,14 @@ class RunFailure(ContextEditError):
     """A failure while running (exit 1)."""
 
 
+class NoSpaceError(RunFailure):
+    """The disk filled while writing; the message names the file system and the space needed (exit 1)."""
+
+
+class RunReplacedError(RunFailure):
+    """The run folder an edit read was replaced (``tune --overwrite``) while it ran (exit 1)."""
+
+
 class OutOfMemoryError(RunFailure):
     """CUDA ran out of memory; the message says what to lower (exit 1)."""
 

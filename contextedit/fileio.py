@@ -5,6 +5,10 @@ renamed into place (:func:`atomic_path`, :func:`atomic_folder`), so an interrupt
 leaves a partial file behind. An exclusive write (an
 output written without --overwrite) is moved into place only if its name is still free, so it
 never replaces what another command wrote there meanwhile.
+
+Temporary names carry the writer's process id and host (:func:`temp_name`), so the next write
+into a folder removes the leftovers of a killed process (:func:`sweep_stale`) and never a live
+one's. A full disk is one :class:`~.errors.NoSpaceError` that says how much was needed.
 """
 
 from __future__ import annotations
@@ -12,16 +16,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import hashlib
 import os
+import re
 import secrets
 import shutil
-import tempfile
+import socket
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from .errors import InputError, OutputExistsError, UnsafeFileError, UsageError
+from .errors import InputError, NoSpaceError, OutputExistsError, UnsafeFileError, UsageError
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
 
@@ -34,19 +40,95 @@ def _file_mode() -> int:
 
 
 FILE_MODE = _file_mode()
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+_STALE = re.compile(r"^\..+\.p(\d+)h([0-9a-f]{6})\.[0-9a-f]{8}\..*tmp")
+
+
+def temp_name(path: Path, suffix: str = ".tmp") -> Path:
+    """A fresh hidden name beside ``path`` that says which process on which host made it."""
+    return path.with_name(f".{path.name}.p{os.getpid()}h{HOST}.{secrets.token_hex(4)}.{suffix.lstrip('.')}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's live process
+    return True
+
+
+def sweep_stale(folder: Path) -> list[Path]:
+    """Remove the temporaries in ``folder`` left by dead processes of this host (a SIGKILL'd run's);
+    another host's, or a live process's, are left alone."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            m = _STALE.match(entry.name)
+            if m and m.group(2) == HOST and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    _remove(Path(entry.path))
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the file system holding ``path`` (or its nearest existing ancestor)."""
+    path = Path(path).absolute()
+    path = next(p for p in (path, *path.parents) if p.exists())
+    dev = path.stat().st_dev
+    while path.parent != path and path.parent.stat().st_dev == dev:
+        path = path.parent
+    return path
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, however a library wrapped it (safetensors: "os error 28")."""
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "No space left on device" in str(exc) \
+        or "os error 28" in str(exc)
+
+
+def no_space(path: Path, need_bytes: int | None) -> NoSpaceError:
+    need = f" (needs about {max(1, round(need_bytes / 2**20))} MB)" if need_bytes else ""
+    return NoSpaceError(f"no space left on {mount_point(path)}{need} while writing {path}; "
+                        "free some space there or choose another `out`")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, exclusive: bool = False) -> Iterator[Path]:
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (created if need be), across processes."""
+    ensure_writable_dir(Path(path).parent)
+    with open(path, "a+b") as fh:
+        if os.name == "nt":
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if os.name != "nt":
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, exclusive: bool = False,
+                need_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
     ``exclusive``: never replace ``path`` (OutputExistsError if it exists by then, see :func:`move_new`).
+    ``need_bytes``: the size expected, for the message when the disk fills.
     """
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    sweep_stale(path.parent)
+    tmp_path = temp_name(path, suffix or path.suffix.lstrip(".") + ".tmp")
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp_path
         if tmp_path.is_file():
@@ -55,8 +137,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None, *, exclusive
             move_new(tmp_path, path)
         else:
             os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, NoSpaceError):
+            raise no_space(path, need_bytes) from exc
         raise
 
 
@@ -73,7 +157,8 @@ def atomic_folder(path: str | os.PathLike, *, exclusive: bool = False) -> Iterat
     ensure_writable_dir(path.parent)
     if exclusive and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path} already exists; pass `overwrite` to replace it or choose another `out`")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    sweep_stale(path.parent)
+    tmp = temp_name(path)
     tmp.mkdir()  # unlike mkdtemp (0700) this honours the umask, so the result is shareable
     try:
         yield tmp
@@ -90,8 +175,10 @@ def atomic_folder(path: str | os.PathLike, *, exclusive: bool = False) -> Iterat
             _remove(old)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc) and not isinstance(exc, NoSpaceError):
+            raise no_space(path, None) from exc
         raise
 
 
@@ -204,7 +291,8 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(path, need_bytes=need) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
 

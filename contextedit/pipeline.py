@@ -96,11 +96,12 @@ class ContextEditPipeline:
     def iter_edit(self, tuned: TunedClip, prompts: str | list[str], *, source_prompt: str | None = None,
                   adapter: bool = True, mask: np.ndarray | torch.Tensor | None = None,
                   progress: ProgressFactory = silent, cache_dir: str | os.PathLike | None = None,
-                  timings: dict | None = None, **settings) -> Iterator[EditedPrompt]:
+                  timings: dict | None = None, settings: EditSettings | None = None, **kw) -> Iterator[EditedPrompt]:
         """Edit ``tuned`` toward each prompt, yielding each as soon as it is decoded.
 
-        ``settings`` are :class:`~contextedit.pipelines.edit_options.EditSettings` (steps, guidance,
-        inversion, self_fusion, …); unset ones take the model's recommendation, else the defaults.
+        ``settings``: an :class:`~contextedit.pipelines.edit_options.EditSettings`, or its fields as
+        keywords ``kw`` (steps, guidance, inversion, self_fusion, …); unset ones take the run's, the
+        model's recommendation, else the built-in defaults.
         ``mask`` (H, W) or (F, H, W), nonzero where the edit may change things. ``adapter=False``
         samples without the tuned adapter. ``cache_dir`` keeps null-text embeddings on disk (the
         CLI passes the run folder); they are always kept in memory on ``tuned``."""
@@ -108,12 +109,10 @@ class ContextEditPipeline:
         if not prompts:
             raise UsageError("no target prompt; give at least one")
         prompts = [check_prompt(p, "a target prompt") for p in prompts]
-        if settings.get("window") is None and tuned.settings.get("window"):
-            settings["window"] = tuned.settings["window"]  # edit in the windows the clip was tuned on
-        for key in ("control", "controlnet", "depth_model"):  # the structure control the clip was tuned for, unless given
-            if settings.get(key) is None and tuned.settings.get(key):
-                settings[key] = tuned.settings[key]
-        opts = EditSettings(**settings).resolve(self.components.extra.get("defaults"))
+        # the one resolve (a resolved ``settings`` stays as it is): explicit > the run's (its tune
+        # window, its structure control) > the model's contextedit.json > the built-in default
+        opts = (settings if settings is not None else EditSettings(**kw)).resolve(
+            self.components.extra.get("defaults"), run=tuned.settings)
         structure = None
         if opts.controlnet is not None or opts.control is not None:  # a lone one is refused here
             from .pipelines.structure import structure_control

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Iterator
 
-from .errors import InputError, OutputExistsError
-from .fileio import atomic_path, check_writable_dir, inside, read_json, write_json
+from .errors import InputError, OutputExistsError, UnsafeFileError, UsageError
+from .fileio import atomic_path, check_writable_dir, file_lock, inside, read_json, write_json
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 2  # 2: the adapter is a diffusers model folder (1: adapter.safetensors + adapter_config)
+# 3: fps is the clip's playback rate (the source's over the stride) and files carry sha256;
+# 2: the adapter is a diffusers model folder
+MANIFEST_VERSION = 3
 REQUIRED_KEYS = ("version", "model", "source_prompt", "frames", "width", "height", "fps", "files")
+# A manifest is untrusted input: each field's type, checked on load (bool is not a number here).
+FIELD_TYPES = {"version": int, "model": str, "source_prompt": str, "frames": int, "width": int, "height": int,
+               "fps": (int, float), "files": dict, "stride": int, "sha256": dict}
 
 
 def runs_root() -> Path:
@@ -39,8 +46,32 @@ def output_name(prompt: str, seed: int | None, fmt: str) -> str:
     return stem if fmt == "frames" else f"{stem}.{fmt}"
 
 
+def clip_name(video: str | os.PathLike) -> str:
+    """The folder name a clip's outputs get: the slug of its file's stem (a frame folder's name),
+    never ``.``, ``..``, empty or absolute. A path ending in ``..`` or ``.`` names the folder it
+    resolves to (``frames/..`` is ``frames``' parent), not ``..``; ``...mp4`` (stem ``..``) is ``untitled``."""
+    path = Path(video)
+    if path.name in ("", ".", ".."):
+        path = path.resolve()
+    return slugify(path.stem)
+
+
+def folder_under(root: str | os.PathLike, name: str, source: str | os.PathLike) -> Path:
+    """``root / name`` for a folder named after the input ``source``, refused (UsageError) unless
+    it is a plain name that stays under ``root`` once resolved."""
+    try:
+        if name in ("", ".", "..") or Path(name).is_absolute() or Path(name).name != name:
+            raise UnsafeFileError(name)
+        inside(root, name)
+    except UnsafeFileError:
+        raise UsageError(f"the folder name {name!r} taken from {source} would not stay inside {root}; "
+                         "rename the clip") from None
+    return Path(root) / name
+
+
 def default_run_dir(video: str | os.PathLike) -> Path:
-    return runs_root() / slugify(Path(video).stem)
+    """``runs/<clip name>``: see :func:`clip_name`."""
+    return folder_under(runs_root(), clip_name(video), video)
 
 
 def check_new_output(path: Path, overwrite: bool, what: str = "output") -> None:
@@ -92,7 +123,52 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest] if isinstance(manifest, dict) else list(REQUIRED_KEYS)
     if missing:
         raise InputError(f"{path} lacks {', '.join(missing)}; it is not a contextedit run manifest — tune again")
+    for key, kind in FIELD_TYPES.items():
+        value = manifest.get(key)
+        if key in manifest and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise InputError(f"{path}: {key!r} is {value!r}, not {_kind(kind)}; the manifest is corrupt — tune again")
+    bad = [k for k in ("frames", "width", "height", "fps", "stride") if k in manifest and not manifest[k] > 0]
+    bad += [k for k, v in manifest["files"].items() if not isinstance(v, str)]
+    if bad:
+        raise InputError(f"{path}: {', '.join(map(repr, bad))} must be positive numbers or file names; "
+                         "the manifest is corrupt — tune again")
     return manifest
+
+
+def _kind(kind) -> str:
+    return {int: "an integer", str: "text", dict: "a JSON object"}.get(kind, "a number")
+
+
+def run_identity(run_dir: str | os.PathLike) -> str | None:
+    """The sha256 of a run's manifest: an edit records the run it read by it, and checks it before
+    writing into the run folder (None: no manifest there any more)."""
+    try:
+        return sha256_file(Path(run_dir) / MANIFEST)
+    except OSError:
+        return None
+
+
+def file_hashes(folder: Path, files: dict) -> dict:
+    """sha256 of every file a manifest names, a folder's files each by its relative path."""
+    hashes = {}
+    for name in files.values():
+        path = folder / name
+        for item in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if item.is_file():
+                hashes[item.relative_to(folder).as_posix()] = sha256_file(item)
+    return hashes
+
+
+def verify_files(run_dir: Path, manifest: dict) -> None:
+    """Refuse a run whose files no longer match the sha256 its manifest recorded (runs before
+    version 3 recorded none and load as they are)."""
+    for name, digest in (manifest.get("sha256") or {}).items():
+        path = inside(run_dir, name)
+        if not path.is_file():
+            raise InputError(f"run file {path} is missing; the run folder is incomplete — tune again")
+        if sha256_file(path) != digest:
+            raise InputError(f"run file {path} does not match the sha256 its manifest records (corrupt, or changed "
+                             "since the tune); tune again")
 
 
 def run_file(run_dir: str | os.PathLike, manifest: dict, key: str) -> Path:
@@ -104,3 +180,12 @@ def run_file(run_dir: str | os.PathLike, manifest: dict, key: str) -> Path:
     if not path.exists():
         raise InputError(f"run file {path} is missing; the run folder is incomplete — tune again")
     return path
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Held by ``tune`` while it replaces a run folder and by ``edit`` while it writes into one, so
+    an edit never writes into a folder that is being swapped (a lock file beside the folder)."""
+    run_dir = Path(run_dir).absolute()
+    with file_lock(run_dir.parent / f".{run_dir.name}.lock"):
+        yield

@@ -9,3 +9,14 @@ import torch
 # Tiny models are overhead-bound: one thread is as fast, deterministic, and does not fight
 # other processes for the cores.
 torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture()
+def runs(tmp_path, monkeypatch):
+    """Run folders (and ``runs/latest``) and default output folders in the test's own tmp_path."""
+    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "runs"

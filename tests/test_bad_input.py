@@ -68,11 +68,7 @@ def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)  # default output folders (outputs/, runs/) land in tmp_path too
-    return tmp_path / "runs"
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 @pytest.fixture()
@@ -255,7 +251,7 @@ def test_output_under_a_regular_file(tmp_path, clip, command):
     (["--prompt", ""], ("empty",)),
     (["--prompt", "a cat", "--steps", "0"], ("--steps", "at least 1")),
     (["--prompt", "a cat", "--guidance", "nan"], ("--guidance", "finite")),
-    (["--prompt", "a cat", "--fusion-start", "2"], ("--fusion-start", "between 0 and 1")),
+    (["--prompt", "a cat", "--cross-fusion", "2"], ("--cross-fusion", "between 0 and 1")),
     (["--prompt", "a cat", "--format", "avi"], ("--format", "mp4")),
     (["--prompt", "a cat", "--inversion", "exact"], ("--inversion", "direct")),
     (["--prompt", "a cat", "--self-fusion", "1.5"], ("--self-fusion", "between 0 and 1")),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,9 +46,9 @@ def errors(result) -> list[str]:
 def test_plan_refuses_bad_jobs_before_any_work(tmp_path):
     with pytest.raises(UsageError, match="collide"):
         plan_jobs(jobs_file(tmp_path, [{"video": "x/a.mp4", "edits": EDITS}, {"video": "y/a.mp4", "edits": EDITS}]), {})
-    with pytest.raises(UsageError, match="set 0: unknown options colour"):
+    with pytest.raises(UsageError, match=r"set 0 \(clip a.mp4\): unknown options colour"):
         plan_jobs(jobs_file(tmp_path, [{"video": "a.mp4", "edits": EDITS, "options": {"colour": 1}}]), {})
-    with pytest.raises(UsageError, match="set 1: .*`inversion`"):
+    with pytest.raises(UsageError, match=r"set 1 \(clip b.mp4\): .*`inversion`"):
         plan_jobs(jobs_file(tmp_path, [{"video": "a.mp4", "edits": EDITS},
                                        {"video": "b.mp4", "edits": EDITS, "options": {"inversion": "magic"}}]), {})
     with pytest.raises(UsageError, match="`tune_steps`"):
@@ -149,3 +150,113 @@ def test_batch_on_a_local_ray(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "out" / "batch.json").read_text())["jobs"]
     assert [record[s]["status"] for s in "ab"] == ["done", "done"]
     assert all(len(record[s]["outputs"]) == 2 for s in "ab")
+
+
+# Issue 29 (1): folders named after an input never leave OUT (or the runs folder).
+
+def write_frames(folder, n: int = 4):
+    from PIL import Image
+
+    from contextedit.testing import shapes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    clip, _ = shapes.make_clip("square", "blue", "white", "left", start=(20, 30), frames=n)
+    for i, frame in enumerate(clip):
+        Image.fromarray(frame).save(folder / f"frame{i}.png")
+    return folder
+
+
+def in_process(jobs, out, workers=None):  # batch's jobs run here, not in a spawned worker: the same run_job
+    return ((job, batch_module.run_job(job, out)) for job in jobs)
+
+
+@pytest.mark.slow
+def test_batch_keeps_dot_named_clips_and_dotdot_folders_inside_out(tmp_path, monkeypatch):
+    import contextedit.commands.workers as workers_module
+
+    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))  # tune's runs/latest pointer: outside work
+    monkeypatch.setattr(workers_module, "local_runner", in_process)
+    work = tmp_path / "work"
+    write_clip(work / "jobs" / "...mp4", frames=6)                  # its stem is ".."
+    write_frames(work / "jobs" / "shots")
+    (work / "jobs" / "shots" / "take1").mkdir()                    # "shots/take1/.." is the frame folder shots
+    jobs = jobs_file(work, [{"video": "...mp4", "source_prompt": SOURCE, "edits": EDITS[:1]},
+                            {"video": "shots/take1/..", "source_prompt": "a blue square", "edits": [{"prompt": "a red square"}]}])
+    out = work / "out"
+    result = runner.invoke(app, ["batch", str(jobs), "--out", str(out), *FAST])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in work.iterdir()) == ["jobs", "out"]  # nothing beside OUT: no ../run, ../edits
+    assert sorted(p.name for p in (work / "jobs").iterdir()) == ["...mp4", "jobs.json", "shots"]
+    record = json.loads((out / "batch.json").read_text())["jobs"]
+    assert sorted(record) == ["shots", "untitled"]
+    for name, job in record.items():
+        assert job["status"] == "done" and job["run"] == str(out / name / "run")
+        assert all(str(out / name / "edits") == str(Path(p).parent) for p in job["outputs"])
+        assert (out / name / "run" / "manifest.json").is_file()
+    assert record["shots"]["video"] == str(work / "jobs" / "shots")
+
+
+def test_folder_names_are_sanitised_and_still_refused_when_they_collide(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
+    from contextedit.runs import clip_name, default_run_dir
+
+    write_frames(tmp_path / "jobs" / "elsewhere" / "Take 2" / "inner")
+    (tmp_path / "jobs" / "link").symlink_to(tmp_path / "jobs" / "elsewhere" / "Take 2" / "inner")
+    # "link/.." is the folder the system reaches through the link, Take 2, not the jobs folder
+    jobs = plan_jobs(jobs_file(tmp_path, [{"video": "...mp4", "edits": EDITS}, {"video": "link/..", "edits": EDITS}]), {})
+    assert [j.stem for j in jobs] == ["untitled", "take-2"]
+    assert jobs[1].video == str(tmp_path / "jobs" / "elsewhere" / "Take 2")
+    for name in ("..", ".", "/", "...mp4", "../..", "a/..", ".mp4"):
+        assert clip_name(name) not in ("", ".", "..") and "/" not in clip_name(name)
+        assert default_run_dir(name).parent == tmp_path / "runs"
+    out = tmp_path / "out"
+    twice = jobs_file(tmp_path, [{"video": "Clip A.mp4", "edits": EDITS}, {"video": "x/clip-a.mp4", "edits": EDITS}])
+    result = runner.invoke(app, ["batch", str(twice), "--out", str(out), *FAST])
+    assert result.exit_code == 2 and len(errors(result)) == 1 and "'clip-a'" in result.stderr and "collide" in result.stderr
+    dots = jobs_file(tmp_path, [{"video": "...mp4", "edits": EDITS}, {"video": "..mp4", "edits": EDITS}])
+    result = runner.invoke(app, ["batch", str(dots), "--out", str(out), *FAST])
+    assert result.exit_code == 2 and len(errors(result)) == 1 and "'untitled'" in result.stderr
+    assert not out.exists()
+
+
+def test_tune_names_a_frame_folder_ending_in_dotdot_after_the_folder_it_resolves_to(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
+    write_frames(tmp_path / "shots")
+    (tmp_path / "shots" / "take1").mkdir()
+    result = runner.invoke(app, ["tune", str(tmp_path / "shots" / "take1" / ".."), "--model", MODEL, "--prompt", SOURCE,
+                                 "--steps", "1", "--frames", "2", "--stride", "1", "--device", "cpu", "--quiet"])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir()) == ["shots"]  # not runs/untitled
+    assert (tmp_path / "runs" / "shots" / "manifest.json").is_file()
+
+
+# Issue 29 (9): every option is checked before the first job, and the error names the job and the option.
+
+def test_a_duplicate_prompt_is_refused_before_any_tuning(tmp_path, monkeypatch):
+    monkeypatch.setattr(batch_module, "components", lambda options: pytest.fail("a model was loaded"))
+    write_clip(tmp_path / "jobs" / "a.mp4", frames=6)
+    write_clip(tmp_path / "jobs" / "b.mp4", frames=6)
+    jobs = jobs_file(tmp_path, [{"video": "a.mp4", "source_prompt": SOURCE, "edits": EDITS},
+                                {"video": "b.mp4", "source_prompt": SOURCE, "edits": [EDITS[0], {"prompt": f"  {EDITS[0]['prompt']} "}]}])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["batch", str(jobs), "--out", str(out), *FAST])
+    assert result.exit_code == 2 and len(errors(result)) == 1, result.stderr
+    assert "set 1 (clip b.mp4)" in result.stderr and "same output name" in result.stderr and "Traceback" not in result.output
+    assert not out.exists()  # refused before the first job: no run folder, no batch.json
+
+
+def test_a_value_of_the_wrong_type_names_the_option_and_the_job(tmp_path):
+    out = tmp_path / "out"
+    for options, named in (({"guidance": "lots"}, '"guidance" must be a number or null'),
+                           ({"seed": "3"}, '"seed" must be a whole number'),
+                           ({"adapter": "yes"}, '"adapter" must be true or false'),
+                           ({"reweight": "blue=2"}, '"reweight" must be a list of text')):
+        jobs = jobs_file(tmp_path, [{"video": "a.mp4", "edits": EDITS},
+                                    {"video": "clips/b.mp4", "edits": EDITS, "options": options}])
+        result = runner.invoke(app, ["batch", str(jobs), "--out", str(out), *FAST])
+        assert result.exit_code == 2 and len(errors(result)) == 1, result.stderr
+        line = errors(result)[0]
+        assert f"jobs file {jobs}, set 1 (clip clips/b.mp4): option {named}" in line and "wrong type" not in line
+    assert not out.exists()
+    # a whole number is a number: JSON's 3 for a float option stays accepted
+    plan_jobs(jobs_file(tmp_path, [{"video": "a.mp4", "edits": EDITS, "options": {"guidance": 3, "lr": 1}}]), {})

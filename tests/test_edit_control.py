@@ -25,12 +25,6 @@ from helpers import MODEL, tiny, write_clip
 SOURCE = "a red circle moving right on a black background"
 
 
-@pytest.fixture()
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
-    return tmp_path / "runs"
-
-
 def _tune(tmp_path, model=MODEL, frames=4, steps=3, **kw):
     clip = write_clip(tmp_path / "clip.mp4", frames=2 * frames)
     return tune(TuneOptions(video=str(clip), prompt=SOURCE, frames=frames, stride=2, steps=steps, lr=1e-3,

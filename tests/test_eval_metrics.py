@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from contextedit.cli import app
 from contextedit.metrics import evaluate
+from contextedit.metrics.evaluate import ROW_INFO
 from contextedit.testing import shapes
 from contextedit.video import write_video
 
@@ -161,7 +162,7 @@ def test_every_backbone_and_scale_is_named(tmp_path):
                       source=tmp_path / "source", **TINY)
     assert result["models"] == {"clip": "tiny", "pickscore": "tiny", "dino": "tiny", "flow": "farneback"}
     row = result["results"][0]
-    metric_keys = {k for k in row if k not in ("path", "prompt", "frames", "per_frame")}
+    metric_keys = {k for k in row if k not in ROW_INFO}
     assert metric_keys == set(result["scales"]) == set(result["mean"])
     assert "100" in result["scales"]["clip_text_logit"] and "cosine" in result["scales"]["clip_text"]
     json.dumps(result)  # plain JSON

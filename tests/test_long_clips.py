@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -98,5 +99,9 @@ def test_cli_tunes_all_frames_in_windows_and_edits_them(tmp_path):
                                  "--format", "frames", "--out", str(tmp_path / "edits"), "--device", "cpu", "--quiet"])
     assert result.exit_code == 0, result.stderr
     assert len(list((tmp_path / "edits").glob("*/*.png"))) == 20
+    # the run's tune window, not the built-in 16 (issue 30: the CLI resolved 16 before the run was read)
+    record = json.loads((tmp_path / "edits" / "edits.json").read_text())
+    assert (record["settings"]["window"], record["settings"]["overlap"]) == (8, 4)
+    assert record["timings"]["windows"] == len(window_plan(20, 8, 4)) != len(window_plan(20, 16, 4))
     bad = runner.invoke(app, ["tune", str(clip), "--frames", "many", "--model", MODEL, "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--frames" in bad.stderr

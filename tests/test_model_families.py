@@ -29,10 +29,7 @@ def cli(*args, code: int = 0) -> str:
     return result.stdout if code == 0 else result.stderr
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 def tune_edit_generate(tmp_path: Path, model: str, folder: Path) -> None:

@@ -31,10 +31,7 @@ def cli(*args, code: int = 0) -> str:
     return result.stderr
 
 
-@pytest.fixture(autouse=True)
-def runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("runs")
 
 
 def test_canny_marks_the_outline_only():

@@ -82,7 +82,7 @@ def test_decord_and_imageio_give_identical_frames(tmp_path):
         b = video.read_video(path, backend="imageio", **selection)
         np.testing.assert_array_equal(a.frames, b.frames)
         assert (a.fps, a.total_frames, a.indices) == (b.fps, b.total_frames, b.indices)
-    assert video.probe(path, "decord") == video.probe(path, "imageio") == (12, 8.0, 80, 48)
+    assert video.probe(path, "decord")[:4] == video.probe(path, "imageio")[:4] == (12, 8.0, 80, 48)
 
 
 def test_auto_falls_back_to_imageio_without_decord(tmp_path, monkeypatch):
@@ -257,7 +257,7 @@ def test_frame_folder_overwrite_policy(tmp_path):
     out = tmp_path / "frames"
     video.write_video(noise_frames(3, 16, 16), out, fps=8)
     video.write_video(noise_frames(2, 16, 16), out, fps=4)  # replaces its own earlier output
-    assert video.probe(out) == (2, 4.0, 16, 16)
+    assert video.probe(out)[:4] == (2, 4.0, 16, 16)
     other = tmp_path / "photos"
     other.mkdir()
     (other / "keep.txt").write_text("precious")

@@ -1,4 +1,4 @@
-"""Prompt-to-Prompt attention control on the target prompt (DESIGN §5.6).
+"""Prompt-to-Prompt attention control on the target prompt (docs/concepts/design.md §5.6).
 
 :class:`PromptEdit` says, token by token, how the target prompt relates to the source one:
 

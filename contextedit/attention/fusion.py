@@ -1,4 +1,4 @@
-"""Attention fusion for editing (DESIGN §5.5–5.6, after FateZero and Prompt-to-Prompt).
+"""Attention fusion for editing (docs/concepts/design.md §5.5–5.6, after FateZero and Prompt-to-Prompt).
 
 The source pass — DDIM inversion, or the guided source branch replayed on the inversion
 trajectory — is recorded by :func:`record_attention`: per attention layer and sampling step, the

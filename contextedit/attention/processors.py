@@ -1,4 +1,4 @@
-"""Attention processors for the inflated spatio-temporal UNet (DESIGN §5.3).
+"""Attention processors for the inflated spatio-temporal UNet (docs/concepts/design.md §5.3).
 
 A clip runs through the ordinary 2-D ``UNet2DConditionModel`` with its frames as the batch
 (index ``b * F + f``); the frame count reaches the processors as

@@ -74,7 +74,6 @@ def change_groups(tokenizer, source_prompt: str, target_prompt: str, source_ids,
     return groups
 
 
-POLARITIES = ("more", "less")
 # The response outside the segment over the response inside it (DiffEdit's |Δε|): a change of what
 # the segment shows moves ε mostly inside it (measured on tiny: colour ≤ 0.10, shape ≤ 0.24 over
 # 6 clips), a change of the rest of the frame mostly outside — or, where the model redraws its

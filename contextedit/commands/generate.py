@@ -3,8 +3,9 @@ written as a PNG as soon as it is made, with ``generate.json`` and an optional g
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -14,26 +15,13 @@ from . import OutputResult
 from ..errors import UsageError
 from ..fileio import atomic_path, write_json
 from ..models.loading import Components
+from ..options import GenerateOptions
 from ..pipeline import ContextEditPipeline
-from ..pipelines.common import RuntimeOptions, check_at_least_one, check_prompts
 from ..pipelines.generation import GenerateSettings, generate_images, make_grid
 from ..progress import ProgressFactory, silent
 from ..runs import check_new_output, output_name
 
 __all__ = ["GenerateOptions", "GenerateResult", "generate", "make_grid"]
-
-
-@dataclass
-class GenerateOptions(GenerateSettings, RuntimeOptions):
-    prompts: list[str]
-    n: int = 1
-    grid: bool = False
-    out: str | None = None
-
-    def validate(self) -> None:
-        self.prompts = check_prompts(self.prompts, "pass `prompt` TEXT (repeatable)")
-        check_at_least_one(self, "n")
-        GenerateSettings.validate(self)
 
 
 GenerateResult = OutputResult
@@ -51,7 +39,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     pipe = ContextEditPipeline(comps) if comps is not None else \
         ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
     opts.resolve(pipe.components.extra.get("defaults"))
-    settings = GenerateSettings(**{k: getattr(opts, k) for k in GenerateSettings.__dataclass_fields__})
+    settings = GenerateSettings(**{f.name: getattr(opts, f.name) for f in fields(GenerateSettings)})
     info: dict = {}
     images, entries = [], []
     t1 = None

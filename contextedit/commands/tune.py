@@ -3,61 +3,25 @@ point ``runs/latest`` at it. The tuning itself is :meth:`ContextEditPipeline.tun
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .. import __version__
 from .. import video as vio
 from ..errors import InputError, OutputExistsError, UsageError
 from ..models.loading import Components
+from ..options import TuneOptions, parse_frames  # noqa: F401 — declared there
 from ..pipeline import ContextEditPipeline
-from ..pipelines.common import RuntimeOptions, check_at_least_one, check_prompt
 from ..pipelines.tuned import TunedClip
 from ..pipelines.tuning import TuneSettings
 from ..progress import ProgressFactory, silent
-from ..runs import MANIFEST, MANIFEST_VERSION, check_new_output, default_run_dir, set_latest, sha256_file
+from ..runs import MANIFEST, MANIFEST_VERSION, check_new_output, default_run_dir, run_lock, set_latest, sha256_file
 
 CHECKPOINT = "checkpoint.safetensors"
-
-
-@dataclass
-class TuneOptions(TuneSettings, RuntimeOptions):
-    video: str
-    prompt: str | None = None
-    frames: int | str | None = 8       # a count, or "all" / None: every stride-th frame from start
-    stride: int = 2
-    start: int = 0
-    size: str | None = None            # "WxH"; default: source aspect, short side native
-    out: str | None = None
-    resume: bool = False
-    caption_model: str = "Salesforce/blip2-opt-2.7b"
-
-    def validate(self) -> None:
-        self.frames = parse_frames(self.frames)
-        check_at_least_one(self, "stride")
-        if self.frames is not None:
-            check_at_least_one(self, "frames")
-        if self.start < 0:
-            raise UsageError(f"`start` must be 0 or more (got {self.start})")
-        TuneSettings.validate(self)
-        if self.prompt is not None:
-            self.prompt = check_prompt(self.prompt)
-        if self.size is not None:
-            vio.parse_size(self.size)
-        if self.resume and self.overwrite:
-            raise UsageError("`resume` and `overwrite` contradict each other; pick one")
-
-
-def parse_frames(value) -> int | None:
-    """``--frames``: a count, or ``all`` (None)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"`frames` must be a frame count or all (got {value!r})") from None
+log = logging.getLogger("contextedit")
 
 
 @dataclass
@@ -89,21 +53,33 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
         ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
     height, width = clip.frames.shape[1:3]
     size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, pipe.components.native_size)
+    if size[0] > width or size[1] > height:
+        log.warning("the source is %dx%d, smaller than the %dx%d the model works at: it is upscaled, so the edit "
+                    "will look soft (pass `size` to choose)", width, height, *size)
     frames = vio.resize_crop(clip.frames, *size)
     prompt = opts.prompt or _caption(frames, opts, pipe)
     load_s = time.perf_counter() - t_start
 
     # The run folder appears with the first checkpoint, or whole at the end, so a run that fails
     # before either leaves no folder behind.
-    settings = TuneSettings(**{k: getattr(opts, k) for k in TuneSettings.__dataclass_fields__})
-    tuned = pipe.tune(frames, prompt, fps=clip.fps, progress=progress, checkpoint=run_dir / CHECKPOINT,
-                      resume=opts.resume, **vars(settings))
+    settings = TuneSettings(**{f.name: getattr(opts, f.name) for f in fields(TuneSettings)})
+    created = not run_dir.exists()
+    try:
+        tuned = pipe.tune(frames, prompt, fps=clip.playback_fps, progress=progress, checkpoint=run_dir / CHECKPOINT,
+                          resume=opts.resume, **vars(settings))
+    except BaseException:
+        # a checkpoint is kept for --resume; a folder this tune made and left empty (the disk filled
+        # before the first checkpoint) would only block the rerun
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
     tuned.record.update(_record(opts, clip, pipe, tuned, load_s))
     # Replaces an --overwrite'd run (and the checkpoint) only now, whole: an interrupted --overwrite
     # keeps the old run usable.
     # exclusive unless asked: only a folder that holds nothing but this tune's checkpoint is ours to replace
     ours = run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= {CHECKPOINT}
-    tuned.save(run_dir, overwrite=opts.overwrite or opts.resume or ours)
+    with run_lock(run_dir):  # not while an edit writes into the old run (it checks for a new one)
+        tuned.save(run_dir, overwrite=opts.overwrite or opts.resume or ours)
     set_latest(run_dir)
     return TuneResult(run_dir=run_dir, manifest={"version": MANIFEST_VERSION, **tuned.manifest()}, losses=tuned.losses,
                       tuned=tuned)
@@ -135,7 +111,7 @@ def _record(opts: TuneOptions, clip, pipe: ContextEditPipeline, tuned, load_s: f
     return {
         "source_video": str(Path(opts.video).resolve()),
         "source_sha256": sha256_file(opts.video) if Path(opts.video).is_file() else None,
-        "stride": opts.stride, "start": opts.start,
+        "stride": opts.stride, "start": opts.start, "source_fps": clip.fps,
         "adapter_parameters": count_parameters(tuned.adapter) if tuned.adapter is not None else 0,
         "adapter_flop_share": share,
         "versions": {"contextedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,

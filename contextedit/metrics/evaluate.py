@@ -4,6 +4,11 @@
 every figure (``models``, ``scales``), one row per clip with its per-frame series (``per_frame``),
 and the means. :func:`results_table` renders it. Which published tables each figure matches is in
 :data:`SCALES` and the README.
+
+A clip compared with a source of another length or shape is compared over the first min(len)
+frames, the source resized to the clip's size: each row says how many frames each source metric
+compared (``compared_frames``, with ``source_frames``), and its ``notes`` say when the lengths or
+the aspects differ (and when only the edit half of a side-by-side output was scored, ``cropped``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ SCALES = {
     "oracle_temporal_iou": "IoU of consecutive object masks after the source's motion",
 }
 PER_FRAME = ("clip_text", "pickscore", "flow_epe", "warp_error", "psnr")
+USES_SOURCE = ("flow", "warp", "psnr", "oracle")  # the metrics that compare with the source (the oracle when given one)
+# Row fields that are not metrics (the table, the means and the report leave them out).
+ROW_INFO = ("path", "prompt", "frames", "source_frames", "compared_frames", "cropped", "notes", "per_frame")
+ASPECT_TOLERANCE = 0.01  # relative: rounding a size to a multiple of 8 is no change of aspect
 
 
 @dataclass
@@ -181,6 +190,16 @@ def score_item(item: EvalItem, scorers: Scorers, temporal: str, source: np.ndarr
 
     names = scorers.names
     row = {"path": str(item.path), "prompt": item.prompt, "frames": len(item.frames)}
+    if item.cropped:
+        row["cropped"] = item.cropped
+    notes = list(item.notes)
+    compared = [n for n in USES_SOURCE if n in names] if source is not None else []
+    if compared:
+        count = min(len(item.frames), len(source))
+        row["source_frames"] = len(source)
+        row["compared_frames"] = dict.fromkeys(compared, count)
+        notes += comparison_notes(item.frames, source)
+    row["notes"] = notes
     per_frame = {}
     if scorers.clip is not None:
         embeds = scorers.clip.image_embeds(item.frames)
@@ -203,6 +222,7 @@ def score_item(item: EvalItem, scorers: Scorers, temporal: str, source: np.ndarr
     if "psnr" in names:
         values = psnr_frames(item.frames, source)
         row["psnr"], per_frame["psnr"] = float(values.mean()), values.tolist()
+        row["compared_frames"]["psnr"] = len(values)
         if keep is not None:
             outside = psnr_frames(item.frames, source, keep=~keep)
             row["bg_psnr"] = float(np.nanmean(outside)) if np.isfinite(outside).any() else None
@@ -210,6 +230,23 @@ def score_item(item: EvalItem, scorers: Scorers, temporal: str, source: np.ndarr
         row.update(oracle_scores(item.frames, item.prompt, source))
     row["per_frame"] = {k: per_frame[k] for k in PER_FRAME if k in per_frame}
     return row
+
+
+def comparison_notes(frames: np.ndarray, source: np.ndarray) -> list[str]:
+    """What differs between a clip and the source it is compared with: the frame counts (the first
+    min(len) frames are compared) and the aspect (the source is resized to the clip's size)."""
+    notes = []
+    mine, theirs = len(frames), len(source)
+    if mine > theirs:
+        notes.append(f"compared {theirs} of {mine} frames: the source has {theirs}")
+    elif theirs > mine:
+        notes.append(f"compared {mine} frames with the first {mine} of the source's {theirs}")
+    (height, width), (src_height, src_width) = frames.shape[1:3], source.shape[1:3]
+    aspect, src_aspect = width / height, src_width / src_height
+    if abs(aspect - src_aspect) > ASPECT_TOLERANCE * src_aspect:
+        notes.append(f"aspect {aspect:.2f} ({width}x{height}) vs source {src_aspect:.2f} ({src_width}x{src_height}): "
+                     f"source resized to {width}x{height}, stretched")
+    return notes
 
 
 def _mask(mask, source_frames: np.ndarray) -> np.ndarray:
@@ -252,26 +289,40 @@ COLUMNS = {"clip_text": "CLIP-T", "clip_text_logit": "CLIP-T×100", "clip_tempor
 
 def results_table(result: dict):
     """A rich Table of :func:`evaluate`'s result: one row per clip (its file name; prompts are in the
-    JSON and the report) and a mean row; the title names the backbones."""
+    JSON and the report) and a mean row; the title names the backbones. With a source, "compared"
+    is the frames the source metrics compared; each row's notes are the caption."""
     from rich.table import Table
 
     keys = [k for k in COLUMNS if k in result["mean"]]
     models = ", ".join(f"{k}: {v}" for k, v in (result.get("models") or {}).items() if v)
-    table = Table(title=models or None)
+    rows = result["results"]
+    with_compared = any(row.get("compared_frames") for row in rows)
+    notes = [f"{_name(row['path'])}: {note}" for row in rows for note in row.get("notes") or []]
+    table = Table(title=models or None, caption="\n".join(notes) or None, caption_justify="left")
     table.add_column("clip", no_wrap=True)
-    for header in ("frames", *(COLUMNS[k] for k in keys)):
+    for header in ("frames", *(["compared"] if with_compared else []), *(COLUMNS[k] for k in keys)):
         table.add_column(header, justify="right", no_wrap=True)
-    for row in result["results"]:
-        table.add_row(_name(row["path"]), str(row["frames"]), *(_fmt(row.get(k)) for k in keys))
+    for row in rows:
+        compared = [_compared(row)] if with_compared else []
+        table.add_row(_name(row["path"]), str(row["frames"]), *compared, *(_fmt(row.get(k)) for k in keys))
     table.add_section()
-    table.add_row("mean", "", *(_fmt(result["mean"][k]) for k in keys), style="bold")
+    table.add_row("mean", "", *([""] if with_compared else []), *(_fmt(result["mean"][k]) for k in keys), style="bold")
     return table
+
+
+def _compared(row: dict) -> str:
+    """The frames the source metrics compared: one count, or one per metric where they differ."""
+    counts = row.get("compared_frames") or {}
+    if len(set(counts.values())) > 1:
+        return ", ".join(f"{name} {count}" for name, count in counts.items())
+    return str(next(iter(counts.values()))) if counts else "—"
 
 
 def table_width(result: dict) -> int:
     """Columns the table needs unwrapped (a console narrower than this would fold every cell)."""
     names = max([len(_name(r["path"])) for r in result["results"]] + [4])
-    return names + 10 + sum(max(len(COLUMNS[k]), 8) + 3 for k in COLUMNS if k in result["mean"])
+    compared = 11 if any(r.get("compared_frames") for r in result["results"]) else 0
+    return names + 10 + compared + sum(max(len(COLUMNS[k]), 8) + 3 for k in COLUMNS if k in result["mean"])
 
 
 def _name(path: str) -> str:

@@ -1,4 +1,4 @@
-"""``--metrics oracle``: shapes-world clips judged by the pixel oracle of :mod:`contextedit.testing.shapes`,
+"""``--metrics oracle``: shapes-world clips judged by the pixel oracle of :mod:`contextedit.worlds.shapes`,
 the very scorer of ``bench/quality.py``, so the benchmark and ``eval`` agree by construction.
 
 The prompt must be a shapes-world caption (``a red circle moving right on a black background``;
@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from ..errors import InputError
-from ..testing import shapes
+from ..worlds import shapes
 from .psnr import resize_frames
 
 ATTRIBUTES = ("colour", "shape", "background")

@@ -30,7 +30,7 @@ from ..fileio import check_writable_dir, ensure_writable_dir
 from ..video.write import write_video
 
 GIF_MAX_SIDE = 256  # larger frames are downscaled: the page stays light enough to mail
-NOT_METRICS = {"path", "prompt", "frames", "per_frame"}
+NOT_METRICS = {"path", "prompt", "frames", "source_frames", "compared_frames", "cropped", "notes", "per_frame"}
 # per_frame.png panels: (per_frame key, panel title, x-axis label)
 PANELS = (("clip_text", "per-frame CLIP-T", "frame"), ("flow_epe", "per-pair flow error", "frame pair"))
 PLOT_NAME = "per_frame.png"
@@ -250,13 +250,16 @@ def _page(result: dict, rows: list[dict], folder: str, source: str | None, gifs:
     parts.append(f"<h2>Results ({len(rows)})</h2>")
     for index, (row, gif) in enumerate(zip(rows, gifs), 1):
         prompt = row.get("prompt")
-        media = figure(source, "source", "no source given") + figure(gif, "edit", "no frames given")
+        caption = f"edit ({row['cropped']})" if row.get("cropped") else "edit"
+        media = figure(source, "source", "no source given") + figure(gif, caption, "no frames given")
         metrics = "".join(f'<tr><td>{e(k)}</td><td class="num">{_fmt(row.get(k))}</td></tr>' for k in keys if k in row)
         frames = f" · {row['frames']} frames" if _is_number(row.get("frames")) else ""
+        notes = [str(n) for n in row.get("notes") or []] if isinstance(row.get("notes"), list) else []
+        notes_html = f'<ul class="notes">{"".join(f"<li>{e(n)}</li>" for n in notes)}</ul>' if notes else ""
         parts.append(
             f'<div class="card"><div class="media">{media}</div><div class="info">'
             f'<div class="prompt">{index}. {e(prompt) if prompt else "<i>no prompt</i>"}</div>'
-            f'<p><code>{e(str(row.get("path")))}</code>{e(frames)}</p>'
+            f'<p><code>{e(str(row.get("path")))}</code>{e(frames)}</p>{notes_html}'
             f'<table>{metrics or "<tr><td>no metrics</td></tr>"}</table></div></div>')
 
     if plot is not None:

@@ -1,4 +1,4 @@
-"""The context-aware adapter r_φ(x0, c, t) (DESIGN §4; paper §3).
+"""The context-aware adapter r_φ(x0, c, t) (docs/concepts/design.md §4; paper §3).
 
 A small relational transformer over the patches of the clean latents x0 and the text states c.
 Each block looks within a frame (spatial self-attention), back over a causal window of frames

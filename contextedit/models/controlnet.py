@@ -19,7 +19,7 @@ def load_controlnet(spec: str, comps) -> torch.nn.Module:
     (random weights in the UNet's shape, output convolutions included, for tests)."""
     if spec == TINY:
         from ..device import seeded
-        from ..testing.tiny import tiny_controlnet
+        from .tiny import tiny_controlnet
 
         with seeded(0):
             controlnet = tiny_controlnet(comps.unet, comps.vae_scale_factor)

@@ -1,11 +1,11 @@
-"""Inflate a 2-D Stable-Diffusion UNet into a spatio-temporal one (DESIGN §5.3), and say what is tuned.
+"""Inflate a 2-D Stable-Diffusion UNet into a spatio-temporal one (docs/concepts/design.md §5.3), and say what is tuned.
 
 Inflation swaps attention processors (sparse-causal attention) and adds a temporal layer to every
 transformer block's self-attention (``...attn1.temporal``, a real submodule); no 2-D weight
 changes shape, so pretrained weights load before inflation unchanged, and the temporal layers
-start at zero (the inflated UNet is the 2-D UNet until tuned). One-shot tuning (DESIGN §5.4) trains the attention queries and
-the temporal layers; their names are those of ``unet.named_parameters()``, so a tuned state
-dict saves and loads by name.
+start at zero (the inflated UNet is the 2-D UNet until tuned). One-shot tuning
+(docs/concepts/design.md §5.4) trains the attention queries and the temporal layers; their names
+are those of ``unet.named_parameters()``, so a tuned state dict saves and loads by name.
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ timeouts (``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``).
 
 ``--model tiny`` is an ordinary diffusers folder (``contextedit/assets/tiny``). Only the random
 test models (``tiny-random``, ``tiny-v-random``, ``--clip-model tiny``, ``--caption-model tiny``) are built in code,
-by :mod:`contextedit.testing`, imported lazily.
+by :mod:`contextedit.models.tiny` and :mod:`contextedit.models.tiny_clip`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +27,10 @@ import torch
 from ..defaults import DEFAULTS_FILE
 from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
+from .tiny import TRAINED_TINY  # the trained tiny model's folder (contextedit/assets/tiny)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 EMBEDDED = ("tiny", "tiny-random", "tiny-v-random", "tiny-xl-random")
-TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
 # PickScore_v1 is fine-tuned from this CLIP-H and its authors load this processor with it.
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
@@ -105,7 +105,7 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
         comps = _load_pretrained(str(TRAINED_TINY))
         comps.model_id = model
     elif model in EMBEDDED:
-        from ..testing import tiny
+        from . import tiny
 
         from ..device import seeded
 
@@ -170,6 +170,39 @@ def _check_sd_folder(path: Path) -> None:
             "pass a folder saved with save_pretrained, a hub id, or `model` tiny"
         )
     refuse_pickle_weights(path)
+    refuse_custom_classes(path)
+
+
+# The classes contextedit builds each part with; a folder naming others would be silently replaced.
+STANDARD_CLASSES = {
+    "unet": {"UNet2DConditionModel"}, "vae": {"AutoencoderKL"},
+    "text_encoder": {"CLIPTextModel"}, "text_encoder_2": {"CLIPTextModelWithProjection"},
+    "tokenizer": {"CLIPTokenizer", "CLIPTokenizerFast"}, "tokenizer_2": {"CLIPTokenizer", "CLIPTokenizerFast"},
+}
+
+
+def refuse_custom_classes(path: Path) -> None:
+    """Refuse a model_index.json that names classes other than the standard ones (custom code is
+    never run, and loading the standard class in its place would be a silent substitute).
+    Schedulers only lend their config, so any diffusers scheduler is fine."""
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{path / 'model_index.json'} is not valid JSON ({exc}); re-save the model") from exc
+    custom = []
+    for part, entry in index.items() if isinstance(index, dict) else ():
+        if part.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
+            continue
+        library, name = entry
+        standard = name in STANDARD_CLASSES.get(part, {name}) and library in ("diffusers", "transformers")
+        if part == "scheduler":
+            standard = library == "diffusers"
+        if not standard:
+            custom.append(f"{part}: {library}.{name}")
+    if custom:
+        raise ModelNotFoundError(
+            f"{path} names custom classes ({'; '.join(custom)}); contextedit loads only the standard Stable Diffusion "
+            "classes and runs no custom code — re-save the parts as the standard classes or pass another `model`")
 
 
 def base_adapter(source: Path | str) -> str | None:
@@ -317,9 +350,9 @@ def _check_transformers_folder(path: Path, option: str) -> None:
 
 
 def _tiny(builder: str, **kw):
-    """A ``tiny`` stand-in built by :mod:`contextedit.testing.tiny_clip`, the caller's RNG left alone."""
+    """A ``tiny`` stand-in built by :mod:`contextedit.models.tiny_clip`, the caller's RNG left alone."""
     from ..device import seeded
-    from ..testing import tiny_clip
+    from . import tiny_clip
 
     with seeded(0):
         return getattr(tiny_clip, builder)(**kw)

@@ -3,72 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 
 import torch
 
-from ..errors import UsageError
+from ..settings import (RuntimeOptions, check_at_least_one, check_choice, check_guidance, check_lr,  # noqa: F401
+                        check_prompt, check_prompts)
 
 log = logging.getLogger("contextedit")
-
-
-@dataclass(kw_only=True)
-class RuntimeOptions:
-    """Options of every command that loads a model (keyword-only, after each command's own)."""
-
-    model: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    seed: int = 0
-    overwrite: bool = False
-
-
-def fill_defaults(opts: object, section: str, defaults: dict, model_defaults: dict | None) -> None:
-    """Set each None option in ``defaults`` to the model's recommendation (``contextedit.json``,
-    ``section``), else to the built-in default; explicit values stay."""
-    recommended = (model_defaults or {}).get(section, {})
-    unknown = set(recommended) - set(defaults)
-    if unknown:
-        raise UsageError(f"the model's contextedit.json sets unknown {section} settings {sorted(unknown)}; "
-                         f"known: {', '.join(defaults)}")
-    for name, value in defaults.items():
-        if getattr(opts, name) is None:
-            setattr(opts, name, recommended.get(name, value))
-
-
-def check_at_least_one(opts: object, *names: str) -> None:
-    for name in names:
-        value = getattr(opts, name)
-        if value < 1:
-            raise UsageError(f"`{name}` must be at least 1 (got {value})")
-
-
-def check_lr(lr: float, hint: str = "", option: str = "`lr`") -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"{option} must be a positive number (got {lr}){hint}")
-
-
-def check_guidance(guidance: float) -> None:
-    if not math.isfinite(guidance):
-        raise UsageError(f"`guidance` must be a finite number (got {guidance}); 7.5 is usual")
-
-
-def check_choice(option: str, value: str, choices) -> None:
-    if value not in choices:
-        raise UsageError(f"{option} must be one of {', '.join(choices)} (got {value!r})")
-
-
-def check_prompts(prompts: list[str], how: str) -> list[str]:
-    if not prompts:
-        raise UsageError(f"no prompt; {how}")
-    return [check_prompt(p) for p in prompts]
-
-
-def check_prompt(prompt: str, what: str = "`prompt`") -> str:
-    if prompt is None or not str(prompt).strip():
-        raise UsageError(f"{what} is empty; give a text prompt such as \"a red square moving right\"")
-    return str(prompt).strip()
 
 
 def placement(comps) -> tuple[torch.device, torch.dtype]:

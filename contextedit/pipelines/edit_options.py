@@ -1,130 +1,149 @@
-"""The settings of an edit, their checks, and where their defaults come from.
+"""The settings of an edit, declared once (:func:`contextedit.settings.setting`), and their checks.
 
-A setting left as None takes, in order: the model's recommended value (``contextedit.json`` in
-the model folder, section ``"edit"``), then :data:`contextedit.defaults.EDIT_DEFAULTS` — chosen on
-the shapes-world benchmark (BENCHMARKS.md, "Edit settings sweep"). ``edits.json`` records the values that ran.
+An unset setting is resolved once (:meth:`EditSettings.resolve`): the explicit value, else the
+run's (window, structure control: what the clip was tuned for), else the model's recommendation
+(``contextedit.json``, section ``"edit"``), else the built-in default — chosen on the
+shapes-world benchmark (docs: benchmarks, "Edit settings sweep"). ``edits.json`` records the
+values that ran, by these names. No torch here: the CLI's --help reads these fields.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
+from ..defaults import DEFAULT_DEPTH_MODEL
 from ..errors import UsageError
-from .common import fill_defaults, check_at_least_one, check_choice, check_guidance
-from ..defaults import EDIT_DEFAULTS
-from .inversion import INVERSIONS
+from . import inversion_modes
+from ..settings import check_at_least_one, check_choices, check_share, check_types, resolve, setting
 
+POLARITIES = ("more", "less")
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
 COMPOSITES = ("auto", "on", "off")
+NEGATIVES = ("source", "empty")
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
 # The settings that are a share between 0 and 1, and what the share is of (for their error line).
-SHARES = {"fusion_start": _WINDOW, "self_fusion": _WINDOW, "cross_fusion": _WINDOW, "blend_stop": _WINDOW,
+SHARES = {"self_fusion": _WINDOW, "cross_fusion": _WINDOW, "blend_stop": _WINDOW,
           "blend_threshold": "a share of the mask's per-frame attention range",
           "offset_inside": "the share of direct inversion's offset the edited region gets",
           "background_offset_inside": "the share of direct inversion's offset a background region gets",
           "background_noise": "the share of fresh noise mixed into x_T in a background region"}
-NEGATIVES = ("source", "empty")
+_REGION = "where a changed word edits the rest of the frame (a background edit)"
 
 
 @dataclass(kw_only=True)
 class EditSettings:
-    """How an edit samples; a None takes the model's recommendation, else EDIT_DEFAULTS."""
+    """How an edit samples; an unset (None) setting is resolved by :meth:`resolve`."""
 
-    steps: int | None = None
-    guidance: float | None = None
-    inversion: str | None = None
-    self_fusion: float | None = None       # fraction of T: sampling steps i < self_fusion·T fuse self-attention
-    cross_fusion: float | None = None      # the same for cross-attention
-    fusion_start: float | None = None      # older spelling: both windows = 1 − fusion_start
-    fusion: bool = True
-    self_half: str | None = None
-    fusion_layers: str | None = None       # "all", "coarse" (≤ ¼ of the finest layer's tokens) or a token count
-    reweight: list[str] = field(default_factory=list)  # "WORD=SCALE"
-    new_word_weight: float | None = None
-    blend: bool | None = None
-    blend_words: list[str] = field(default_factory=list)
-    blend_threshold: float | None = None
-    offset_inside: float | None = None     # direct inversion: share of the offset the masked (edited) region gets
-    background_guidance: float | None = None       # for background edits, instead of guidance
-    background_offset_inside: float | None = None  # for background edits, instead of offset_inside
-    local_blend: str | None = None         # auto: on wherever there is a mask
-    region_attention: str | None = None    # more | less: how the model's cross-attention marks what a word names
-    blend_stop: float | None = None        # LocalBlend on sampling steps i < blend_stop·T
-    background_noise: float | None = None  # share λ of fresh noise mixed into x_T where a word edits the rest of the frame
-    background_negative: str | None = None  # source: guide those regions away from the source prompt; empty: from ""
-    composite: str | None = None           # kept region's pixels from the source; auto: for edits of the rest of the frame
-    null_text_steps: int | None = None
-    context_guidance: float | None = None  # the adapter's bias guided like the noise: r_u + g·(r_c − r_u)
-    window: int | None = None              # frames per window (longer clips go window by window)
-    overlap: int | None = None             # frames shared by neighbouring windows
-    control: str | None = None             # structure control: canny | depth | pose | a folder (default: the run's)
-    controlnet: str | None = None          # its ControlNet (default: the run's)
-    control_scale: float = 1.0             # the ControlNet residuals' weight
-    depth_model: str | None = None         # for control depth (default: the run's, else DPT-hybrid MiDaS)
+    SECTION: ClassVar[str] = "edit"  # its part of a model's contextedit.json
 
-    def resolve(self, model_defaults: dict | None = None) -> "EditSettings":
-        """Fill every None setting from the model's recommendations, then the built-in defaults."""
-        if self.fusion_start is not None:
-            self.self_fusion = self.self_fusion if self.self_fusion is not None else 1.0 - self.fusion_start
-            self.cross_fusion = self.cross_fusion if self.cross_fusion is not None else 1.0 - self.fusion_start
-        if self.window is not None and self.overlap is None:  # a short window keeps its overlap below W − 1
-            self.overlap = min(EDIT_DEFAULTS["overlap"], max(0, self.window - 2))
-        fill_defaults(self, "edit", EDIT_DEFAULTS, model_defaults)
+    steps: int | None = setting("DDIM steps T for inversion and sampling.", 20)
+    guidance: float | None = setting("Classifier-free guidance scale.", 7.5)
+    inversion: str | None = setting("How inversion holds under guidance.", "direct", choices=inversion_modes.names)
+    null_text_steps: int | None = setting("Adam iterations per step for --inversion null-text (cached in the run).", 10)
+    self_fusion: float | None = setting("Fraction of T, from the noisy end, that fuses the source's self-attention.", 0.5)
+    cross_fusion: float | None = setting("Fraction of T that fuses the source's cross-attention (word swap / refine).", 0.5)
+    fusion: bool = setting("Attention fusion (--no-fusion: the ablation without it).", flag="--fusion/--no-fusion",
+                           value=True, default_text="on")
+    self_half: str | None = setting("The guided halves whose self-attention is fused.", "cond", choices=SELF_HALVES)
+    fusion_layers: str | None = setting("all | coarse | N: fuse self-attention in layers of at most N tokens per frame "
+                                        "(coarse: a quarter of the finest).", "all")
+    reweight: list[str] = setting("WORD=SCALE: scale a target word's cross-attention (repeatable).", flag="--reweight",
+                                  factory=list)
+    new_word_weight: float | None = setting("Cross-attention scale of swapped and inserted words.", 1.0)
+    blend: bool | None = setting("Blend mask from the changed words' cross-attention (MaskBlend + LocalBlend).", True,
+                                 flag="--blend/--no-blend")
+    blend_words: list[str] = setting("Words whose attention makes the mask, instead of the changed words (repeatable).",
+                                     flag="--blend-words", factory=list)
+    blend_threshold: float | None = setting("Mask threshold on the min-max-normalised attention contrast.", 0.5)
+    offset_inside: float | None = setting("Direct inversion: the share of the source branch's offset that the masked "
+                                          "(edited) region gets.", 1.0)
+    background_guidance: float | None = setting(f"Guidance {_REGION}.", default_text="as --guidance")
+    background_offset_inside: float | None = setting(f"--offset-inside {_REGION}.", default_text="as --offset-inside")
+    background_noise: float | None = setting(f"Share of fresh noise mixed into the inverted x_T {_REGION}.", 0.5)
+    background_negative: str | None = setting(f"The negative prompt of the guidance {_REGION}.", "source",
+                                              choices=NEGATIVES)
+    local_blend: str | None = setting("Latents outside the mask follow the source (auto: on wherever there is a mask).",
+                                      "auto", choices=LOCAL_BLENDS)
+    region_attention: str | None = setting(
+        "The model marks what a word names with more (Stable Diffusion) or less cross-attention; decides whether a "
+        "changed word edits its object or the rest of the frame.", "more", choices=POLARITIES)
+    blend_stop: float | None = setting("LocalBlend acts on the first fraction of the steps; the rest heal the seam.", 1.0)
+    composite: str | None = setting("The kept region's pixels from the source after decoding, seam inpainted "
+                                    "(auto: for background edits).", "auto", choices=COMPOSITES)
+    context_guidance: float | None = setting("Guide the adapter's bias like the noise, r_u + G·(r_c − r_u), in "
+                                             "inversion's source branch and in sampling (1: the conditional bias).", 1.0)
+    window: int | None = setting("Frames per window: a longer clip is inverted and sampled window by window, each "
+                                 "starting with frame 0 (the anchor).", 16, from_run=True,
+                                 default_text="the run's tune window, else 16")
+    overlap: int | None = setting("Frames shared by neighbouring windows, blended.", 4,
+                                  default_text="4, at most --window − 2")
+    control: str | None = setting("Structure control: canny | depth | pose | a folder of per-frame condition images | "
+                                  "none.", from_run=True, default_text="the run's")
+    controlnet: str | None = setting("ControlNet: hub id, folder, or tiny-random; its residuals go into inversion and "
+                                     "sampling.", from_run=True, default_text="the run's")
+    control_scale: float = setting("Weight of the ControlNet's residuals.", value=1.0, default_text="1")
+    depth_model: str | None = setting("Depth estimator for --control depth: hub id, folder, or tiny.", from_run=True,
+                                      default_text=f"the run's, else {DEFAULT_DEPTH_MODEL}")
+
+    def resolve(self, model_defaults: dict | None = None, run: dict | None = None) -> "EditSettings":
+        """Fill every unset setting, once: the run's (``run``: its manifest's settings) for those the
+        clip was tuned with, else the model's recommendation, else the built-in default."""
+        if getattr(self, "_resolved", False):
+            return self
+        overlap_unset = self.overlap is None
+        resolve(self, "edit", run=run, model=model_defaults)
+        if overlap_unset:  # a short window keeps its overlap below W − 1
+            self.overlap = min(self.overlap, max(0, self.window - 2))
         if not self.fusion:
             self.self_fusion = self.cross_fusion = 0.0
         if self.control == "none":  # the run's structure control switched off
             self.control = self.controlnet = None
         self.validate()
+        self._resolved = True
         return self
 
     def validate(self) -> None:
-        if self.steps is not None:
-            check_at_least_one(self, "steps")
-        if self.null_text_steps is not None:
-            check_at_least_one(self, "null_text_steps")
+        check_types(self)
+        check_choices(self)
+        for name in ("steps", "null_text_steps"):
+            if getattr(self, name) is not None:
+                check_at_least_one(self, name)
+        from .common import check_guidance
+
         for value in (self.guidance, self.background_guidance):
             if value is not None:
                 check_guidance(value)
         for name, meaning in SHARES.items():
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
-                raise UsageError(f"`{name}` must be between 0 and 1 (got {value}); it is {meaning}")
+            check_share(name, getattr(self, name), meaning)
         if self.window is not None or self.overlap is not None:
             from .windows import check_window
 
-            window = self.window if self.window is not None else EDIT_DEFAULTS["window"]
+            window = self.window if self.window is not None else EditSettings.builtin("window")
             check_window(window, self.overlap if self.overlap is not None else 0)
         if self.context_guidance is not None and not (math.isfinite(self.context_guidance) and self.context_guidance >= 0):
             raise UsageError(f"`context_guidance` must be 0 or more (got {self.context_guidance}); 1 is the plain conditional bias")
         if self.new_word_weight is not None and not (math.isfinite(self.new_word_weight) and self.new_word_weight > 0):
             raise UsageError(f"`new_word_weight` must be a positive number (got {self.new_word_weight})")
-        if self.inversion is not None:
-            check_choice("`inversion`", self.inversion, INVERSIONS)
         from .structure import check_control
 
         check_control(self.control, self.controlnet, self.control_scale, pair=False)
-        if self.local_blend is not None:
-            check_choice("`local_blend`", self.local_blend, LOCAL_BLENDS)
-        if self.region_attention is not None:
-            from ..attention.regions import POLARITIES
-
-            check_choice("`region_attention`", self.region_attention, POLARITIES)
-        if self.composite is not None:
-            check_choice("`composite`", self.composite, COMPOSITES)
-        if self.background_negative is not None:
-            check_choice("`background_negative`", self.background_negative, NEGATIVES)
-        if self.self_half is not None:
-            check_choice("`self_half`", self.self_half, SELF_HALVES)
         if self.fusion_layers is not None:
             parse_fusion_layers(self.fusion_layers, 4096)
         parse_reweight(self.reweight)
         self.blend_words = [w.strip() for w in self.blend_words if w and w.strip()]
 
+    @staticmethod
+    def builtin(name: str):
+        from ..settings import builtin_defaults
+
+        return builtin_defaults(EditSettings)[name]
+
     def settings(self) -> dict:
-        """The resolved settings, as edits.json records them."""
-        return {f.name: getattr(self, f.name) for f in fields(EditSettings) if f.name != "fusion_start"}
+        """The settings, as edits.json records them."""
+        return {f.name: getattr(self, f.name) for f in fields(EditSettings)}
 
 
 def parse_reweight(items: list[str]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Editing in memory (DESIGN §5.5–5.6): one source pass (contextual DDIM inversion, made to hold
+"""Editing in memory (docs/concepts/design.md §5.5–5.6): one source pass (contextual DDIM inversion, made to hold
 under guidance as ``inversion`` says), then one guided, fused, contextual sampling per target
 prompt with Prompt-to-Prompt control and blend masks. :func:`edit_clip` yields each prompt's
 frames as soon as they are decoded; nothing here writes files."""
@@ -25,6 +25,7 @@ from ..schedulers import ContextualDDIMScheduler
 from ..video import to_frames
 from .common import decode_latents, encode_text, placement, token_ids
 from .edit_options import EditSettings, parse_fusion_layers
+from .inversion_modes import mode
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
 from .composite import composite
@@ -122,11 +123,11 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
 
                     def sample_prompt(text_prompt: str, what: str, control: PromptControl | None = None):
                         control = control if control is not None else control_for(text_prompt)
-                        negative = src_text if opts.inversion == "negative-prompt" or _source_negative(control, opts) else uncond
+                        negative = src_text if mode(opts.inversion).source_negative or _source_negative(control, opts) else uncond
                         text = texts[text_prompt] if text_prompt in texts else encode([text_prompt])
                         with progress(f"editing: {what[:40]}{label}", opts.steps) as advance:
                             out = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
-                                              callback=lambda **_: advance())
+                                              callback=lambda _: advance())
                         timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
                         return out, control
 
@@ -176,7 +177,8 @@ def _source_negative(control: PromptControl, opts: EditSettings) -> bool:
     """Guide OUTSIDE regions away from the source prompt (ε_src + g·(ε_tgt − ε_src)): the difference
     of the prompts is what changes there; with the empty prompt as the negative the tuned model
     redraws its clip's own background (measured: black → white stays dark)."""
-    return control.outside is not None and opts.background_negative == "source" and opts.inversion != "null-text"
+    return control.outside is not None and opts.background_negative == "source" \
+        and mode(opts.inversion).region_negative
 
 
 def _composites(control: PromptControl, opts: EditSettings) -> bool:
@@ -209,13 +211,14 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     masks = opts.blend or bool(opts.blend_words)
     record = Recording(self_steps=frozenset(range(fused_steps(steps, opts.self_fusion))),
                        cross_steps=frozenset(range(steps if masks else fused_steps(steps, opts.cross_fusion))))
-    replayed = opts.inversion in ("direct", "null-text")
+    how = mode(opts.inversion)
+    replayed = how.replay
     seconds = {}
     with progress("inverting", steps) as advance:
         levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter, store=None if replayed else store,
-                                record=record, callback=lambda **_: advance())
+                                record=record, callback=lambda _: advance())
     source = SourcePass(levels=levels, store=store, seconds=seconds)
-    if opts.inversion == "null-text":
+    if how.null_text:
         t = time.perf_counter()
         source.null_text, optimised = _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache,
                                                  source_prompt, progress, tag)
@@ -224,8 +227,8 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
         t = time.perf_counter()
         with progress("source branch", steps) as advance:
             outputs = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, store=store,
-                                    record=record, callback=lambda **_: advance())
-        if opts.inversion == "direct":
+                                    record=record, callback=lambda _: advance())
+        if how.offsets:
             source.outputs = outputs
             source.context = context_for(adapter, None, src_text, x0.shape[0], uncond=uncond, scale=opts.context_guidance)
         seconds["replay_s"] = time.perf_counter() - t
@@ -244,7 +247,7 @@ def _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache, 
         return [n.to(uncond.device, uncond.dtype) for n in stored], False
     with progress("null-text", opts.steps) as advance:
         null = null_text_optimisation(unet, scheduler, levels, src_text, uncond, opts.guidance, adapter=adapter,
-                                      inner_steps=opts.null_text_steps, callback=lambda **_: advance())
+                                      inner_steps=opts.null_text_steps, callback=lambda _: advance())
     if cache is not None:
         cache.put(key, null)
     return null, True

@@ -11,51 +11,18 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..defaults import GENERATE_DEFAULTS
 from ..device import cpu_generator, oom_guard
 from ..errors import UsageError
 from ..models.inflate import shared_copy
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 from ..video import to_frames
-from .adapters import check_adapter_spec, resolve_adapter
-from .common import check_guidance, decode_latents, encode_text, fill_defaults, placement
+from .adapters import resolve_adapter
+from .common import decode_latents, encode_text, placement
+from .generate_options import SAMPLER_NAMES, GenerateSettings  # noqa: F401 — declared there
 from .loop import Denoiser, context_for, sample
 
-SAMPLERS = {"ddim": ContextualDDIMScheduler, "ddpm": ContextualDDPMScheduler}
-
-
-@dataclass(kw_only=True)
-class GenerateSettings:
-    """How images are sampled; a None takes the model's recommendation, else GENERATE_DEFAULTS."""
-
-    steps: int | None = None
-    guidance: float | None = None
-    sampler: str = "ddim"
-    negative_prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    adapter: str | None = None   # base (the model's own, if any), none, or an adapter folder
-
-    def validate(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise UsageError(f"`steps` must be at least 1 (got {self.steps})")
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"`sampler` must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
-        if self.guidance is not None:
-            check_guidance(self.guidance)
-        if (self.width is None) != (self.height is None):
-            raise UsageError("give both `width` and `height`, or neither")
-        if self.width is not None:
-            from .. import video as vio
-
-            vio.check_size(self.width, self.height)
-        check_adapter_spec(self.adapter, "`adapter`")
-
-    def resolve(self, model_defaults: dict | None) -> "GenerateSettings":
-        self.validate()
-        fill_defaults(self, "generate", GENERATE_DEFAULTS, model_defaults)
-        return self
+SAMPLERS = dict(zip(SAMPLER_NAMES, (ContextualDDIMScheduler, ContextualDDPMScheduler)))
 
 
 @dataclass
@@ -98,7 +65,7 @@ def generate_images(comps, prompts: list[str], n: int, seed: int, settings: Gene
                 latents = initial_latents(shape, generator, device, dtype) * scheduler.init_noise_sigma
                 with progress(f"{prompt[:40]} (seed {seed + k})", settings.steps) as advance:
                     latents = sample(scheduler, Denoiser(unet, text, uncond, settings.guidance), latents,
-                                     context=context, generator=generator, callback=lambda **_: advance())
+                                     context=context, generator=generator, callback=lambda _: advance())
                 image = to_frames(decode_latents(comps.vae, latents))[0]
                 yield GeneratedImage(prompt=prompt, seed=seed + k, image=image, seconds=time.perf_counter() - t1)
 

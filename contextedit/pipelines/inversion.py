@@ -1,4 +1,4 @@
-"""The source pass of an edit (DESIGN §3, §5.5): DDIM inversion, and what makes it hold under
+"""The source pass of an edit (docs/concepts/design.md §3.4, §5.5): DDIM inversion, and what makes it hold under
 classifier-free guidance.
 
 Plain DDIM inversion gives the noise of the *unguided* model, so guided sampling drifts away
@@ -28,8 +28,9 @@ import torch
 
 from ..attention.fusion import FusionStore, record_attention
 from .loop import Denoiser, context_for, invert
+from .inversion_modes import names
 
-INVERSIONS = ("ddim", "negative-prompt", "null-text", "direct")
+INVERSIONS = names()  # the registered modes (:mod:`.inversion_modes`)
 
 
 @dataclass
@@ -112,7 +113,8 @@ def replay_source(unet, scheduler, levels: list[torch.Tensor], source_text: torc
         with record.scope(unet, store, i, cond_only=True):
             outputs.append(Denoiser(unet, source_text, u, num_frames=frames).halves(levels[len(levels) - 1 - i], t))
         if callback is not None:
-            callback(i=i, t=int(t))
+            # where the source branch's step i lands: level T−i−1 of the trajectory (direct inversion)
+            callback({"i": i, "t": int(t), "x": levels[len(levels) - 2 - i], "denoised": None})
     return outputs
 
 
@@ -161,7 +163,7 @@ def null_text_optimisation(unet, scheduler, levels: list[torch.Tensor], source_t
         out.append(null.clone())
         with torch.no_grad():
             u = Denoiser(unet, null, num_frames=frames)(x, t)
-            x = scheduler.step(u + guidance * (cond - u), t_int, x, context=context).prev_sample
+            x, denoised = scheduler.step(u + guidance * (cond - u), t_int, x, context=context, return_dict=False)
         if callback is not None:
-            callback(i=i, t=t_int)
+            callback({"i": i, "t": t_int, "x": x, "denoised": denoised})
     return out

@@ -3,6 +3,11 @@
 Read like k-diffusion's samplers: a loop over timesteps calling the model (with guidance), the
 scheduler's step and a callback. Everything specific — the adapter context, attention fusion,
 progress — comes in as arguments.
+
+Both loops (and the source replay and null-text loops of :mod:`.inversion`) call ``callback``
+after each step with one dict, as k-diffusion's samplers do: ``{"i": step index, "t": int
+timestep, "x": the latents after the step, "denoised": the x̂0 the step computed}``
+(``"denoised"`` is None where a loop computes none).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 
 Context = Optional[Callable[[torch.Tensor, int], torch.Tensor]]
 StepContext = Optional[Callable[[int, int], ContextManager]]
-Callback = Optional[Callable[..., None]]
+Callback = Optional[Callable[[dict], None]]  # callback({"i", "t", "x", "denoised"}) after each step
 AfterStep = Optional[Callable[[int, torch.Tensor], torch.Tensor]]
 
 
@@ -97,11 +102,12 @@ def sample(scheduler, model: Callable, latents: torch.Tensor, *, context: Contex
     for i, (t, t_int) in enumerate(_timesteps(scheduler.timesteps)):
         with _step_scope(step_context, i, t_int):
             model_output = model(scheduler.scale_model_input(latents, t), t)
-        latents = scheduler.step(model_output, t_int, latents, context=context, generator=generator).prev_sample
+        latents, denoised = scheduler.step(model_output, t_int, latents, generator=generator, context=context,
+                                           return_dict=False)
         if after_step is not None:
             latents = after_step(i, latents)
         if callback is not None:
-            callback(i=i, t=t_int)
+            callback({"i": i, "t": t_int, "x": latents, "denoised": denoised})
     return latents
 
 
@@ -121,10 +127,9 @@ def invert(scheduler, model: Callable, latents: torch.Tensor, *, context: Contex
     for j, (t, t_int) in enumerate(_timesteps(scheduler.timesteps.flip(0))):
         with _step_scope(step_context, j, t_int):
             model_output = model(latents, t)
-        latents = scheduler.invert_step(model_output, t_int, latents, context=context)
-        latents = getattr(latents, "prev_sample", latents)
+        latents, denoised = scheduler.invert_step(model_output, t_int, latents, context=context, return_dict=False)
         if trajectory is not None:
             trajectory.append(latents)
         if callback is not None:
-            callback(j=j, t=t_int)
+            callback({"i": j, "t": t_int, "x": latents, "denoised": denoised})
     return latents

@@ -20,11 +20,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..defaults import DEFAULT_DEPTH_MODEL  # noqa: F401
 from ..errors import InputError, ModelNotFoundError, UsageError
 
 CONTROLS = ("canny", "depth", "pose")
 CANNY_THRESHOLDS = (100, 200)  # the values of diffusers' and ControlNet's canny examples
-DEFAULT_DEPTH_MODEL = "Intel/dpt-hybrid-midas"
 POSE_ANNOTATOR = "lllyasviel/Annotators"  # controlnet_aux's OpenPose weights
 
 

@@ -1,7 +1,7 @@
 """The one training step and loop shared by ``tune`` (video) and ``train-adapter`` (images).
 
 The contextual forward process (Eq. 1) draws x_t with the adapter's bias inside, so gradients
-reach r_φ through x_t and through the ε̃/v target (DESIGN §2; Eq. 6 with λ_t = ᾱ_t/(1−ᾱ_t)).
+reach r_φ through x_t and through the ε̃/v target (docs/concepts/design.md §2; Eq. 6 with λ_t = ᾱ_t/(1−ᾱ_t)).
 Checkpoints hold the trained tensors and the AdamW state, and each step's randomness comes from
 its own seed, so a resumed run ends on the same weights as an uninterrupted one.
 """
@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..device import cpu_generator
 from ..fileio import load_safetensors, save_safetensors, safetensors_metadata
 from ..schedulers import q_sample, training_target
+from .tune_options import ADAPTER_INPUTS  # noqa: F401 — declared with the setting
 
 
 @dataclass
@@ -29,15 +30,13 @@ class Batch:
     num_frames: int | None      # F for the inflated video UNet, None for the image UNet
 
 
-ADAPTER_INPUTS = ("clean", "predicted")
-
 
 def contextual_loss(unet, adapter, scheduler, batch: Batch, step_seed: int, adapter_input: str = "clean") -> torch.Tensor:
     """‖model(x_t) − target‖² with x_t = √ᾱ_t x0 + k_t r_φ(x0, c, t) + √(1−ᾱ_t) ε (Eq. 1).
 
     ``adapter_input`` "predicted": on every other step (by the step's seed) the adapter reads the
     x̂0 the model predicts from the unbiased x_t, not the clean x0 — what it reads while sampling
-    (DESIGN §3). One more UNet call without gradients on those steps."""
+    (docs/concepts/design.md §3). One more UNet call without gradients on those steps."""
     x0 = batch.x0
     per_clip = batch.num_frames or 1
     clips = x0.shape[0] // per_clip

@@ -18,7 +18,7 @@ import torch
 from ..errors import InputError
 from ..fileio import atomic_folder, load_safetensors, save_safetensors
 from ..models.adapter import ContextAdapter
-from ..runs import MANIFEST_VERSION, load_manifest, run_file, write_manifest
+from ..runs import MANIFEST_VERSION, file_hashes, load_manifest, run_file, verify_files, write_manifest
 
 FILES = {"tuned": "tuned.safetensors", "adapter": "adapter", "latents": "latents.safetensors", "clip": "source.mp4"}
 
@@ -80,7 +80,8 @@ class TunedClip:
                 self.adapter.save_pretrained(str(tmp / FILES["adapter"]), safe_serialization=True)
             save_safetensors({"latents": self.latents.detach().float().cpu().contiguous()}, tmp / FILES["latents"])
             vio.write_video(self.source_frames(), tmp / FILES["clip"], self.fps)
-            write_manifest(tmp, self.manifest())
+            manifest = self.manifest()
+            write_manifest(tmp, {**manifest, "sha256": file_hashes(tmp, manifest["files"])})
         return folder
 
     @classmethod
@@ -91,27 +92,26 @@ class TunedClip:
 
         folder = Path(folder)
         manifest = load_manifest(folder)
-        if manifest.get("version", 1) > MANIFEST_VERSION:
+        if manifest["version"] > MANIFEST_VERSION:
             raise InputError(f"{folder} was written by a newer contextedit (manifest version {manifest['version']}); upgrade")
+        if manifest["version"] < 2:
+            raise InputError(f"{folder} is a run of a development version (manifest version {manifest['version']}); "
+                             "tune again")
+        verify_files(folder, manifest)
+        fps = manifest["fps"]
+        if manifest["version"] < 3 and manifest.get("stride"):  # its fps was the source's, not the clip's
+            fps = fps / manifest["stride"]
         latents = load_safetensors(run_file(folder, manifest, "latents"))["latents"]
-        # runs tuned before the temporal layers were modules keep them under the processor
-        tuned = {k.replace(".attn1.processor.temporal.", ".attn1.temporal."): v
-                 for k, v in load_safetensors(run_file(folder, manifest, "tuned")).items()}
+        tuned = load_safetensors(run_file(folder, manifest, "tuned"))
         adapter = None
         if manifest.get("adapter"):
-            path = run_file(folder, manifest, "adapter")
-            if path.is_dir():
-                adapter = load_adapter_folder(path, "run adapter")[0]
-            else:  # a version-1 run: the weights in one file, the config in the manifest
-                adapter = ContextAdapter.from_config(manifest["adapter_config"])
-                adapter.load_state_dict(load_safetensors(path))
-                adapter.eval()
+            adapter = load_adapter_folder(run_file(folder, manifest, "adapter"), "run adapter")[0]
         clip = run_file(folder, manifest, "clip")
         known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
-                 "loss_curve", "files", "adapter_config"}
+                 "loss_curve", "files", "sha256"}
         settings = {k: manifest[k] for k in SETTINGS if k in manifest}
         record = {k: v for k, v in manifest.items() if k not in known and k not in settings}
-        return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=None, fps=manifest["fps"],
+        return cls(model=manifest["model"], prompt=manifest["source_prompt"], frames=None, fps=fps,
                    latents=latents, tuned=tuned, adapter=adapter, settings=settings,
                    losses=list(manifest.get("loss_curve") or []), record=record, source=clip)
 

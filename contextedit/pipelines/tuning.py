@@ -1,4 +1,4 @@
-"""One-shot tuning in memory (DESIGN §5.1–5.4): inflate a copy of the UNet, attach the adapter,
+"""One-shot tuning in memory (docs/concepts/design.md §5.1–5.4): inflate a copy of the UNet, attach the adapter,
 train jointly, return a :class:`~contextedit.pipelines.tuned.TunedClip`.
 
 Nothing here reads or writes run folders; the checkpoint file for a resumable tune is the
@@ -8,15 +8,13 @@ caller's choice (``checkpoint=``).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..defaults import TUNE_DEFAULTS
 from ..device import cpu_generator, oom_guard, seeded
 from ..errors import UsageError
 from ..models.adapter import ContextAdapter, config_for_unet
@@ -24,58 +22,12 @@ from ..models.inflate import inflate_unet, mark_trainable, trainable_parameters,
 from ..models.loading import Components
 from ..progress import ProgressFactory, silent
 from ..schedulers import ContextualDDPMScheduler
-from .adapters import check_adapter_spec, describe as describe_adapter, resolve_adapter
+from .adapters import describe as describe_adapter, resolve_adapter
 from .common import encode_latents, encode_text, placement
-from .training import ADAPTER_INPUTS, Batch, Trainer, adapter_rel_scale, contextual_loss
+from .training import Batch, Trainer, adapter_rel_scale, contextual_loss
+from .tune_options import TuneSettings  # noqa: F401 — declared there
 from .tuned import TunedClip
-from .windows import check_window, training_window
-
-
-@dataclass(kw_only=True)
-class TuneSettings:
-    """How a clip is tuned (the library's names; the CLI spells them as flags)."""
-
-    steps: int = 500
-    lr: float = 1e-5
-    seed: int = 0
-    adapter: bool = True
-    adapter_init: str = "base"         # base | none | an adapter folder
-    adapter_lr: float | None = None    # default: TUNE_DEFAULTS["adapter_lr"]
-    adapter_input: str = "clean"       # clean | predicted: what x0 the adapter reads in training
-    checkpointing: bool = True         # gradient checkpointing
-    checkpoint_every: int = 100
-    window: int = 16                   # frames per tuning step: longer clips train on one window per step
-    control: str | None = None         # structure control edit will use: canny | depth | pose | a folder
-    controlnet: str | None = None      # its ControlNet: a hub id, a folder or tiny-random
-    depth_model: str = "Intel/dpt-hybrid-midas"  # for control depth: DPT / Depth-Anything, a folder or tiny
-
-
-    def validate(self) -> None:
-        for name in ("steps", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"`{name}` must be at least 1 (got {getattr(self, name)})")
-        _check_lr("lr", self.lr, "; the paper uses 1e-5")
-        if self.adapter_lr is None:
-            self.adapter_lr = TUNE_DEFAULTS["adapter_lr"]
-        _check_lr("adapter_lr", self.adapter_lr, f"; the default is {TUNE_DEFAULTS['adapter_lr']:g}")
-        check_adapter_spec(self.adapter_init, "`adapter_init`")
-        check_window(self.window, 0)
-        from .structure import check_control
-
-        if self.control == "none":  # edit's word for off; here it only means no structure control
-            if self.controlnet is not None:
-                raise UsageError("`control` none turns structure control off; drop `controlnet` or pass canny, depth, pose or a folder")
-            self.control = None
-        check_control(self.control, self.controlnet)
-        if self.control is not None and Path(self.control).is_dir():  # the run folder records where it is
-            self.control = str(Path(self.control).resolve())
-        if self.adapter_input not in ADAPTER_INPUTS:
-            raise UsageError(f"`adapter_input` must be one of {', '.join(ADAPTER_INPUTS)} (got {self.adapter_input!r})")
-
-
-def _check_lr(name: str, lr: float, hint: str) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise UsageError(f"`{name}` must be a positive number (got {lr}){hint}")
+from .windows import training_window
 
 
 def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: TuneSettings, *, fps: float = 8.0,

@@ -1,4 +1,4 @@
-"""Clips of any length in windows of W frames (DESIGN §5, long clips).
+"""Clips of any length in windows of W frames (docs/concepts/design.md §5.8).
 
 Every window starts with frame 0, the shared anchor: its sparse-causal attention (frame i sees
 frame 0 and frame i−1) then looks at the same first frame in every window, which ties the

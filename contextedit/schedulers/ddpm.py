@@ -2,7 +2,9 @@
 
 ``ContextualDDPMScheduler`` is diffusers' ``DDPMScheduler`` (config, ``set_timesteps``,
 ``previous_timestep``) with a ``step`` that takes the adapter as ``context(x0_hat, timestep)``.
-With ``context=None`` and the same generator it equals diffusers' step, noise included.
+With ``context=None`` and the same generator it equals diffusers' step, noise included, and it is
+called as diffusers calls it: ``step(model_output, timestep, sample, generator, context=None,
+return_dict=True)``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 
 from ..errors import UsageError
-from .ddim import Context, ContextualSchedulerMixin, ContextualSchedulerOutput
+from .ddim import Context, ContextualSchedulerMixin, ContextualSchedulerOutput, _output
 from .maths import ddpm_posterior_mean, ddpm_posterior_variance, predict_x0_eps
 
 SUPPORTED_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
@@ -22,9 +24,12 @@ SUPPORTED_VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large")
 class ContextualDDPMScheduler(ContextualSchedulerMixin, DDPMScheduler):
     """DDPM whose reverse kernel is q_φ(x_s | x_t, x̂0, c): mean Eq. 7, variance of Eq. 3."""
 
-    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor, context: Context = None, *,
-             generator: torch.Generator | None = None) -> ContextualSchedulerOutput:
-        """x_t → x_s ~ N(mean, var) with the model output at (x_t, t) and r_φ evaluated on x̂0."""
+    def step(self, model_output: Tensor, timestep: int | Tensor, sample: Tensor,
+             generator: torch.Generator | None = None, context: Context = None,
+             return_dict: bool = True) -> ContextualSchedulerOutput | tuple[Tensor, Tensor]:
+        """x_t → x_s ~ N(mean, var) with the model output at (x_t, t) and r_φ evaluated on x̂0.
+
+        diffusers' ``DDPMScheduler.step`` with ``context`` added before ``return_dict``."""
         if self.config.variance_type not in SUPPORTED_VARIANCE_TYPES:
             raise UsageError(f"variance_type {self.config.variance_type!r} is not supported by the contextual "
                              f"DDPM sampler; use a scheduler config with one of {SUPPORTED_VARIANCE_TYPES}")
@@ -33,7 +38,7 @@ class ContextualDDPMScheduler(ContextualSchedulerMixin, DDPMScheduler):
         s = int(self.previous_timestep(t))
         # 2. ᾱ_t and ᾱ_s
         alpha_bar_t, alpha_bar_s = self.schedule.alpha_bar(t), self.schedule.alpha_bar(s)
-        # 3. predicted x0 from the model output (DESIGN §2), clipped or thresholded as diffusers does
+        # 3. predicted x0 from the model output (docs/concepts/design.md §2), clipped or thresholded as diffusers does
         x0_hat, _ = predict_x0_eps(model_output, sample, alpha_bar_t, self.config.prediction_type)
         x0_hat = self._clip_x0(x0_hat)
         # 4. context biases at both levels: b_t = k_t r_φ(x̂0, c, t), b_s = k_s r_φ(x̂0, c, s)
@@ -45,7 +50,7 @@ class ContextualDDPMScheduler(ContextualSchedulerMixin, DDPMScheduler):
             noise = randn_tensor(model_output.shape, generator=generator, device=model_output.device,
                                  dtype=model_output.dtype)
             x_s = x_s + self._noise_std(alpha_bar_t, alpha_bar_s).to(noise.device, noise.dtype) * noise
-        return ContextualSchedulerOutput(prev_sample=x_s, pred_original_sample=x0_hat)
+        return _output(x_s, x0_hat, return_dict)
 
     def _noise_std(self, alpha_bar_t: Tensor, alpha_bar_s: Tensor) -> Tensor:
         """σ of the added noise for the configured ``variance_type`` (float64)."""

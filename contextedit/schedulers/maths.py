@@ -1,4 +1,4 @@
-"""ContextDiff's contextual diffusion as small functions of tensors (DESIGN §1–3).
+"""ContextDiff's contextual diffusion as small functions of tensors (docs/concepts/design.md §1–3).
 
 Notation: ᾱ_t = ``alpha_bar_t``; s is the previous level of the sampled sub-sequence;
 b_t = k_t · r_φ(x0, c, t) with k_t = √ᾱ_t (1 − √ᾱ_t) (Eq. 1). Every function takes the bias
@@ -98,7 +98,7 @@ def q_sample(schedule: Any, x0: Tensor, noise: Tensor, t: Level, r: Tensor | Non
     """Draw x_t ~ q_φ(x_t | x0, c) by reparameterisation (Eq. 1 / Eq. 8).
 
     x_t = √ᾱ_t x0 + k_t r_φ(x0, c, t) + √(1 − ᾱ_t) ε. ``r`` is the adapter's raw output (shape of
-    x0) or None; gradients reach it through x_t, so adapter and UNet train jointly (DESIGN §2).
+    x0) or None; gradients reach it through x_t, so adapter and UNet train jointly (docs/concepts/design.md §2).
     """
     alpha_bar = as_schedule(schedule).alpha_bar(t)
     x_t = _at(alpha_bar.sqrt(), x0) * x0 + _at((1 - alpha_bar).sqrt(), x0) * noise
@@ -109,7 +109,7 @@ def q_sample(schedule: Any, x0: Tensor, noise: Tensor, t: Level, r: Tensor | Non
 
 def training_target(schedule: Any, x0: Tensor, x_t: Tensor, t: Level,
                     prediction_type: str | None = None) -> Tensor:
-    """The regression target that carries the bias (DESIGN §2; Eq. 6 with λ_t = ᾱ_t/(1−ᾱ_t)).
+    """The regression target that carries the bias (docs/concepts/design.md §2; Eq. 6 with λ_t = ᾱ_t/(1−ᾱ_t)).
 
     ε̃ = (x_t − √ᾱ_t x0)/√(1 − ᾱ_t) = ε + b_t/√(1 − ᾱ_t); for v: √ᾱ_t ε̃ − √(1 − ᾱ_t) x0; for
     "sample": x0. Computed from x_t (not detached) so that ‖ε_θ − ε̃‖² is exactly the x0 loss
@@ -134,7 +134,7 @@ def training_target(schedule: Any, x0: Tensor, x_t: Tensor, t: Level,
 
 def predict_x0_eps(model_output: Tensor, x_t: Tensor, alpha_bar_t: Tensor,
                    prediction_type: str) -> tuple[Tensor, Tensor]:
-    """x̂0 and ε̂ from the model output at x_t, as diffusers derives them (DESIGN §2).
+    """x̂0 and ε̂ from the model output at x_t, as diffusers derives them (docs/concepts/design.md §2).
 
     x̂0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t carries no bias term: the bias is inside ε̃, the ε target.
     A v prediction is converted: x̂0 = √ᾱ_t x_t − √(1−ᾱ_t) v, ε̂ = √ᾱ_t v + √(1−ᾱ_t) x_t.
@@ -177,7 +177,7 @@ def ddim_step(x0_hat: Tensor, eps: Tensor, alpha_bar_t: Tensor, alpha_bar_s: Ten
 
 def ddim_invert(x0_hat: Tensor, eps: Tensor, alpha_bar_s: Tensor, alpha_bar_t: Tensor,
                 b_s: Tensor | None = None, b_t: Tensor | None = None) -> Tensor:
-    """Contextual DDIM inversion step x_s → x_t, the inverse of Eq. 11 (DESIGN §3).
+    """Contextual DDIM inversion step x_s → x_t, the inverse of Eq. 11 (docs/concepts/design.md §3.2).
 
     With x̂0, ε̂ from the model at x_s: d = ε̂ − b_s/√(1−ᾱ_s), x_t = √ᾱ_t x̂0 + √(1−ᾱ_t) d + b_t.
     An exact model keeps x on x = √ᾱ x0 + b + √(1−ᾱ) n, which Eq. 11 then walks back.

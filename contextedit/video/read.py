@@ -51,7 +51,7 @@ def read_video(
         return select_indices(info.frames, frames, stride, start, source=str(path))
 
     info, pixels = _decode(path, choose, backend)
-    return Clip(pixels, info.fps, str(path), info.frames, choose(info))
+    return Clip(pixels, info.fps, str(path), info.frames, choose(info), info.times)
 
 
 def probe(path: str | os.PathLike, backend: str = "auto") -> VideoInfo:
@@ -106,6 +106,8 @@ def _read_decord(path: Path, choose: Chooser) -> tuple[VideoInfo, np.ndarray]:
             info = VideoInfo(len(reader), float(reader.get_avg_fps()), first.shape[1], first.shape[0])
             indices = choose(info)
             pixels = reader.get_batch(indices).asnumpy() if indices else _empty(first)
+            if indices:
+                info = info._replace(times=tuple(float(t) for t in reader.get_frame_timestamp(indices)[:, 0]))
     except (RuntimeError, decord.DECORDError, IndexError) as exc:
         raise _DecodeFailed(f"decord: {_reason(str(exc))}") from exc
     return info, pixels

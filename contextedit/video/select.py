@@ -22,6 +22,7 @@ class VideoInfo(NamedTuple):
     fps: float
     width: int
     height: int
+    times: tuple[float, ...] | None = None  # presentation time (s) of each chosen frame, where the decoder says
 
 
 @dataclass
@@ -33,6 +34,16 @@ class Clip:
     path: str
     total_frames: int  # frames in the source before selection
     indices: list[int] = field(default_factory=list)  # source index of each selected frame
+    times: tuple[float, ...] | None = None  # each selected frame's presentation time (s), where known
+
+    @property
+    def playback_fps(self) -> float:
+        """The rate that plays the selection in the source's time: from the frames' own timestamps
+        (right for variable frame rates too), else the source's fps over the stride."""
+        if self.times is not None and len(self.times) > 1 and self.times[-1] > self.times[0]:
+            return round((len(self.times) - 1) / (self.times[-1] - self.times[0]), 6)
+        stride = self.indices[1] - self.indices[0] if len(self.indices) > 1 else 1
+        return self.fps / stride
 
     @property
     def width(self) -> int:

@@ -1,0 +1,96 @@
+"""The options of each command, declared once: its own fields (:func:`~contextedit.settings.setting`)
+on top of the library's settings (:class:`EditSettings`, :class:`TuneSettings`,
+:class:`GenerateSettings`) and :class:`RuntimeOptions`. The CLI builds its flags from these
+fields, ``batch`` checks its jobs' options against them. No torch here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .defaults import DEFAULT_CAPTION_MODEL
+from .errors import UsageError
+from .pipelines.edit_options import EditSettings
+from .pipelines.generate_options import GenerateSettings
+from .pipelines.tune_options import TuneSettings
+from .settings import RuntimeOptions, check_at_least_one, check_choice, check_prompt, check_prompts, setting
+
+FORMATS = ("mp4", "gif", "frames")
+
+
+@dataclass
+class TuneOptions(TuneSettings, RuntimeOptions):
+    video: str = setting("Source clip: mp4/mov/webm/avi/gif or a folder of frames.", argument=True, required=True)
+    prompt: str | None = setting("Source prompt.", default_text="a BLIP-2 caption of the clip")
+    frames: int | str | None = setting("Frames to sample: a count, or all (every --stride-th from --start).", value=8,
+                                       default_text="8")
+    stride: int = setting("Take every S-th frame (the paper's sample rate is 2).", value=2, default_text="2")
+    start: int = setting("First frame index.", value=0, default_text="0")
+    size: str | None = setting("WIDTHxHEIGHT, multiples of 8.",
+                               default_text="source aspect, short side at the model's native size")
+    out: str | None = setting("Run folder.", default_text="runs/<video name>/")
+    resume: bool = setting("Continue an interrupted tune from its checkpoint.", flag="--resume", value=False)
+    caption_model: str = setting("BLIP-2 model for captions: hub id, folder or 'tiny'.", value=DEFAULT_CAPTION_MODEL,
+                                 default_text=DEFAULT_CAPTION_MODEL)
+
+    def validate(self) -> None:
+        self.frames = parse_frames(self.frames)
+        check_at_least_one(self, "stride")
+        if self.frames is not None:
+            check_at_least_one(self, "frames")
+        if self.start < 0:
+            raise UsageError(f"`start` must be 0 or more (got {self.start})")
+        TuneSettings.validate(self)
+        if self.prompt is not None:
+            self.prompt = check_prompt(self.prompt)
+        if self.size is not None:
+            from . import video as vio
+
+            vio.parse_size(self.size)
+        if self.resume and self.overwrite:
+            raise UsageError("`resume` and `overwrite` contradict each other; pick one")
+
+
+def parse_frames(value) -> int | None:
+    """``--frames``: a count, or ``all`` (None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "all"):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"`frames` must be a frame count or all (got {value!r})") from None
+
+
+@dataclass
+class EditOptions(EditSettings, RuntimeOptions):
+    prompts: list[str] = setting("Target prompt (repeatable).", flag="--prompt", required=True)
+    run: str | None = setting("Tuned run folder.", default_text="the latest run")
+    source_prompt: str | None = setting("Override the run's source prompt.")
+    mask: str | None = setting("User mask: a PNG for all frames or a folder of one per frame; white = may change.")
+    adapter: bool = setting("Sample with the tuned adapter (--no-adapter: the ablation without it).",
+                            flag="--adapter/--no-adapter", value=True, default_text="on")
+    out: str | None = setting("Output folder.", default_text="<run>/edits/")
+    format: str = setting("Output format.", choices=FORMATS, flag="--format", value="mp4", default_text="mp4")
+    side_by_side: bool = setting("Write source | edit side by side.", flag="--side-by-side", value=False)
+
+    def validate(self) -> None:
+        self.prompts = check_prompts(self.prompts, "pass `prompt` TEXT (repeatable) or `prompts_file` FILE")
+        if self.source_prompt is not None:
+            self.source_prompt = check_prompt(self.source_prompt, "`source_prompt`")
+        check_choice("`format`", self.format, FORMATS)
+        EditSettings.validate(self)
+
+    def settings(self) -> dict:
+        return {**EditSettings.settings(self), "mask": self.mask, "format": self.format, "side_by_side": self.side_by_side}
+
+
+@dataclass
+class GenerateOptions(GenerateSettings, RuntimeOptions):
+    prompts: list[str] = setting("Prompt (repeatable).", flag="--prompt", required=True)
+    n: int = setting("Images per prompt (seeds seed, seed+1, …).", value=1, default_text="1")
+    grid: bool = setting("Also write grid.png of all images.", flag="--grid", value=False)
+    out: str | None = setting("Output folder.", default_text="outputs/generate/<timestamp>/")
+
+    def validate(self) -> None:
+        self.prompts = check_prompts(self.prompts, "pass `prompt` TEXT (repeatable)")
+        check_at_least_one(self, "n")
+        GenerateSettings.validate(self)

@@ -1,0 +1,42 @@
+"""What grows is a record plus one registration line (issue 30): a new inversion mode built of the
+registered steps runs through the edit pipeline by its fields alone."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from contextedit.pipelines import inversion_modes
+
+from helpers import MODEL, write_clip
+
+SOURCE = "a red circle moving right on a black background"
+TARGET = "a blue circle moving right on a black background"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from contextedit import ContextEditPipeline, video
+
+    folder = tmp_path_factory.mktemp("reg")
+    clip = video.read_video(write_clip(folder / "clip.mp4", frames=8), frames=2, stride=2)
+    pipe = ContextEditPipeline.from_pretrained(MODEL, device="cpu")
+    return pipe, pipe.tune(clip.frames, SOURCE, steps=1, checkpointing=False)
+
+
+@pytest.mark.parametrize("like", ["direct", "negative-prompt"])
+def test_a_registered_mode_runs_by_its_fields(run, like):
+    """A copy of a mode under a new name edits exactly as the original: the pipeline reads the
+    record, never the name; and the new name is a valid `inversion` at once."""
+    pipe, tuned = run
+    copy = inversion_modes.register(dataclasses.replace(inversion_modes.mode(like), name=f"my-{like}"))
+    try:
+        (mine,) = pipe.edit(tuned, TARGET, steps=3, inversion=copy.name)
+        (theirs,) = pipe.edit(tuned, TARGET, steps=3, inversion=like)
+    finally:
+        inversion_modes.MODES.pop(copy.name)
+    assert np.array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="inversion"):
+        pipe.edit(tuned, TARGET, steps=3, inversion=copy.name)  # unregistered again: refused
