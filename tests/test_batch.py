@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import contextedit.commands.batch as batch_module
+import contextedit.commands.jobs as jobs_module
 from contextedit.cli import app
 from contextedit.commands.batch import plan_jobs
 from contextedit.commands.workers import pinned_device
@@ -233,7 +234,7 @@ def test_tune_names_a_frame_folder_ending_in_dotdot_after_the_folder_it_resolves
 # Issue 29 (9): every option is checked before the first job, and the error names the job and the option.
 
 def test_a_duplicate_prompt_is_refused_before_any_tuning(tmp_path, monkeypatch):
-    monkeypatch.setattr(batch_module, "components", lambda options: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(jobs_module, "components", lambda options: pytest.fail("a model was loaded"))
     write_clip(tmp_path / "jobs" / "a.mp4", frames=6)
     write_clip(tmp_path / "jobs" / "b.mp4", frames=6)
     jobs = jobs_file(tmp_path, [{"video": "a.mp4", "source_prompt": SOURCE, "edits": EDITS},

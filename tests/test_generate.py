@@ -43,7 +43,8 @@ def test_same_seed_same_image_and_n_seeds(tmp_path):
     a, result = _generate(tmp_path, "a", n=2, grid=True)
     b, _ = _generate(tmp_path, "b", n=2)
     assert len(a) == 2 and all((x == y).all() for x, y in zip(a, b))
-    assert not (a[0] == a[1]).all()
+    alone, _ = _generate(tmp_path, "c", n=1, seed=4)  # image k of n is seed + k's image, made on its own
+    assert (a[1] == alone[0]).all() and not (a[0] == a[1]).all()
     assert [e["seed"] for e in result.record["images"]] == [3, 4]
     assert (result.out_dir / "grid.png").exists() and (result.out_dir / "generate.json").exists()
 

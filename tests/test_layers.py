@@ -117,12 +117,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-# issue 30: batch↔workers, being removed
-BEING_REMOVED = [["contextedit.commands.batch", "contextedit.commands.workers"]]
-
-
 def test_no_import_cycles():
-    assert [c for c in cycles(import_graph()) if c not in BEING_REMOVED] == []
+    assert cycles(import_graph()) == []
 
 
 def test_production_never_imports_the_test_helpers():

@@ -12,7 +12,7 @@ import os
 from typing import Iterator
 
 from ..errors import Interrupted, UsageError
-from .batch import Job, run_job
+from .jobs import Job, run_job
 
 _GPU: int | None = None  # the GPU of this worker process, set by _start_worker
 
