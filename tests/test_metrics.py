@@ -69,7 +69,7 @@ def test_evaluate_matches_hand_computation(tmp_path, clip_folder):
 
     result = evaluate([tmp_path / "clip"], prompt=prompt, clip_model=str(clip_folder))
     row = result["results"][0]
-    assert result["clip_model"] == str(clip_folder)
+    assert result["models"]["clip"] == str(clip_folder)
     assert row["frames"] == 4 and row["prompt"] == prompt
     assert row["clip_text"] == pytest.approx(text, abs=1e-5)
     assert row["clip_temporal"] == pytest.approx(consecutive, abs=1e-5)
@@ -148,7 +148,7 @@ def test_psnr_metric_resizes_source(tmp_path):
     with pytest.raises(UsageError, match="`source`"):
         evaluate([tmp_path / "out"], metrics="psnr")
     result = evaluate([tmp_path / "out"], metrics="psnr", source=tmp_path / "source")
-    assert result["clip_model"] is None and set(result["mean"]) == {"psnr"}
+    assert result["models"]["clip"] is None and set(result["mean"]) == {"psnr"}
     assert 20 < result["results"][0]["psnr"] <= PSNR_CAP_DB
 
 

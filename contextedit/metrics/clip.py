@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
+from .metric import Metric
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 TEMPORAL_MODES = ("consecutive", "all")
@@ -82,3 +83,25 @@ def clip_temporal_score(image_embeds: torch.Tensor, mode: str = "consecutive") -
         return (unit[:-1] * unit[1:]).sum(-1).mean().item()
     i, j = torch.triu_indices(len(unit), len(unit), offset=1)
     return (unit[i] * unit[j]).sum(-1).mean().item()
+
+
+def _score(item, scorer: ClipScorer, ctx) -> dict:
+    embeds = scorer.image_embeds(item.frames)
+    text = scorer.text_embeds([item.prompt])[0]
+    cosines = F.cosine_similarity(embeds, text.reshape(1, -1), dim=-1)
+    mean = cosines.mean().item()
+    return {"clip_text": mean, "clip_text_logit": 100.0 * mean, "clip_temporal": clip_temporal_score(embeds, ctx.temporal),
+            "per_frame": {"clip_text": cosines.tolist()}}
+
+
+CLIP = Metric(
+    "clip", ("clip_text", "clip_text_logit", "clip_temporal"),
+    scales={
+        "clip_text": "cosine(frame, prompt) of CLIP embeddings, mean over frames; the paper's Table 2 scale (0.274)",
+        "clip_text_logit": "100 x clip_text: V2VBench's and LOVEU-TGVE's CLIP-T scale (27.5 for Tune-A-Video)",
+        "clip_temporal": "cosine of CLIP frame embeddings, {temporal} pairs (V2VBench CLIP-F: consecutive)",
+    },
+    columns={"clip_text": "CLIP-T", "clip_text_logit": "CLIP-T×100", "clip_temporal": "CLIP-F"},
+    score=_score, load=lambda ctx: load_clip(ctx.options["clip_model"], ctx.device),
+    needs_prompt=True, per_frame=("clip_text",),
+)

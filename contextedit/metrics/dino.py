@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .clip import clip_temporal_score
+from .metric import Metric
+
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
 
 
@@ -40,3 +43,12 @@ def load_dino(model_id: str = DEFAULT_DINO_MODEL, device: str | torch.device = "
     model, processor = load_dino_model(model_id)
     model.requires_grad_(False).to(torch.device(device))
     return DinoScorer(model=model, processor=processor, model_id=model_id, batch_size=batch_size)
+
+
+DINO = Metric(
+    "dino", ("dino_temporal",),
+    scales={"dino_temporal": "cosine of DINOv2 [CLS] embeddings, {temporal} pairs"},
+    columns={"dino_temporal": "DINO"},
+    score=lambda item, scorer, ctx: {"dino_temporal": clip_temporal_score(scorer.embeds(item.frames), ctx.temporal)},
+    load=lambda ctx: load_dino(ctx.options["dino_model"], ctx.device),
+)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, UsageError
+from .metric import Metric
 from .psnr import resize_frames
 
 FLOW_METHODS = ("farneback", "raft")
@@ -128,6 +129,31 @@ def warp_error(edit: np.ndarray, source: np.ndarray, estimator) -> tuple[float |
     if not per_pair:
         return None, []
     return float(np.mean(per_pair)), per_pair
+
+
+def check_flow_options(options) -> None:
+    """``flow`` is a known method and ``flow_model`` goes with raft (checked whether or not a flow metric is chosen)."""
+    flow, flow_model = options.get("flow", "farneback"), options.get("flow_model")
+    if flow not in FLOW_METHODS:
+        raise UsageError(f"`flow` {flow!r} is not one of {', '.join(FLOW_METHODS)}")
+    if flow_model is not None and flow != "raft":
+        raise UsageError("`flow_model` is RAFT's weights file; pass `flow` raft with it")
+
+
+def _flow_metric(name: str, key: str, scale: str, column: str, compute) -> Metric:
+    def score(item, estimator, ctx) -> dict:
+        value, series = compute(item.frames, ctx.source, estimator)
+        return {key: value, "per_frame": {key: series}}
+
+    return Metric(name, (key,), scales={key: scale}, columns={key: column}, score=score, backbone="flow",
+                  load=lambda ctx: load_flow(ctx.options.get("flow", "farneback"), ctx.options.get("flow_model"), ctx.device),
+                  needs_source=True, per_frame=(key,), check_options=check_flow_options)
+
+
+FLOW = _flow_metric("flow", "flow_epe", "pixels at the edit's size: mean end-point error between the source's and the edit's "
+                    "optical flow (lower is better; V2VBench's motion alignment is -flow_epe)", "flow EPE", flow_epe)
+WARP = _flow_metric("warp", "warp_error", "MSE on [0,1] pixels between each edit frame and the next one warped back with the "
+                    "source's flow, non-occluded pixels only (lower is better)", "warp err", warp_error)
 
 
 # ---------------------------------------------------------------------------------------------

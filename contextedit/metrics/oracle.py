@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..worlds import shapes
+from .metric import Metric
 from .psnr import resize_frames
 
 ATTRIBUTES = ("colour", "shape", "background")
@@ -69,3 +70,23 @@ def _stride(source: np.ndarray) -> int:
     centroids = [r["centroid"] for r in shapes.oracle_clip(source) if r["centroid"]]
     moves = [np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in zip(centroids, centroids[1:])]
     return max(1, round(float(np.median(moves)) / shapes.STEP)) if moves else 1
+
+
+ORACLE = Metric(
+    "oracle", ("oracle_colour", "oracle_shape", "oracle_background", *SOURCE_KEYS),
+    scales={
+        "oracle_colour": "share of frames whose colour the shapes oracle reads as the prompt's (0..1)",
+        "oracle_shape": "share of frames whose shape matches the prompt (0..1)",
+        "oracle_background": "share of frames whose background matches the prompt (0..1)",
+        "oracle_success": "1 when most frames show the prompt's changed attribute (bench/quality.py's success)",
+        "oracle_frames_right": "share of frames right on the changed attribute",
+        "oracle_background_kept": "share of background pixels off the object's path still of the source's colour",
+        "oracle_centroid_error": "pixels between the edited and the source object's centroids, mean over frames",
+        "oracle_temporal_iou": "IoU of consecutive object masks after the source's motion",
+    },
+    columns={"oracle_colour": "colour", "oracle_shape": "shape", "oracle_background": "bg", "oracle_success": "success",
+             "oracle_frames_right": "right", "oracle_background_kept": "bg kept", "oracle_centroid_error": "centroid px",
+             "oracle_temporal_iou": "IoU"},
+    score=lambda item, backbone, ctx: oracle_scores(item.frames, item.prompt, ctx.source),
+    needs_prompt=True, uses_source=True, check_items=lambda items: check_prompts([item.prompt for item in items]),
+)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip import ClipScorer
+from .metric import Metric
 
 DEFAULT_PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 
@@ -29,3 +30,18 @@ def pickscore_per_frame(scorer: ClipScorer, image_embeds: torch.Tensor, text_emb
     """(F,) PickScore of each frame: the model's exp(logit_scale) times the cosine with the prompt."""
     scale = scorer.model.logit_scale.detach().float().exp().cpu()
     return scale * F.cosine_similarity(image_embeds, text_embed.reshape(1, -1), dim=-1)
+
+
+def _score(item, scorer: ClipScorer, ctx) -> dict:
+    embeds = scorer.image_embeds(item.frames)
+    scores = pickscore_per_frame(scorer, embeds, scorer.text_embeds([item.prompt])[0])
+    return {"pickscore": scores.mean().item(), "per_frame": {"pickscore": scores.tolist()}}
+
+
+PICKSCORE = Metric(
+    "pickscore", ("pickscore",),
+    scales={"pickscore": "PickScore_v1: exp(logit_scale) x cosine(frame, prompt), about 100 x cosine; mean over frames"},
+    columns={"pickscore": "PickScore"},
+    score=_score, load=lambda ctx: load_pickscore(ctx.options["pickscore_model"], ctx.device),
+    needs_prompt=True, per_frame=("pickscore",),
+)

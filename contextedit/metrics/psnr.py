@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from .metric import Metric
+
 # Identical frames have infinite PSNR; each frame's value is capped here so that means and JSON
 # stay finite (100 dB is far above any lossy round trip: MSE < 6.5e-6 on a 0..255 scale).
 PSNR_CAP_DB = 100.0
@@ -44,3 +46,21 @@ def psnr_frames(frames: np.ndarray, reference: np.ndarray, keep: np.ndarray | No
 def psnr(frames: np.ndarray, reference: np.ndarray, cap: float = PSNR_CAP_DB) -> float:
     """Mean over frames of :func:`psnr_frames` (the whole frame)."""
     return float(psnr_frames(frames, reference, cap=cap).mean())
+
+
+def _score(item, backbone, ctx) -> dict:
+    values = psnr_frames(item.frames, ctx.source)
+    row = {"psnr": float(values.mean()), "per_frame": {"psnr": values.tolist()}}
+    if ctx.mask is not None:
+        outside = psnr_frames(item.frames, ctx.source, keep=~ctx.mask)
+        row["bg_psnr"] = float(np.nanmean(outside)) if np.isfinite(outside).any() else None
+    return row
+
+
+PSNR = Metric(
+    "psnr", ("psnr", "bg_psnr"),
+    scales={"psnr": "dB against the source, per frame capped at 100, mean over frames",
+            "bg_psnr": "dB against the source outside --mask (white = edited region)"},
+    columns={"psnr": "PSNR", "bg_psnr": "bg PSNR"},
+    score=_score, needs_source=True, mask_keys=("bg_psnr",), per_frame=("psnr",),
+)

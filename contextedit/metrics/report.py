@@ -224,7 +224,7 @@ def _page(result: dict, rows: list[dict], folder: str, source: str | None, gifs:
     e = html.escape
     keys = _metric_keys(result, rows)
     scales = result.get("scales") or {}
-    models = result.get("models") or ({"clip": result["clip_model"]} if result.get("clip_model") else {})
+    models = result.get("models") or {}
     means = result.get("mean") or {}
 
     def src(name: str) -> str:

@@ -27,10 +27,10 @@ import torch
 from ..defaults import DEFAULTS_FILE
 from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
-from .tiny import TRAINED_TINY  # the trained tiny model's folder (contextedit/assets/tiny)
+from .tiny import TRAINED, TRAINED_TINY  # noqa: F401 — the trained embedded models' folders (contextedit/assets/)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-EMBEDDED = ("tiny", "tiny-random", "tiny-v-random", "tiny-xl-random")
+EMBEDDED = ("tiny", "tiny-scenes", "tiny-random", "tiny-v-random", "tiny-xl-random")
 # PickScore_v1 is fine-tuned from this CLIP-H and its authors load this processor with it.
 PICKSCORE_PROCESSOR = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
 
@@ -100,10 +100,13 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
 
         dtype = resolve_dtype(dtype, device)
     model = model or default_model()
-    if model == "tiny" and TRAINED_TINY.is_dir():
-        # The trained shapes-world model ships as an ordinary diffusers folder: same code path as real weights.
-        comps = _load_pretrained(str(TRAINED_TINY))
+    if model in TRAINED and TRAINED[model].is_dir():
+        # The trained embedded models ship as ordinary diffusers folders: same code path as real weights.
+        comps = _load_pretrained(str(TRAINED[model]))
         comps.model_id = model
+    elif model in TRAINED and model != "tiny":
+        raise ModelNotFoundError(f"the embedded model {model} is not in this install ({TRAINED[model]} is missing); "
+                                 "pass `model` tiny or another model")
     elif model in EMBEDDED:
         from . import tiny
 

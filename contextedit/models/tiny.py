@@ -18,6 +18,9 @@ import torch
 # The trained shapes-world model (``--model tiny``), an ordinary diffusers folder; its tokenizer is
 # also the tokenizer of the random models built here.
 TRAINED_TINY = Path(__file__).resolve().parent.parent / "assets" / "tiny"
+# The trained embedded models, each an ordinary diffusers folder: tiny (the shapes world) and
+# tiny-scenes (the scenes world: two objects, textures, a panning camera), when it ships.
+TRAINED = {"tiny": TRAINED_TINY, "tiny-scenes": TRAINED_TINY.parent / "tiny-scenes"}
 TINY_TOKENIZER = TRAINED_TINY / "tokenizer"
 
 # Words that are a single token of the tiny tokenizer; anything else still tokenises, character by character.
