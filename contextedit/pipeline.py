@@ -38,10 +38,8 @@ class ContextEditPipeline:
     three jobs on them: :meth:`tune`, :meth:`edit`, :meth:`generate`."""
 
     def __init__(self, components: Components):
-        from .models.sdxl import add_xl_conditioning, is_xl
-
-        if is_xl(components.unet):  # components built by hand, not by load_components: SDXL still gets its hook
-            add_xl_conditioning(components.unet, components.vae_scale_factor)
+        if components.family.prepare is not None:  # built by hand, not by load_components: SDXL still gets its hook
+            components.family.prepare(components)
         self.components = components
 
     @classmethod

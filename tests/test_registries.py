@@ -40,3 +40,28 @@ def test_a_registered_mode_runs_by_its_fields(run, like):
     assert np.array_equal(mine, theirs)
     with pytest.raises(ValueError, match="inversion"):
         pipe.edit(tuned, TARGET, steps=3, inversion=copy.name)  # unregistered again: refused
+
+
+def test_a_registered_model_family_is_asked_first_and_used_by_its_record(run):
+    """A family registered later is asked before SD; its ``encode`` is what every pipeline reads."""
+    from contextedit.models import families
+
+    pipe, _ = run
+    comps = pipe.components
+    calls = []
+    sd = families.family_of(comps.unet)
+    assert sd.name == "sd"
+
+    def encode(c, prompts):
+        calls.append(list(prompts))
+        return sd.encode(c, prompts)
+
+    mine = families.register(dataclasses.replace(sd, name="my-sd", encode=encode))
+    try:
+        assert comps.family is mine
+        (image,) = pipe.generate("a red circle on a black background", steps=2, seed=0)
+    finally:
+        families.FAMILIES.remove(mine)
+    assert comps.family is sd and calls  # the prompt went through the registered family's encoder
+    (again,) = pipe.generate("a red circle on a black background", steps=2, seed=0)
+    assert np.array_equal(np.asarray(image), np.asarray(again))

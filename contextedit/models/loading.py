@@ -50,8 +50,11 @@ class Components:
     tokenizer_2: object | None = None
 
     @property
-    def is_xl(self) -> bool:
-        return self.text_encoder_2 is not None
+    def family(self):
+        """Its :class:`~contextedit.models.families.ModelFamily`, told from the UNet."""
+        from .families import family_of
+
+        return family_of(self.unet)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -77,7 +80,7 @@ class Components:
                     module.to(device=device, dtype=dtype)
             # SDXL's VAE overflows in fp16 (its config says force_upcast): it stays in float32. SD-1/2
             # VAEs carry force_upcast too (diffusers' default) but run fine in fp16.
-            upcast = dtype == torch.float16 and self.is_xl and getattr(self.vae.config, "force_upcast", False)
+            upcast = dtype == torch.float16 and self.family.vae_upcast_fp16 and getattr(self.vae.config, "force_upcast", False)
             self.vae.to(device=device, dtype=torch.float32 if upcast else dtype)
         finally:
             dlog.set_verbosity(level)
@@ -119,13 +122,8 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
     for module in (comps.vae, comps.unet, comps.text_encoder, comps.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
-    from .sdxl import add_xl_conditioning, is_xl
-
-    if is_xl(comps.unet):
-        if comps.text_encoder_2 is None:
-            raise InputError(f"`model` {model}: its UNet takes SDXL's pooled text embedding, but the folder has no "
-                             "text_encoder_2/ and tokenizer_2/; pass a folder saved from StableDiffusionXLPipeline")
-        add_xl_conditioning(comps.unet, comps.vae_scale_factor)
+    if comps.family.prepare is not None:  # SDXL: the hook that unpacks its pooled token
+        comps.family.prepare(comps)
     return comps.to(device, dtype)
 
 
@@ -157,12 +155,9 @@ def _sd_parts(source: str, local_files_only: bool) -> dict:
         "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw),
         "scheduler_config": dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw)),
     }
-    if getattr(parts["unet"].config, "addition_embed_type", None) == "text_time":  # SDXL: its second encoder too
-        from transformers import CLIPTextModelWithProjection
+    from .families import family_of
 
-        parts["text_encoder_2"] = CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2",
-                                                                             use_safetensors=True, **kw)
-        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer_2", **kw)
+    parts.update(family_of(parts["unet"]).load_extra_parts(source, **kw))  # SDXL: its second encoder and tokenizer
     return parts
 
 
@@ -178,10 +173,20 @@ def _check_sd_folder(path: Path) -> None:
 
 # The classes contextedit builds each part with; a folder naming others would be silently replaced.
 STANDARD_CLASSES = {
-    "unet": {"UNet2DConditionModel"}, "vae": {"AutoencoderKL"},
-    "text_encoder": {"CLIPTextModel"}, "text_encoder_2": {"CLIPTextModelWithProjection"},
-    "tokenizer": {"CLIPTokenizer", "CLIPTokenizerFast"}, "tokenizer_2": {"CLIPTokenizer", "CLIPTokenizerFast"},
+    "unet": {"UNet2DConditionModel"}, "vae": {"AutoencoderKL"}, "text_encoder": {"CLIPTextModel"},
+    "tokenizer": {"CLIPTokenizer", "CLIPTokenizerFast"},
 }
+
+
+def _standard(part: str) -> set | None:
+    """The classes a folder may name for ``part``: SD's, or a family's extra part's (and its fast tokenizer)."""
+    from .families import FAMILIES
+
+    names = set(STANDARD_CLASSES.get(part, ()))
+    for family in FAMILIES:
+        names |= {n for p, _, n in family.extra_parts if p == part} | {n + "Fast" for p, _, n in family.extra_parts
+                                                                         if p == part and n.endswith("Tokenizer")}
+    return names or None
 
 
 def refuse_custom_classes(path: Path) -> None:
@@ -197,7 +202,7 @@ def refuse_custom_classes(path: Path) -> None:
         if part.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
             continue
         library, name = entry
-        standard = name in STANDARD_CLASSES.get(part, {name}) and library in ("diffusers", "transformers")
+        standard = name in (_standard(part) or {name}) and library in ("diffusers", "transformers")
         if part == "scheduler":
             standard = library == "diffusers"
         if not standard:
@@ -412,21 +417,6 @@ def load_blip2_model(model_id: str):
 
 
 def save_components(comps: Components, folder: str | os.PathLike) -> Path:
-    """Write ``comps`` as a diffusers Stable Diffusion (or SDXL) folder (model_index.json + subfolders)."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    if comps.is_xl:
-        from diffusers import StableDiffusionXLPipeline
-
-        StableDiffusionXLPipeline(
-            vae=comps.vae, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2, tokenizer=comps.tokenizer,
-            tokenizer_2=comps.tokenizer_2, unet=comps.unet, scheduler=DDIMScheduler.from_config(comps.scheduler_config),
-        ).save_pretrained(str(folder), safe_serialization=True)
-        return Path(folder)
-    pipe = StableDiffusionPipeline(
-        vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
-        scheduler=DDIMScheduler.from_config(comps.scheduler_config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(str(folder), safe_serialization=True)
+    """Write ``comps`` as a diffusers folder of its family's pipeline (model_index.json + subfolders)."""
+    comps.family.save(comps, folder)
     return Path(folder)
