@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
-from .cli_eval import evaluate
+from .cli_eval import _evaluate, eval_params
 from .cli_options import command, given, option_parameters
 from .options import EditOptions, GenerateOptions, TuneOptions
 from .cli_setup import Debug, Device, Dtype, Model, Overwrite, Quiet, Seed, say as _say, setup as _setup
@@ -210,7 +210,7 @@ def train_adapter(
     print(path)
 
 
-app.command("eval")(evaluate)
+command(app, "eval", _evaluate.__doc__, eval_params(), _evaluate)
 
 
 @app.command()

@@ -42,7 +42,8 @@ def option_parameters(cls, *, exclude: typing.Iterable[str] = (), only: typing.I
             text = f"{text} {shown}"
         if s.argument:
             params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                            annotation=Annotated[base, typer.Argument(help=text, show_default=False)]))
+                                            annotation=Annotated[base, typer.Argument(help=text, show_default=False,
+                                                                                       metavar=name.upper())]))
             continue
         decls = [s.flag] if s.flag else []
         item = typing.get_args(base)[0] if typing.get_origin(base) is list else base

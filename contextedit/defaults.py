@@ -11,5 +11,10 @@ from pathlib import Path
 DEFAULTS_FILE = "contextedit.json"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip2-opt-2.7b"  # tune's and caption's BLIP-2
 DEFAULT_DEPTH_MODEL = "Intel/dpt-hybrid-midas"       # tune's and edit's --control depth
+DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # eval's clip (the paper's CLIP score)
+DEFAULT_PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+DEFAULT_DINO_MODEL = "facebook/dinov2-base"
+TEMPORAL_MODES = ("consecutive", "all")  # eval's --temporal
+FLOW_METHODS = ("farneback", "raft")  # eval's --flow: declared here, below both the setting and metrics/flow.py
 TINY_DEFAULTS = Path(__file__).resolve().parent / "assets" / "tiny" / DEFAULTS_FILE
 

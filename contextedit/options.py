@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .defaults import DEFAULT_CAPTION_MODEL
+from .defaults import (DEFAULT_CAPTION_MODEL, DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, DEFAULT_PICKSCORE_MODEL,
+                       FLOW_METHODS, TEMPORAL_MODES)
 from .errors import UsageError
 from .pipelines.edit_options import EditSettings
 from .pipelines.generate_options import GenerateSettings
@@ -94,3 +95,32 @@ class GenerateOptions(GenerateSettings, RuntimeOptions):
         self.prompts = check_prompts(self.prompts, "pass `prompt` TEXT (repeatable)")
         check_at_least_one(self, "n")
         GenerateSettings.validate(self)
+
+
+
+
+@dataclass
+class EvalOptions:
+    paths: list[str] = setting("Videos, frame folders, images, image folders, or edit/generate output folders.",
+                               argument=True, factory=list)
+    metrics: str = setting("Comma list of: clip (clip_text, clip_text_logit, clip_temporal), pickscore, dino "
+                           "(dino_temporal), flow (flow_epe), warp (warp_error), psnr (psnr, bg_psnr with --mask), "
+                           "oracle (shapes world).", value="clip", default_text="clip")
+    prompt: str | None = setting("Prompt to score against.", default_text="read from edits.json / generate.json")
+    source: str | None = setting("Source clip: flow, warp, psnr and the oracle compare with it.")
+    mask: str | None = setting("Edited region (white), one image or a folder of one per frame: psnr adds bg_psnr "
+                               "outside it.")
+    temporal: str = setting("Frame pairs for clip_temporal and dino_temporal.", choices=TEMPORAL_MODES, value="consecutive",
+                            default_text="consecutive")
+    clip_model: str = setting("CLIP model: hub id, folder, or 'tiny'.", value=DEFAULT_CLIP_MODEL,
+                              default_text=DEFAULT_CLIP_MODEL)
+    pickscore_model: str = setting("PickScore model: hub id, folder, or 'tiny'.", value=DEFAULT_PICKSCORE_MODEL,
+                                   default_text=DEFAULT_PICKSCORE_MODEL)
+    dino_model: str = setting("DINOv2 model: hub id, folder, or 'tiny'.", value=DEFAULT_DINO_MODEL,
+                              default_text=DEFAULT_DINO_MODEL)
+    flow: str = setting("Optical flow for flow and warp: farneback (OpenCV, no weights) | raft (torchvision, needs "
+                        "--flow-model).", choices=FLOW_METHODS, value="farneback", default_text="farneback")
+    flow_model: str | None = setting("RAFT weights, a .safetensors file (raft_large or raft_small).")
+    json_out: str | None = setting("Also write the results as JSON.", flag="--json")
+    report: str | None = setting("Also write an HTML page: source | edit, metrics, per-frame plot.")
+    device: str = setting("auto | cpu | cuda | cuda:N (auto: CUDA when available).", value="auto", default_text="auto")

@@ -5,28 +5,10 @@ report are each written whole or not at all."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..options import EvalOptions  # noqa: F401 — declared there
 from ..progress import ProgressFactory
-
-
-@dataclass
-class EvalOptions:
-    paths: list[str] = field(default_factory=list)
-    metrics: str = "clip"
-    prompt: str | None = None
-    source: str | None = None
-    mask: str | None = None
-    temporal: str = "consecutive"
-    clip_model: str = "openai/clip-vit-large-patch14"
-    pickscore_model: str = "yuvalkirstain/PickScore_v1"
-    dino_model: str = "facebook/dinov2-base"
-    flow: str = "farneback"
-    flow_model: str | None = None
-    json_out: str | None = None
-    report: str | None = None
-    device: str = "auto"
 
 
 def evaluate(opts: EvalOptions, progress: ProgressFactory | None = None) -> dict:

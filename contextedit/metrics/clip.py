@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from .metric import Metric
 
-DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
-TEMPORAL_MODES = ("consecutive", "all")
+from ..defaults import DEFAULT_CLIP_MODEL  # noqa: E402,F401 — declared there
+from ..defaults import TEMPORAL_MODES  # noqa: E402,F401 — declared there
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from .clip import clip_temporal_score
 from .metric import Metric
 
-DEFAULT_DINO_MODEL = "facebook/dinov2-base"
+from ..defaults import DEFAULT_DINO_MODEL  # noqa: E402,F401 — declared there
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ..errors import InputError, UsageError
 from .metric import Metric
 from .psnr import resize_frames
 
-FLOW_METHODS = ("farneback", "raft")
+from ..defaults import FLOW_METHODS  # noqa: E402,F401 — declared there
 # The values of OpenCV's own example (samples/python/opt_flow.py): pyr_scale, levels, winsize, iterations, poly_n, poly_sigma, flags.
 FARNEBACK_PARAMS = (0.5, 3, 15, 3, 5, 1.2, 0)
 RAFT_BATCH = 8  # frame pairs per forward pass: RAFT's all-pairs correlation grows with (H·W/64)²

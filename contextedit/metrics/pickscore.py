@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .clip import ClipScorer
 from .metric import Metric
 
-DEFAULT_PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
+from ..defaults import DEFAULT_PICKSCORE_MODEL  # noqa: E402,F401 — declared there
 
 
 def load_pickscore(model_id: str = DEFAULT_PICKSCORE_MODEL, device: str | torch.device = "cpu", batch_size: int = 16) -> ClipScorer:
