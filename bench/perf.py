@@ -16,7 +16,8 @@ and measures, in one run on one device:
 
 The ratios are what the targets are stated in (tune ≤ 1.3 × floor step, inversion + sampling
 ≤ 1.4 × their floor, adapter ≤ 10 % of the tune step); ``bench/results/perf-<device>.json``
-holds the figures and BENCHMARKS.md the table.
+holds the figures, its ``ratios`` all of them in one place (with the inversion and source modes
+that ran), and BENCHMARKS.md the table. ``bench/gpu.sh`` runs the CUDA presets.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -98,6 +99,7 @@ class Preset:
     step_repeats: int = 3   # training steps: the median of 3, as one step is what the tune ratio compares
     checkpointing: bool = True  # TuneOptions' default
     inversion: str | None = None  # edit's --inversion (None: its default)
+    source: str | None = None     # edit's --source live|stored|auto, where EditSettings has it (None: its default)
 
 
 PRESETS = {
@@ -112,6 +114,7 @@ PRESETS = {
     "tiny-xl": Preset("tiny-xl-random", "fp32", 64, 2, 2, 1, 1, (2,), 2),
 }
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SOURCE_MODES = ("live", "stored", "auto")
 SDPA_BACKENDS = {"auto": None, "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
                  "cudnn": "CUDNN_ATTENTION", "math": "MATH"}
 
@@ -298,19 +301,33 @@ def as_edited(unet, adapter, dtype: torch.dtype):
 # -------------------------------------------------------------------------------------------------
 # 3. contextedit's inversion and sampling
 # -------------------------------------------------------------------------------------------------
+def has_source_option() -> bool:
+    """Whether edit has ``--source live|stored|auto`` (an ``EditSettings.source`` field); without it
+    the source branch is today's stored one."""
+    return "source" in {f.name for f in fields(EditSettings)}
+
+
+def edit_settings(p: Preset) -> EditSettings:
+    """The settings ``run_edit`` samples with: edit's defaults, the preset's T, inversion and source."""
+    extra = {"source": p.source} if p.source is not None and has_source_option() else {}
+    return EditSettings(steps=p.steps, guidance=7.5, inversion=p.inversion, **extra).resolve()
+
+
 def run_edit(s: Setup, unet, adapter, prompts: list[str]) -> dict:
     """One source pass (inversion, and the source-branch replay for direct inversion), then one
     guided, fused, masked sampling per prompt, each timed; decode the first."""
     p, comps = s.preset, s.comps
     scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
     scheduler.set_timesteps(p.steps, device=s.device)
-    opts = EditSettings(steps=p.steps, guidance=7.5, inversion=p.inversion).resolve()
+    opts = edit_settings(p)
     synchronize(s.device)
     t0 = time.perf_counter()
     source = prepare_source(unet, scheduler, s.x0, s.text, s.uncond, opts, adapter=adapter, source_prompt=SOURCE)
     synchronize(s.device)
+    store = getattr(source, "store", None)  # a live source branch may keep none
     out = {"inversion_s": time.perf_counter() - t0, "sampling_s": [], "fused_steps": fused_steps(p.steps, opts.self_fusion),
-           "fusion_store_mib": source.store.nbytes / 2**20, "inversion": opts.inversion}
+           "fusion_store_mib": store.nbytes / 2**20 if store is not None else 0.0, "inversion": opts.inversion,
+           "source": getattr(opts, "source", None) or "stored"}
     src_ids = token_ids(comps.tokenizer, [SOURCE])[0]
     for prompt in prompts:
         t1 = time.perf_counter()
@@ -331,6 +348,7 @@ def measure_edit(s: Setup, unet, adapter) -> dict:
         "sampling_s_per_prompt": e["sampling_s"][-1],  # the last prompt: warm, what each extra prompt costs
         "edit_s": e["inversion_s"] + e["sampling_s"][0] + e["decode_s"],
         "fused_steps": e["fused_steps"], "fusion_store_mib": e["fusion_store_mib"],
+        "prompts": len(e["sampling_s"]), "inversion": e["inversion"], "source": e["source"],
     }
 
 
@@ -422,16 +440,35 @@ def benchmark(preset: Preset, device: torch.device, memory: bool = True, sdpa: s
 
 
 def ratios(doc: dict) -> dict:
-    """The issue's targets, from one run: tune/floor step, (inversion+sampling)/floor, adapter share."""
+    """Every ratio of one run, from the run's own fields, and the modes they were measured in.
+
+    The floors: the inversion's is T bare forwards at batch F, a prompt's sampling T at batch 2F
+    (guidance), the default edit of one prompt their sum.
+
+    - ``tune_over_floor_step``: tune step / bare training step of ``to_q``;
+    - ``edit_over_floor``: (inversion + the first prompt's sampling) / (the inversion's + one
+      prompt's floor) — the default edit of one prompt;
+    - ``edit_extra_prompt_over_floor``: what each further prompt adds (the last prompt's sampling,
+      warm) / one prompt's floor (with ``prompts`` = 1 it is the first prompt's: cold);
+    - ``inversion_over_floor``, ``sampling_over_floor``: the two halves (``sampling_over_floor`` is
+      the extra prompt's ratio under its older name);
+    - ``adapter_share``: the adapter's forward + backward / tune step;
+    - ``inversion``, ``source``: edit's ``--inversion`` and ``--source`` that ran.
+    """
     fwd = doc["floor_unet_fwd_ms"]
     f = doc["frames"]
-    floor_edit_s = doc["steps"] * (fwd[str(f)] + fwd[str(2 * f)]) / 1e3
+    floor_inversion_s = doc["steps"] * fwd[str(f)] / 1e3
+    floor_prompt_s = doc["steps"] * fwd[str(2 * f)] / 1e3
+    extra_prompt = doc["sampling_s_per_prompt"] / floor_prompt_s
     return {
         "tune_over_floor_step": doc["tune_step_ms"] / doc["floor_train_step_ms"],
-        "edit_over_floor": (doc["inversion_s"] + doc["sampling_s_first_prompt"]) / floor_edit_s,
-        "inversion_over_floor": doc["inversion_s"] / (doc["steps"] * fwd[str(f)] / 1e3),
-        "sampling_over_floor": doc["sampling_s_per_prompt"] / (doc["steps"] * fwd[str(2 * f)] / 1e3),
+        "edit_over_floor": (doc["inversion_s"] + doc["sampling_s_first_prompt"]) / (floor_inversion_s + floor_prompt_s),
+        "edit_extra_prompt_over_floor": extra_prompt,
+        "inversion_over_floor": doc["inversion_s"] / floor_inversion_s,
+        "sampling_over_floor": extra_prompt,
         "adapter_share": doc["adapter_share"],
+        "inversion": doc["inversion"],
+        "source": doc["source"],
         "targets": {"tune_over_floor_step": 1.3, "edit_over_floor": 1.4, "adapter_share": 0.10},
     }
 
@@ -472,6 +509,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sdpa", choices=tuple(SDPA_BACKENDS), default="auto",
                     help="restrict attention to one SDPA backend (CUDA: compare flash / efficient / cudnn / math)")
     ap.add_argument("--inversion", choices=INVERSIONS, help="edit's --inversion (default: edit's default)")
+    ap.add_argument("--source", choices=SOURCE_MODES,
+                    help="edit's --source (default: edit's default); only 'stored' where edit has no --source yet")
+    ap.add_argument("--warmup", type=int, help="untimed calls before each timed measurement (default: the preset's)")
+    ap.add_argument("--step-repeats", type=int, help="timed training steps, at least --repeats (default: 3)")
     ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/perf-<device>.json)")
     ap.add_argument("--probe", choices=("tune", "edit"), help=argparse.SUPPRESS)
     ap.add_argument("--probe-frames", type=int, help=argparse.SUPPRESS)
@@ -487,7 +528,8 @@ def make_preset(args: argparse.Namespace) -> Preset:
     name = {"sdxl-random": f"sdxl-{args.device}", "tiny-xl-random": "tiny-xl"}.get(args.model, "tiny" if tiny else args.device)
     preset = PRESETS[name]
     overrides = {k: v for k, v in dict(frames=args.frames, size=args.size, steps=args.steps, repeats=args.repeats,
-                                       dtype=args.dtype, inversion=args.inversion).items() if v is not None}
+                                       dtype=args.dtype, inversion=args.inversion, source=args.source,
+                                       warmup=args.warmup, step_repeats=args.step_repeats).items() if v is not None}
     if args.no_checkpointing:
         overrides["checkpointing"] = False
     return replace(preset, **overrides)
@@ -497,6 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("Error: --device cuda was asked for but CUDA is not available here; run with --device cpu", file=sys.stderr)
+        return 2
+    if args.source not in (None, "stored") and not has_source_option():
+        print(f"Error: --source {args.source} needs edit's --source option, which this checkout lacks "
+              "(its source branch is the stored one: --source stored)", file=sys.stderr)
         return 2
     device = torch.device(args.device)
     preset = make_preset(args)
@@ -526,8 +572,12 @@ def _merge_memory(args, preset: Preset, device: torch.device, frames: tuple[int,
     out = args.out or RESULTS / (f"perf-{device.type}.json" if preset.model == "sd15-random" else f"perf-{preset.model}-{device.type}.json")
     doc = read_json(out)
     probed = measure_memory(preset, device, frames, args.sdpa, jobs=1)
+    peaks = doc.setdefault("peak_gib", {})  # a --no-memory run has none yet
     for kind in ("tune", "edit"):
-        doc["peak_gib"][kind].update({k: v for k, v in probed[kind].items() if v is not None})
+        peaks.setdefault(kind, {}).update({k: v for k, v in probed[kind].items() if v is not None})
+    if probed.get("errors"):
+        peaks.setdefault("errors", []).extend(probed["errors"])
+    doc["memory_steps"] = preset.memory_steps
     doc["memory_windows"] = "probes above 16 frames run as tune and edit do: one window of 16 (tune), windows of 16 (edit)"
     doc.setdefault("memory_commands", []).append("python bench/perf.py " + " ".join(sys.argv[1:]))
     write_json(out, doc)

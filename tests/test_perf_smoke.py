@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from helpers import bench_script
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every key of a result's `ratios` (issue 31): the ratios, and the modes they were measured in.
+RATIO_KEYS = {"tune_over_floor_step", "edit_over_floor", "edit_extra_prompt_over_floor", "inversion_over_floor",
+              "sampling_over_floor", "adapter_share", "inversion", "source", "targets"}
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +38,64 @@ def test_tiny_run_writes_every_figure(perf, tmp_path, model):
     assert set(doc["floor_unet_fwd_ms"]) == {"2", "4"}
     figures = [*doc["floor_unet_fwd_ms"].values(), doc["floor_train_step_ms"], doc["tune_step_ms"], doc["inversion_s"],
                doc["sampling_s_per_prompt"], doc["edit_s"], doc["adapter_share"],
-               *(v for k, v in doc["ratios"].items() if k != "targets")]
+               *(v for k, v in doc["ratios"].items() if k not in ("targets", "inversion", "source"))]
     assert all(isinstance(v, float) and v > 0 for v in figures), figures
+    assert doc["prompts"] == 2
+    check_ratios(doc, perf)
+
+
+def check_ratios(doc: dict, perf) -> None:
+    """Every `ratios` key is there, and each ratio is what the file's own timings give."""
+    from contextedit.pipelines.edit_options import EditSettings
+
+    r = doc["ratios"]
+    assert set(r) == RATIO_KEYS, set(r) ^ RATIO_KEYS
+    steps, frames, fwd_ms = doc["steps"], doc["frames"], doc["floor_unet_fwd_ms"]
+    floor_inversion_s = steps * fwd_ms[str(frames)] / 1000       # T bare forwards at batch F
+    floor_prompt_s = steps * fwd_ms[str(2 * frames)] / 1000      # T guided ones at batch 2F
+    expected = {
+        "tune_over_floor_step": doc["tune_step_ms"] / doc["floor_train_step_ms"],
+        "edit_over_floor": (doc["inversion_s"] + doc["sampling_s_first_prompt"]) / (floor_inversion_s + floor_prompt_s),
+        "edit_extra_prompt_over_floor": doc["sampling_s_per_prompt"] / floor_prompt_s,
+        "inversion_over_floor": doc["inversion_s"] / floor_inversion_s,
+        "sampling_over_floor": doc["sampling_s_per_prompt"] / floor_prompt_s,
+        "adapter_share": doc["adapter_fwd_bwd_ms"] / doc["tune_step_ms"],
+    }
+    assert {k: r[k] for k in expected} == pytest.approx(expected, rel=1e-9)
+    assert r["inversion"] == doc["inversion"] == EditSettings.builtin("inversion")
+    assert r["source"] == doc["source"] and r["source"] in perf.SOURCE_MODES
+    if not perf.has_source_option():  # edit has no --source yet: its source branch is the stored one
+        assert r["source"] == "stored"
+
+
+def test_source_modes_without_edit_source_exit_2(perf, capsys, monkeypatch):
+    monkeypatch.setattr(perf, "has_source_option", lambda: False)
+    assert perf.main(["--source", "live", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--source live" in err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_script_dry_run_writes_every_ratio(perf, tmp_path):
+    # bench/gpu.sh's CUDA commands, run on the CPU at tiny sizes (2 frames, T = 2): ~15 s.
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("DRY_MEMORY_FRAMES", None)
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu.sh"), "--dry-run", "--out", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    log = (tmp_path / "gpu-sh.log").read_text()
+    assert proc.returncode == 0, log[-3000:] + proc.stderr[-2000:]
+    sources = ["stored", "live"] if perf.has_source_option() else ["stored"]
+    names = {f"perf-cuda-{kind}-{source}.json" for kind in ("sd15", "sdxl") for source in sources}
+    assert {p.name for p in tmp_path.glob("perf-cuda*.json")} == names
+    for name in sorted(names):
+        doc = json.loads((tmp_path / name).read_text())
+        assert doc["device"] == "cpu" and doc["model"] in ("tiny-random", "tiny-xl-random")
+        assert (doc["frames"], doc["steps"], doc["dtype"]) == (2, 2, "fp32")
+        assert doc["source"] == name.removesuffix(".json").rsplit("-", 1)[1]
+        check_ratios(doc, perf)
+    status = [line.split()[0] for line in log.splitlines() if line.split()[:1] in (["OK"], ["FAIL"], ["SKIP"])]
+    assert status == ["OK"] * len(names), log[-3000:]
 
 
 @pytest.mark.parametrize("kind", ["tune", "edit"])
