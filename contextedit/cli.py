@@ -156,7 +156,9 @@ def _edit(values: dict) -> None:
     t = result.record.get("timings", {})
     if "inversion_s" in t:  # absent when every output was already made by this command
         _say(quiet, f"inversion {t['inversion_s']:.1f} s, sampling {sum(t['sampling_s_per_prompt']):.1f} s for "
-                    f"{len(t['sampling_s_per_prompt'])} prompt(s); fusion store {t['fusion_store_mib']:.1f} MiB")
+                    f"{len(t['sampling_s_per_prompt'])} prompt(s); " + (
+                        "live source branch (no fusion store)" if t.get("source") == "live"
+                        else f"fusion store {t['fusion_store_mib']:.1f} MiB"))
     for path in result.files:
         print(path)
 

@@ -23,6 +23,7 @@ SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
 COMPOSITES = ("auto", "on", "off")
 NEGATIVES = ("source", "empty")
+SOURCE_BRANCHES = ("auto", "live", "stored")  # :mod:`.source_branch`
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
 # The settings that are a share between 0 and 1, and what the share is of (for their error line).
 SHARES = {"self_fusion": _WINDOW, "cross_fusion": _WINDOW, "blend_stop": _WINDOW,
@@ -42,6 +43,9 @@ class EditSettings:
     steps: int | None = setting("DDIM steps T for inversion and sampling.", 20)
     guidance: float | None = setting("Classifier-free guidance scale.", 7.5)
     inversion: str | None = setting("How inversion holds under guidance.", "direct", choices=inversion_modes.names)
+    source: str | None = setting("The source branch: live (in each step's UNet batch, no fusion store), stored "
+                                 "(recorded once), auto (stored while it fits in half the free memory).", "auto",
+                                 choices=SOURCE_BRANCHES)
     null_text_steps: int | None = setting("Adam iterations per step for --inversion null-text (cached in the run).", 10)
     self_fusion: float | None = setting("Fraction of T, from the noisy end, that fuses the source's self-attention.", 0.5)
     cross_fusion: float | None = setting("Fraction of T that fuses the source's cross-attention (word swap / refine).", 0.5)

@@ -28,6 +28,7 @@ from .edit_options import EditSettings, parse_fusion_layers
 from .inversion_modes import mode
 from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
+from .source_branch import LiveBranch, LiveDenoiser, choose_source, free_bytes, store_bytes
 from .composite import composite
 from .prompt_control import PromptControl, assign_regions, prompt_control
 from .windows import WindowBlender, window_plan
@@ -98,6 +99,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     single = len(plan) == 1
     timings = timings if timings is not None else {}
     timings.update(windows=len(plan), inversion_s=0.0, fusion_store_mib=0.0)
+    live = _source_branch(unet, opts, max(len(idx) for idx in plan), tuple(latents.shape[-2:]), dtype, device, timings)
     seconds, controls, blenders, kept = dict.fromkeys(prompts, 0.0), {}, {}, {}
     with oom_guard(device, "editing"):
         for k, idx in enumerate(plan):
@@ -107,7 +109,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
                 t1 = time.perf_counter()
                 source = prepare_source(unet, scheduler, x0, src_text, uncond, opts, adapter=adapter, cache=cache,
                                         source_prompt=source_prompt, progress=progress,
-                                        tag="" if single else f"window {idx[1]}+{len(idx)}")
+                                        tag="" if single else f"window {idx[1]}+{len(idx)}", live=live)
                 timings["inversion_s"] += time.perf_counter() - t1
                 for key, value in source.seconds.items():
                     timings[key] = timings.get(key, 0.0) + value
@@ -128,7 +130,8 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
                         with progress(f"editing: {what[:40]}{label}", opts.steps) as advance:
                             out = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
                                               callback=lambda _: advance())
-                        timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
+                        if source.store is not None:
+                            timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
                         return out, control
 
                     control = controls[prompt] = control_for(prompt)
@@ -155,6 +158,18 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
             if prompt in kept:
                 frames = composite(frames, original, 1 - (kept[prompt].result() > 0.5).float())
             yield _edited(prompt, frames, seconds[prompt] + time.perf_counter() - t3, controls[prompt], opts, comps, src_ids)
+
+
+def _source_branch(unet, opts: EditSettings, frames: int, latent_hw, dtype, device, timings: dict) -> bool:
+    """Whether the source branch runs live (``opts.source``; auto decides by the store's size, as
+    estimated for the largest window, against the free memory); ``timings`` records the choice."""
+    steps = opts.steps
+    masks = opts.blend or bool(opts.blend_words)
+    needed = store_bytes(unet, frames, latent_hw, fused_steps(steps, opts.self_fusion),
+                         steps if masks else fused_steps(steps, opts.cross_fusion), dtype)
+    chosen = choose_source(opts.source, needed, free_bytes(device) if opts.source == "auto" else 0)
+    timings.update(source=chosen, fusion_store_estimate_mib=needed / 2**20)
+    return chosen == "live"
 
 
 def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps, source: SourcePass,
@@ -201,9 +216,13 @@ def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPro
 
 
 def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *, adapter=None, cache=None,
-                   source_prompt: str = "", progress: ProgressFactory = silent, tag: str = "") -> SourcePass:
-    """Invert the source as ``opts.inversion`` says and record the attention the edits fuse.
-    ``tag`` tells one window's null-text cache entries from another's."""
+                   source_prompt: str = "", progress: ProgressFactory = silent, tag: str = "",
+                   live: bool | None = None) -> SourcePass:
+    """Invert the source as ``opts.inversion`` says and record the attention the edits fuse
+    (``live``: record nothing; sampling runs the source branch in its own batch, :mod:`.source_branch`).
+    ``tag`` tells one window's null-text cache entries from another's. ``live`` None: as
+    ``opts.source`` says (auto is decided by :func:`edit_clip`, which knows the window)."""
+    live = opts.source == "live" if live is None else live
     steps = len(scheduler.timesteps)
     store = FusionStore()
     # Self-attention is kept inside its window only; blend masks read the source's cross-attention
@@ -215,15 +234,21 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     replayed = how.replay
     seconds = {}
     with progress("inverting", steps) as advance:
-        levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter, store=None if replayed else store,
-                                record=record, callback=lambda _: advance())
-    source = SourcePass(levels=levels, store=store, seconds=seconds)
+        levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter,
+                                store=None if replayed or live else store, record=record, callback=lambda _: advance())
+    source = SourcePass(levels=levels, store=None if live else store, seconds=seconds)
     if how.null_text:
         t = time.perf_counter()
         source.null_text, optimised = _null_text(unet, scheduler, levels, src_text, uncond, opts, adapter, cache,
                                                  source_prompt, progress, tag)
         seconds["null_text_s" if optimised else "null_text_cached_s"] = time.perf_counter() - t
-    if replayed:
+    if live:
+        source.branch = LiveBranch(levels, src_text, (source.null_text or uncond) if replayed else None, record,
+                                   scheduler.timesteps, x0.shape[0])
+        if how.offsets:  # filled by each sampling step's source part: no replay
+            source.outputs = {}
+            source.context = context_for(adapter, None, src_text, x0.shape[0], uncond=uncond, scale=opts.context_guidance)
+    elif replayed:
         t = time.perf_counter()
         with progress("source branch", steps) as advance:
             outputs = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, store=store,
@@ -274,7 +299,8 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
                                     offset_inside, opts.background_offset_inside)
         offsets = regional if regional.inner is not None else None
         x_T = renoised(x_T, outside, opts.background_noise)
-    denoiser = Denoiser(unet, text, uncond, guidance, num_frames=frames)
+    branch = source.branch
+    denoiser = (LiveDenoiser if branch is not None else Denoiser)(unet, text, uncond, guidance, num_frames=frames)
     blend_steps = blend_window(steps, opts.blend_stop)
     max_tokens = parse_fusion_layers(opts.fusion_layers, source.x_T.shape[-1] * source.x_T.shape[-2])
 
@@ -287,8 +313,19 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         plan = FusionPlan(self_attention=i < n_self, cross_attention=i < n_cross, self_half=opts.self_half,
                           max_tokens=max_tokens, edit=control.edit, blend=control.blend, guided=denoiser.guided)
         active = plan.self_attention or plan.cross_attention or control.blend is not None or control.reweights
-        with fuse_attention(unet, source.store, step=i, plan=plan) if active else contextlib.nullcontext():
+        if branch is None:
+            with fuse_attention(unet, source.store, step=i, plan=plan) if active else contextlib.nullcontext():
+                yield
+            return
+        # live: the source part rides along when this step fuses it, or direct inversion lacks its outputs
+        wanted = i in branch.record.self_steps or i in branch.record.cross_steps
+        with_source = (active and wanted) or (isinstance(source.outputs, dict) and i not in source.outputs)
+        denoiser.parts = branch.inputs(i) if with_source else None
+        with branch.scope(unet, i, plan if active else None, with_source=with_source):
             yield
+        if with_source and isinstance(source.outputs, dict):
+            source.outputs.setdefault(i, tuple(denoiser.source_out.chunk(2)))
+        denoiser.parts = denoiser.source_out = None
 
     local_blend = control.local_blend(opts.local_blend)
 

@@ -39,12 +39,13 @@ class SourcePass:
     levels[T] = x_T); sampling step i goes from level T−i to T−i−1."""
 
     levels: list[torch.Tensor]
-    store: FusionStore
-    outputs: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # direct: the source branch per step
+    store: FusionStore | None                        # None: a live source branch (:mod:`.source_branch`)
+    outputs: list | dict | None = None               # direct: the source branch's (uncond, cond) per step
     null_text: list[torch.Tensor] | None = None      # null-text: unconditional states of step i
     context: object = None                           # r_φ of the source branch (on x̂0, source prompt)
     seconds: dict = field(default_factory=dict)
     decoded: object = None                           # levels[0] decoded (uint8 frames), once, for composites
+    branch: object = None                            # live: the :class:`~.source_branch.LiveBranch`
     _offsets: dict = field(default_factory=dict)
 
     @property
@@ -58,6 +59,8 @@ class SourcePass:
         """Direct inversion's offsets at ``guidance`` (None for the other modes), computed once each."""
         if self.outputs is None:
             return None
+        if isinstance(self.outputs, dict):  # live: the source branch's step i fills outputs[i] before step i ends
+            return LazyOffsets(scheduler, self.levels, self.outputs, guidance, self.context)
         if guidance not in self._offsets:
             self._offsets[guidance] = direct_offsets(scheduler, self.levels, self.outputs, guidance, self.context)
         return self._offsets[guidance]
@@ -123,12 +126,32 @@ def direct_offsets(scheduler, levels: list[torch.Tensor], outputs: list[tuple[to
                    guidance: float, context=None) -> list[torch.Tensor]:
     """Direct inversion's offsets at ``guidance``: level(T−i−1) minus where the guided source step
     from level T−i lands. No UNet call: the source branch's outputs are kept."""
-    offsets = []
-    for i, (t_int, (uncond, cond)) in enumerate(zip(scheduler.timesteps.tolist(), outputs)):
-        x_t = levels[len(levels) - 1 - i]
-        x_s = scheduler.step(uncond + guidance * (cond - uncond), t_int, x_t, context=context).prev_sample
-        offsets.append(levels[len(levels) - 2 - i] - x_s)
-    return offsets
+    return [direct_offset(scheduler, levels, i, t_int, out, guidance, context)
+            for i, (t_int, out) in enumerate(zip(scheduler.timesteps.tolist(), outputs))]
+
+
+def direct_offset(scheduler, levels, i: int, t_int: int, output: tuple[torch.Tensor, torch.Tensor], guidance, context=None):
+    """Step i's offset: level T−i−1 minus where the guided source step from level T−i lands."""
+    uncond, cond = output
+    x_t = levels[len(levels) - 1 - i]
+    x_s = scheduler.step(uncond + guidance * (cond - uncond), t_int, x_t, context=context).prev_sample
+    return levels[len(levels) - 2 - i] - x_s
+
+
+@dataclass
+class LazyOffsets:
+    """Direct inversion's offsets of a live source branch: step i's from ``outputs[i]``, which the
+    source part of sampling step i's own UNet call has just filled."""
+
+    scheduler: object
+    levels: list
+    outputs: dict
+    guidance: object
+    context: object = None
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        t_int = int(self.scheduler.timesteps[i])
+        return direct_offset(self.scheduler, self.levels, i, t_int, self.outputs[i], self.guidance, self.context)
 
 
 def null_text_optimisation(unet, scheduler, levels: list[torch.Tensor], source_text: torch.Tensor,

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attention.control import BlendMask, BlendWords, PromptEdit, prompt_edit, word_positions
-from ..attention.fusion import FusionPlan, fuse_attention
+from ..attention.fusion import FusionPlan
 from ..attention.regions import OUTSIDE, ChangeGroup, RegionMask, change_groups, region_side, response_map
 from ..errors import InputError
 from .common import token_ids
@@ -100,6 +100,7 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
     """Each change group's segment and side from a probe on the inverted source (module docstring of
     :mod:`contextedit.attention.regions`), then one :class:`RegionMask` for the prompt."""
     from .loop import Denoiser
+    from .source_branch import source_attention
 
     if not control.groups:
         return control
@@ -113,7 +114,7 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
         t, x = scheduler.timesteps[i], source.levels[len(source.levels) - 1 - i]
         for k, denoiser in enumerate(denoisers):
             plan = FusionPlan(self_attention=False, cross_attention=False, blend=probes[k], guided=True)
-            with fuse_attention(unet, source.store, step=i, plan=plan):
+            with source_attention(unet, source, i, plan):
                 eps_source, eps_partial = denoiser.halves(x, t)
             responses[k] = responses[k] + response_map(eps_partial, eps_source)
     masks, sides, fixed = [], [], []
