@@ -15,9 +15,8 @@ from typer.core import TyperGroup
 from . import __version__
 from .cli_eval import _evaluate, eval_params
 from .cli_options import command, given, option_parameters
-from .options import EditOptions, GenerateOptions, TuneOptions
-from .cli_setup import Debug, Device, Dtype, Model, Overwrite, Quiet, Seed, say as _say, setup as _setup
-from .defaults import DEFAULT_CAPTION_MODEL
+from .cli_setup import Debug, Quiet, say as _say, setup as _setup
+from .options import CaptionOptions, EditOptions, GenerateOptions, TrainAdapterOptions, TuneOptions
 from .errors import ContextEditError, Interrupted
 
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
@@ -186,53 +185,34 @@ def _generate(values: dict) -> None:
 command(app, "generate", _generate.__doc__, [*option_parameters(GenerateOptions), *_common_flags()], _generate)
 
 
-@app.command("train-adapter")
-def train_adapter(
-    data: Annotated[Path, typer.Argument(help="Image folder with metadata.jsonl or same-stem .txt captions.")],
-    out: Annotated[Path, typer.Option(help="Adapter folder to write (config.json + safetensors, diffusers' layout).")],
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 1000,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    batch: Annotated[int, typer.Option(help="Images per step.")] = 4,
-    size: Annotated[Optional[int], typer.Option(help="Square training size (multiple of 8). Default: native.")] = None,
-    tune_unet: Annotated[str, typer.Option(help="none | attn (also tune the UNet's attention queries).")] = "none",
-    resume: Annotated[bool, typer.Option(help="Continue from the checkpoint beside --out.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 100,
-    overwrite: Overwrite = False,
-    model: Model = None, device: Device = "auto", dtype: Dtype = "auto", seed: Seed = 0,
-    debug: Debug = False, quiet: Quiet = False,
-) -> None:
+def _train_adapter(values: dict) -> None:
     """Train the image context adapter on image–caption pairs."""
-    progress = _setup(quiet, debug)
-    from .commands.train_adapter import TrainAdapterOptions, train_adapter as run_train
+    progress = _setup(values.pop("quiet"), values.pop("debug"))
+    from .commands.train_adapter import train_adapter as run_train
 
-    path = run_train(TrainAdapterOptions(
-        data=str(data), out=str(out), steps=steps, lr=lr, batch=batch, size=size, tune_unet=tune_unet,
-        resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, model=model, device=device,
-        dtype=dtype, seed=seed), progress=progress)
-    print(path)
+    print(run_train(TrainAdapterOptions(**given(values, TrainAdapterOptions)), progress=progress))
 
 
+command(app, "train-adapter", _train_adapter.__doc__,
+        [*option_parameters(TrainAdapterOptions, argument_types={"data": Path, "out": Path}), *_common_flags()],
+        _train_adapter)
 command(app, "eval", _evaluate.__doc__, eval_params(), _evaluate)
 
 
-@app.command()
-def caption(
-    video: Annotated[Path, typer.Argument(help="Clip to caption.")],
-    caption_model: Annotated[str, typer.Option(help="BLIP-2 model: hub id, folder or 'tiny'.")] = DEFAULT_CAPTION_MODEL,
-    frames: Annotated[int, typer.Option(help="Frames to sample.")] = 8,
-    stride: Annotated[int, typer.Option(help="Frame stride.")] = 2,
-    start: Annotated[int, typer.Option(help="First frame index.")] = 0,
-    device: Device = "auto", debug: Debug = False, quiet: Quiet = False,
-) -> None:
+def _caption(values: dict) -> None:
     """Print a BLIP-2 caption of the clip (what `tune` uses when --prompt is omitted)."""
-    _setup(quiet, debug)
+    _setup(values.pop("quiet"), values.pop("debug"))
     from .captioning import caption_frames
     from .device import resolve_device
     from .video import read_video
 
-    clip = read_video(str(video), frames=frames, stride=stride, start=start)
-    print(caption_frames(clip.frames, model_id=caption_model, device=str(resolve_device(device))))
+    opts = CaptionOptions(**given(values, CaptionOptions))
+    clip = read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
+    print(caption_frames(clip.frames, model_id=opts.caption_model, device=str(resolve_device(opts.device))))
 
+
+command(app, "caption", _caption.__doc__,
+        [*option_parameters(CaptionOptions, argument_types={"video": Path}), *_common_flags()], _caption)
 
 
 BATCH_TUNE = ("frames", "stride", "start", "size", "window", "lr", "adapter", "caption_model", "model", "device", "dtype",

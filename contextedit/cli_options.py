@@ -49,7 +49,10 @@ def option_parameters(cls, *, exclude: typing.Iterable[str] = (), only: typing.I
         item = typing.get_args(base)[0] if typing.get_origin(base) is list else base
         option = typer.Option(*decls, help=text, hidden=s.hidden, show_default=False,
                               metavar=METAVARS.get(item, "TEXT") if item is not bool else None)
-        default = None if f.default is MISSING else f.default  # a list (default_factory) is unset as None
+        if f.default is MISSING and f.default_factory is MISSING and typing.get_origin(base) is not list:
+            default = inspect.Parameter.empty  # a required option (a required list is filled by its command)
+        else:
+            default = None if f.default is MISSING else f.default  # a list (default_factory) is unset as None
         annotation = Optional[base] if default is None else base
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                                         annotation=Annotated[annotation, option]))

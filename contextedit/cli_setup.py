@@ -10,17 +10,11 @@ from typing import Annotated
 
 import typer
 
-from .cli_options import annotation
-from .settings import RuntimeOptions
-
 log = logging.getLogger("contextedit")
 
-# Options shared by every command that loads a model: declared in RuntimeOptions.
-Model, Device, Dtype, Seed, Overwrite = (annotation(RuntimeOptions, n) for n in ("model", "device", "dtype", "seed",
-                                                                                "overwrite"))
+# The options shared by every command that loads a model are declared in settings.RuntimeOptions.
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info lines.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing outputs.")]
 
 
 def setup(quiet: bool, debug: bool):

@@ -1,7 +1,9 @@
 """The options of each command, declared once: its own fields (:func:`~contextedit.settings.setting`)
 on top of the library's settings (:class:`EditSettings`, :class:`TuneSettings`,
-:class:`GenerateSettings`) and :class:`RuntimeOptions`. The CLI builds its flags from these
-fields, ``batch`` checks its jobs' options against them. No torch here."""
+:class:`GenerateSettings`) and :class:`RuntimeOptions`: :class:`TuneOptions`, :class:`EditOptions`,
+:class:`GenerateOptions`, :class:`TrainAdapterOptions`, :class:`EvalOptions` and
+:class:`CaptionOptions`. The CLI builds its flags from these fields, ``batch`` checks its jobs'
+options against them. No torch here."""
 
 from __future__ import annotations
 
@@ -13,13 +15,16 @@ from .errors import UsageError
 from .pipelines.edit_options import EditSettings
 from .pipelines.generate_options import GenerateSettings
 from .pipelines.tune_options import TuneSettings
-from .settings import RuntimeOptions, check_at_least_one, check_choice, check_prompt, check_prompts, setting
+from .settings import (RuntimeOptions, check_at_least_one, check_choice, check_lr, check_prompt, check_prompts,
+                       device_setting, setting)
 
 FORMATS = ("mp4", "gif", "frames")
 
 
 @dataclass
 class TuneOptions(TuneSettings, RuntimeOptions):
+    """``contextedit tune``: :class:`TuneSettings` with the clip, its frames and the run folder."""
+
     video: str = setting("Source clip: mp4/mov/webm/avi/gif or a folder of frames.", argument=True, required=True)
     prompt: str | None = setting("Source prompt.", default_text="a BLIP-2 caption of the clip")
     frames: int | str | None = setting("Frames to sample: a count, or all (every --stride-th from --start).", value=8,
@@ -63,6 +68,8 @@ def parse_frames(value) -> int | None:
 
 @dataclass
 class EditOptions(EditSettings, RuntimeOptions):
+    """``contextedit edit``: :class:`EditSettings` with the prompts, the run and the outputs."""
+
     prompts: list[str] = setting("Target prompt (repeatable).", flag="--prompt", required=True)
     run: str | None = setting("Tuned run folder.", default_text="the latest run")
     source_prompt: str | None = setting("Override the run's source prompt.")
@@ -86,6 +93,8 @@ class EditOptions(EditSettings, RuntimeOptions):
 
 @dataclass
 class GenerateOptions(GenerateSettings, RuntimeOptions):
+    """``contextedit generate``: :class:`GenerateSettings` with the prompts and the outputs."""
+
     prompts: list[str] = setting("Prompt (repeatable).", flag="--prompt", required=True)
     n: int = setting("Images per prompt (seeds seed, seed+1, …).", value=1, default_text="1")
     grid: bool = setting("Also write grid.png of all images.", flag="--grid", value=False)
@@ -97,10 +106,55 @@ class GenerateOptions(GenerateSettings, RuntimeOptions):
         GenerateSettings.validate(self)
 
 
+TUNE_UNET = ("none", "attn")
+
+
+@dataclass
+class TrainAdapterOptions(RuntimeOptions):
+    """``contextedit train-adapter``: the image–caption folder, the adapter folder and the training."""
+
+    data: str = setting("Image folder with metadata.jsonl or same-stem .txt captions.", argument=True, required=True)
+    out: str = setting("Adapter folder to write (config.json + safetensors, diffusers' layout).", required=True)
+    steps: int = setting("Training steps.", value=1000)
+    lr: float = setting("AdamW learning rate.", value=1e-4)
+    batch: int = setting("Images per step.", value=4)
+    size: int | None = setting("Square training size (multiple of 8).", default_text="native")
+    tune_unet: str = setting("Also tune the UNet's attention queries (attn), or not (none).", choices=TUNE_UNET,
+                             value="none")
+    resume: bool = setting("Continue from the checkpoint beside --out.", flag="--resume/--no-resume", value=False)
+    checkpoint_every: int = setting("Steps between resumable checkpoints.", value=100)
+
+    def validate(self) -> None:
+        from . import video as vio
+        from .fileio import refuse_pickle
+
+        check_at_least_one(self, "steps", "batch", "checkpoint_every")
+        check_lr(self.lr)
+        check_choice("`tune_unet`", self.tune_unet, TUNE_UNET)
+        if self.size is not None:
+            vio.check_size(self.size, self.size)
+        refuse_pickle(self.out)
+        if str(self.out).endswith(".safetensors"):
+            raise UsageError(f"`out` {self.out} must be a folder: train-adapter writes an adapter folder "
+                             "(config.json + diffusion_pytorch_model.safetensors); drop the .safetensors suffix")
+
+
+@dataclass
+class CaptionOptions:
+    """``contextedit caption``: the clip, the frames read from it and the BLIP-2 model."""
+
+    video: str = setting("Clip to caption.", argument=True, required=True)
+    caption_model: str = setting("BLIP-2 model: hub id, folder or 'tiny'.", value=DEFAULT_CAPTION_MODEL)
+    frames: int = setting("Frames to sample.", value=8)
+    stride: int = setting("Frame stride.", value=2)
+    start: int = setting("First frame index.", value=0)
+    device: str = device_setting()
 
 
 @dataclass
 class EvalOptions:
+    """``contextedit eval``: the outputs scored, the metrics and their models."""
+
     paths: list[str] = setting("Videos, frame folders, images, image folders, or edit/generate output folders.",
                                argument=True, factory=list)
     metrics: str = setting("Comma list of: clip (clip_text, clip_text_logit, clip_temporal), pickscore, dino "
@@ -123,4 +177,4 @@ class EvalOptions:
     flow_model: str | None = setting("RAFT weights, a .safetensors file (raft_large or raft_small).")
     json_out: str | None = setting("Also write the results as JSON.", flag="--json")
     report: str | None = setting("Also write an HTML page: source | edit, metrics, per-frame plot.")
-    device: str = setting("auto | cpu | cuda | cuda:N (auto: CUDA when available).", value="auto", default_text="auto")
+    device: str = device_setting()

@@ -216,13 +216,18 @@ def describe_type(hint) -> str:
     return _WORDS.get(hint, getattr(hint, "__name__", str(hint)))
 
 
+def device_setting() -> Field:
+    """``device``, one declaration for every command that takes it."""
+    return setting("auto | cpu | cuda | cuda:N (auto: CUDA when available).", value="auto", default_text="auto")
+
+
 @dataclass(kw_only=True)
 class RuntimeOptions:
     """Options of every command that loads a model (keyword-only, after each command's own)."""
 
     model: str | None = setting("Hub id, local diffusers folder, or 'tiny' (embedded).", flag="--model",
                                 default_text="$CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5")
-    device: str = setting("auto | cpu | cuda | cuda:N (auto: CUDA when available).", value="auto", default_text="auto")
+    device: str = device_setting()
     dtype: str = setting("auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU).", value="auto",
                          default_text="auto")
     seed: int = setting("Random seed; the same inputs and seed give the same outputs.", value=0, default_text="0")

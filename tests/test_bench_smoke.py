@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,10 +30,26 @@ def test_train_tiny_trains_resumes_and_loads(train_tiny, tmp_path):
               "--out", str(tmp_path / "model"), "--results", str(tmp_path / "train.json")]
     train_tiny.main(common + ["--unet-steps", "2"])
     assert (tmp_path / "work" / "denoiser" / "ema.safetensors").is_file()
-    train_tiny.main(common + ["--unet-steps", "3"])  # resumes at step 2, EMA included
+    train_tiny.main(common + ["--unet-steps", "3", "--grid", str(tmp_path / "grid.png")])  # resumes at step 2, EMA included
     info = json.loads((tmp_path / "train.json").read_text())
     info = info["variants"]["joint"]
-    assert info["denoiser"]["steps"] == 3 and 0 <= info["eval"]["with_adapter"]["all"] <= 1
+    assert info["denoiser"]["steps"] == 3
+    # The oracle's agreement, scored again here from the images the grid holds (every prompt, one seed).
+    from PIL import Image
+
+    specs = list(itertools.product(shapes.SHAPES, shapes.COLOURS, shapes.BACKGROUNDS))
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    columns = 12
+    size = grid.shape[1] // columns
+    assert grid.shape[0] == -(-len(specs) // columns) * size
+    images = [grid[r * size:(r + 1) * size, c * size:(c + 1) * size] for r, c in
+              (divmod(i, columns) for i in range(len(specs)))]
+    readings = [shapes.agrees(shapes.oracle(image), *spec) for image, spec in zip(images, specs)]
+    scores = info["eval"]["with_adapter"]
+    assert scores["hits"] == [int(all(r.values())) for r in readings]
+    for key in ("shape", "colour", "background"):
+        assert scores[key] == pytest.approx(sum(r[key] for r in readings) / len(specs), rel=np.finfo(float).eps * len(specs))
+    assert scores["all"] == pytest.approx(sum(scores["hits"]) / len(specs), rel=np.finfo(float).eps * len(specs))
     comps = load_components(str(tmp_path / "model"), torch.device("cpu"), torch.float32)
     assert comps.vae.config.scaling_factor == pytest.approx(info["vae"]["scaling_factor"])
 
@@ -57,9 +75,33 @@ def test_quality_bench_runs_and_writes_its_figures(tmp_path):
         result = quality.main(["--clips", "1", "--model", "tiny-random", "--tune-steps", "1", "--edit-steps", "2",
                                "--generate-prompts", "1", "--generate-seeds", "1", "--out", str(tmp_path / "q.json"),
                                "--benchmarks", str(benchmarks), "--gif", str(tmp_path / "edit.gif")])
-    summary = json.loads((tmp_path / "q.json").read_text())["summary"]
+        args = quality.parse_args([])
+        entry = json.loads(quality.PROMPTS.read_text())[0]
+        source = quality._source_frames(entry["spec"], entry["start"], args)
+        kinds = quality.EDIT_KINDS
+    written = json.loads((tmp_path / "q.json").read_text())
+    summary = written["summary"]
     assert set(summary) == {"adapter", "no-adapter"}
-    assert result["clips"] == 1 and (tmp_path / "edit.gif").stat().st_size > 0
+    assert result["clips"] == 1
+    # each variant's success rates and background kept, recomputed from the per-edit rows it wrote
+    eps = np.finfo(float).eps
+    for variant, means in summary.items():
+        rows = [r for r in written["rows"] if r["variant"] == variant and r["kind"] in kinds]
+        rates = {}
+        for kind in kinds:
+            mine = [float(r["success"]) for r in rows if r["kind"] == kind]
+            rates[kind] = sum(mine) / len(mine) if mine else None
+            expected = pytest.approx(rates[kind], rel=eps * len(rows)) if mine else None
+            assert means[f"success_{kind}"] == expected, (variant, kind)
+        known = [v for v in rates.values() if v is not None]
+        assert means["success_mean"] == pytest.approx(sum(known) / len(known), rel=eps * len(rows))
+        kept = [r["background_kept"] for r in written["rows"] if r["variant"] == variant and r.get("background_kept") is not None]
+        assert means["background_kept"] == pytest.approx(sum(kept) / len(kept), rel=eps * len(kept))
+    # the gif is source | edit: the clip's frames, side by side at twice its width
+    from contextedit import video
+
+    gif = video.read_video(tmp_path / "edit.gif", frames=None, stride=1).frames
+    assert gif.shape == (len(source), source.shape[1], 2 * source.shape[2], 3)
     assert "quality:begin" in benchmarks.read_text()
 
 
@@ -138,11 +180,25 @@ def test_long_clip_bench_scores_windows_and_memory(tmp_path):
         long_clip.main(["--frames", "16", "--windows", "8", "--tune-steps", "2", "--edit-steps", "2", "--short", "8",
                         "--model", "tiny-random", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "long.json")])
         sweep = long_clip.sweep_clip(120)
+        source, target = long_clip.sweep_clip(16), long_clip.TARGET
     (row,) = json.loads((tmp_path / "long.json").read_text())["rows"]
     from contextedit.pipelines.windows import window_plan
 
-    assert row["windows"] == len(window_plan(16, 8, 4)) > 1 and row["fusion_store_mib"]["full"] == row["fusion_store_mib"]["short"]
-    assert row["full"]["peak_rss_mib"] > 0 and 0 <= row["follows_prompt"] <= 1 and row["seam_pairs"] > 0
+    plan = window_plan(16, 8, 4)
+    assert row["windows"] == len(plan) > 1 and row["fusion_store_mib"]["full"] == row["fusion_store_mib"]["short"]
+    assert 0 < row["full"]["loaded_rss_mib"] <= row["full"]["peak_rss_mib"]
+    assert row["peak_rss_ratio"] == row["full"]["peak_rss_mib"] / row["short"]["peak_rss_mib"]
+    # the scores again, from the edit the bench left in --work: the share of frames the oracle
+    # reads as the target, and the frame pairs with a seam between them (not both in one window)
+    edited = shapes.oracle_clip(np.load(tmp_path / "work" / "edit-w8.npy"))
+    src = shapes.oracle_clip(source)
+    assert "a blue circle" in target
+    hits = [r["colour"] == "blue" and r["shape"] == "circle" for r in edited]
+    assert row["follows_prompt"] == pytest.approx(sum(hits) / len(hits), rel=np.finfo(float).eps * len(hits))
+    owners = [[k for k, idx in enumerate(plan) if f in (idx if k == 0 else idx[1:])] for f in range(16)]
+    seams = [f for f in range(15) if not (len(owners[f]) == 1 and owners[f] == owners[f + 1])
+             and all(r["centroid"] for r in (edited[f], edited[f + 1], src[f], src[f + 1]))]
+    assert row["seam_pairs"] == len(seams) > 0
     assert sweep.shape == (120, 64, 64, 3)
 
 
@@ -156,12 +212,15 @@ def test_throughput_bench_runs(tmp_path):
         doc = json.loads((tmp_path / "t.json").read_text())
         throughput.write_benchmarks(doc, tmp_path / "B.md")
     (row,) = doc["rows"]
-    assert row["jobs"] == 1 and not row["failed"] and row["jobs_per_hour"] > 0
+    assert row["jobs"] == 1 and not row["failed"] and row["jobs_per_hour"] == 3600 * row["jobs"] / row["wall_s"]
     assert set(row["per_job_s"]) == {"tune", "invert", "each_prompt", "edit", "total"}
-    assert 0 < row["per_job_s"]["invert"] < row["per_job_s"]["edit"] < row["per_job_s"]["total"]
+    assert 0 < row["per_job_s"]["invert"] < row["per_job_s"]["edit"] < row["per_job_s"]["total"] <= row["wall_s"]
+    assert doc["scaling"]["single_worker_job_s"] == row["per_job_s"]["total"]
+    assert doc["scaling"]["per_n"]["1"] == 3600 / row["per_job_s"]["total"]
     assert doc["scaling"]["per_n"]["8"] == pytest.approx(8 * doc["scaling"]["per_n"]["1"])
     block = (tmp_path / "B.md").read_text()
     assert "<!-- throughput:begin -->" in block and "jobs/h on 8" in block
+    assert f"| {row['wall_s']:.0f} s | {row['jobs_per_hour']:.0f} |" in block
 
 
 @pytest.mark.slow

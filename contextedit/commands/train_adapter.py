@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,43 +19,20 @@ from .. import __version__
 from .. import video as vio
 from ..device import cpu_generator, oom_guard, resolve_device, resolve_dtype, seeded
 from ..errors import InputError, UsageError
-from ..fileio import atomic_folder, refuse_pickle, save_safetensors, write_json
+from ..fileio import atomic_folder, save_safetensors, write_json
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import count_parameters
 from ..models.inflate import shared_copy, trainable_parameters
 from ..models.loading import load_components
+from ..options import TrainAdapterOptions  # noqa: F401 — declared there
 from ..pipelines.adapters import RECORD_FILE, UNET_FILE
-from ..pipelines.common import RuntimeOptions, check_at_least_one, check_choice, check_lr, encode_latents, encode_text
+from ..pipelines.common import encode_latents, encode_text
 from ..pipelines.training import Batch, Trainer, contextual_loss
 from ..pipelines.tuning import autocast_for, grad_scaler_for
 from ..progress import ProgressFactory, silent
 from ..runs import check_new_output
 from ..schedulers import ContextualDDPMScheduler
 from ..video import IMAGE_SUFFIXES
-
-
-@dataclass
-class TrainAdapterOptions(RuntimeOptions):
-    data: str
-    out: str
-    steps: int = 1000
-    lr: float = 1e-4
-    batch: int = 4
-    size: int | None = None
-    tune_unet: str = "none"
-    resume: bool = False
-    checkpoint_every: int = 100
-
-    def validate(self) -> None:
-        check_at_least_one(self, "steps", "batch", "checkpoint_every")
-        check_lr(self.lr)
-        check_choice("`tune_unet`", self.tune_unet, ("none", "attn"))
-        if self.size is not None:
-            vio.check_size(self.size, self.size)
-        refuse_pickle(self.out)
-        if str(self.out).endswith(".safetensors"):
-            raise UsageError(f"`out` {self.out} must be a folder: train-adapter writes an adapter folder "
-                             "(config.json + diffusion_pytorch_model.safetensors); drop the .safetensors suffix")
 
 
 def read_image_captions(folder: str | Path) -> list[tuple[Path, str]]:
