@@ -60,3 +60,18 @@ def test_caption_and_tune_with_tiny_captioner(tmp_path, monkeypatch):
 
     manifest = json.loads((Path(result.stdout.strip()) / "manifest.json").read_text())
     assert manifest["source_prompt"].strip()
+
+
+def test_help_of_every_command_imports_no_torch():
+    """`--help` stays instant: building the options from the settings must not import torch
+    (a fresh interpreter, since this test process has torch loaded already)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from contextedit.cli import app; "
+            "r = [CliRunner().invoke(app, a).exit_code for a in ([\"--help\"], [\"tune\", \"--help\"], "
+            "[\"edit\", \"--help\"], [\"eval\", \"--help\"], [\"caption\", \"--help\"], [\"train-adapter\", \"--help\"])]; "
+            "print(r, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False", out
+    assert "".join(out[:-1]) == "[0,0,0,0,0,0]"
