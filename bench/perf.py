@@ -6,7 +6,9 @@ and measures, in one run on one device:
 1. the floor — the bare 2-D UNet forward at batch = frames and 2 × frames (guidance), a bare
    training step of the parameters tune trains (attn1/attn2 ``to_q``; no inflation, no adapter,
    the same loss, optimiser and checkpointing setting), VAE encode and decode of the clip;
-2. contextedit's tune step (inflated UNet + adapter + the real loss and Trainer);
+2. contextedit's tune step (inflated UNet + adapter + the real loss and Trainer), with the temporal
+   layers where tune places them for the model (``--temporal-layers``; SDXL: one per transformer),
+   the placement and the trained parameter count recorded;
 3. contextedit's inversion and guided, fused sampling (``invert_source`` / ``sample_edit``);
 4. peak memory of tune and edit at several frame counts, each in a fresh subprocess;
 5. the adapter's share of the tune step (its forward + backward, timed alone).
@@ -37,6 +39,8 @@ from typing import Callable
 
 import torch
 
+from contextedit.attention.processors import TemporalAttention
+from contextedit.defaults import TEMPORAL_LAYERS
 from contextedit.models.inflate import mark_trainable, trainable_parameters
 from contextedit.models.loading import Components, load_components
 from contextedit.pipelines.common import decode_latents, encode_latents, encode_text, token_ids
@@ -46,7 +50,7 @@ from contextedit.pipelines.inversion import INVERSIONS
 from contextedit.pipelines.prompt_control import prompt_control
 from contextedit.pipelines.training import Batch, Trainer, contextual_loss
 from contextedit.pipelines.tuning import autocast_for
-from contextedit.pipelines.tuning import build_video_model
+from contextedit.pipelines.tuning import TuneSettings, build_video_model
 from contextedit.schedulers import ContextualDDIMScheduler, ContextualDDPMScheduler
 
 RESULTS = Path(__file__).parent / "results"
@@ -100,6 +104,7 @@ class Preset:
     checkpointing: bool = True  # TuneOptions' default
     inversion: str | None = None  # edit's --inversion (None: its default)
     source: str | None = None     # edit's --source live|stored|auto, where EditSettings has it (None: its default)
+    temporal_layers: str | None = None  # tune's --temporal-layers (None: the model family's, as tune resolves it)
 
 
 PRESETS = {
@@ -255,9 +260,14 @@ def measure_floor(s: Setup) -> dict:
 # -------------------------------------------------------------------------------------------------
 # 2. contextedit's tune step, 5. the adapter's share of it
 # -------------------------------------------------------------------------------------------------
+def temporal_layers(s: Setup) -> str:
+    """The preset's temporal-layer placement, else the one tune resolves for the model (SDXL: per-transformer)."""
+    return s.preset.temporal_layers or TuneSettings().resolve(s.comps.recommended).temporal_layers
+
+
 def tune_setup(s: Setup, with_adapter: bool = True):
     """build_video_model and the Trainer exactly as ``tune`` builds them; returns (unet, adapter, step)."""
-    unet, adapter = build_video_model(s.comps, with_adapter, s.preset.checkpointing)
+    unet, adapter = build_video_model(s.comps, with_adapter, s.preset.checkpointing, temporal_layers=temporal_layers(s))
     params = trainable_parameters(unet)
     if adapter is not None:
         params.update({f"adapter.{n}": q for n, q in adapter.named_parameters()})
@@ -272,8 +282,12 @@ def tune_setup(s: Setup, with_adapter: bool = True):
 def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:
     p = s.preset
     unet, adapter, step = tune_setup(s)
+    trained = trainable_parameters(unet)
     out = {"tune_step_ms": 1e3 * timed(step, s.device, max(p.repeats, p.step_repeats), p.warmup),
-           "tune_trained_parameters": sum(q.numel() for q in trainable_parameters(unet).values()),
+           "temporal_layers": temporal_layers(s),
+           "temporal_layer_count": sum(isinstance(m, TemporalAttention) for m in unet.modules()),
+           "tune_trained_parameters": sum(q.numel() for q in trained.values()),
+           "tune_temporal_parameters": sum(q.numel() for n, q in trained.items() if ".temporal." in n),
            "adapter_parameters": sum(q.numel() for q in adapter.parameters())}
 
     def adapter_fwd_bwd():  # what the step spends on r_φ: forward, and backward from x_t's gradient
@@ -369,7 +383,7 @@ def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -
         _, _, step = tune_setup(replace(s, x0=s.x0[plan[0]], pixels=s.pixels[plan[0]]))  # one window per step
         step()
     else:
-        unet, adapter = as_edited(*build_video_model(s.comps, True), s.dtype)
+        unet, adapter = as_edited(*build_video_model(s.comps, True, temporal_layers=temporal_layers(s)), s.dtype)
         s = replace(s, preset=replace(preset, steps=preset.memory_steps))
         for idx in plan:  # one window at a time, as edit does
             run_edit(replace(s, x0=s.x0[idx], pixels=s.pixels[idx]), unet, adapter, TARGETS[:1])
@@ -511,6 +525,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--inversion", choices=INVERSIONS, help="edit's --inversion (default: edit's default)")
     ap.add_argument("--source", choices=SOURCE_MODES,
                     help="edit's --source (default: edit's default); only 'stored' where edit has no --source yet")
+    ap.add_argument("--temporal-layers", choices=TEMPORAL_LAYERS,
+                    help="tune's --temporal-layers (default: the model family's; SDXL: per-transformer)")
     ap.add_argument("--warmup", type=int, help="untimed calls before each timed measurement (default: the preset's)")
     ap.add_argument("--step-repeats", type=int, help="timed training steps, at least --repeats (default: 3)")
     ap.add_argument("--out", type=Path, help="JSON file (default: bench/results/perf-<device>.json)")
@@ -529,6 +545,7 @@ def make_preset(args: argparse.Namespace) -> Preset:
     preset = PRESETS[name]
     overrides = {k: v for k, v in dict(frames=args.frames, size=args.size, steps=args.steps, repeats=args.repeats,
                                        dtype=args.dtype, inversion=args.inversion, source=args.source,
+                                       temporal_layers=args.temporal_layers,
                                        warmup=args.warmup, step_repeats=args.step_repeats).items() if v is not None}
     if args.no_checkpointing:
         overrides["checkpointing"] = False

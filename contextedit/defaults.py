@@ -15,6 +15,10 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"  # eval's clip (the paper's
 DEFAULT_PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
 DEFAULT_DINO_MODEL = "facebook/dinov2-base"
 TEMPORAL_MODES = ("consecutive", "all")  # eval's --temporal
+# tune's --temporal-layers: a temporal layer on every transformer block's attn1, or one per
+# Transformer2DModel (on its first block); the same set where every transformer has depth 1 (SD-1/2)
+TEMPORAL_LAYERS = ("every-block", "per-transformer")
+EVERY_BLOCK = TEMPORAL_LAYERS[0]  # what a run whose manifest does not say was tuned with
 FLOW_METHODS = ("farneback", "raft")  # eval's --flow: declared here, below both the setting and metrics/flow.py
 TINY_DEFAULTS = Path(__file__).resolve().parent / "assets" / "tiny" / DEFAULTS_FILE
 

@@ -68,7 +68,8 @@ class ContextEditPipeline:
         """Tune the inflated UNet and the adapter on ``frames`` (every frame, as given; sides
         divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
         (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
-        checkpoint_every, window (16: a longer clip trains one window per step) — see
+        checkpoint_every, window (16: a longer clip trains one window per step), temporal_layers
+        (every-block | per-transformer; default: the model family's, per-transformer for SDXL) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given)."""
         prompt = check_prompt(prompt, "`prompt`")
@@ -77,13 +78,14 @@ class ContextEditPipeline:
 
     # -- edit -------------------------------------------------------------------------------------
     def video_unet(self, tuned: TunedClip) -> torch.nn.Module:
-        """The inflated UNet with ``tuned``'s weights: a copy sharing this pipeline's frozen weights."""
+        """The inflated UNet with ``tuned``'s weights, its temporal layers where the run placed them
+        (``tuned.temporal_layers``): a copy sharing this pipeline's frozen weights."""
         self._check_model(tuned)
         from .device import seeded
 
         device, dtype = self.device, self.dtype
         with seeded(0):  # the new temporal layers' initial draws (overwritten) leave the caller's RNG alone
-            unet = inflate_unet(shared_copy(self.components.unet))
+            unet = inflate_unet(shared_copy(self.components.unet), temporal_layers=tuned.temporal_layers)
         load_tuned(unet, {k: v.to(device, dtype) for k, v in tuned.tuned.items()})
         return unet.requires_grad_(False).eval()
 
@@ -110,7 +112,7 @@ class ContextEditPipeline:
         # the one resolve (a resolved ``settings`` stays as it is): explicit > the run's (its tune
         # window, its structure control) > the model's contextedit.json > the built-in default
         opts = (settings if settings is not None else EditSettings(**kw)).resolve(
-            self.components.extra.get("defaults"), run=tuned.settings)
+            self.components.recommended, run=tuned.settings)
         structure = None
         if opts.controlnet is not None or opts.control is not None:  # a lone one is refused here
             from .pipelines.structure import structure_control
@@ -150,7 +152,7 @@ class ContextEditPipeline:
         prompts = [check_prompt(p, "`prompt`") for p in prompts]
         if n < 1:
             raise UsageError(f"`n` must be at least 1 (got {n})")
-        opts = GenerateSettings(**settings).resolve(self.components.extra.get("defaults"))
+        opts = GenerateSettings(**settings).resolve(self.components.recommended)
         return [Image.fromarray(g.image) for g in generate_images(self.components, prompts, n, seed, opts, progress=progress)]
 
 

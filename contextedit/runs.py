@@ -9,17 +9,19 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from .defaults import EVERY_BLOCK, TEMPORAL_LAYERS
 from .errors import InputError, OutputExistsError, UnsafeFileError, UsageError
 from .fileio import atomic_path, check_writable_dir, file_lock, inside, read_json, write_json
 
 MANIFEST = "manifest.json"
+# 4: temporal_layers says where the tuned UNet's temporal layers are (older runs: every-block);
 # 3: fps is the clip's playback rate (the source's over the stride) and files carry sha256;
 # 2: the adapter is a diffusers model folder
-MANIFEST_VERSION = 3
+MANIFEST_VERSION = 4
 REQUIRED_KEYS = ("version", "model", "source_prompt", "frames", "width", "height", "fps", "files")
 # A manifest is untrusted input: each field's type, checked on load (bool is not a number here).
 FIELD_TYPES = {"version": int, "model": str, "source_prompt": str, "frames": int, "width": int, "height": int,
-               "fps": (int, float), "files": dict, "stride": int, "sha256": dict}
+               "fps": (int, float), "files": dict, "stride": int, "sha256": dict, "temporal_layers": str}
 
 
 def runs_root() -> Path:
@@ -127,6 +129,9 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
         value = manifest.get(key)
         if key in manifest and (isinstance(value, bool) or not isinstance(value, kind)):
             raise InputError(f"{path}: {key!r} is {value!r}, not {_kind(kind)}; the manifest is corrupt — tune again")
+    if manifest.get("temporal_layers", EVERY_BLOCK) not in TEMPORAL_LAYERS:
+        raise InputError(f"{path}: 'temporal_layers' is {manifest['temporal_layers']!r}, not one of "
+                         f"{', '.join(TEMPORAL_LAYERS)}; the manifest is corrupt — tune again")
     bad = [k for k in ("frames", "width", "height", "fps", "stride") if k in manifest and not manifest[k] > 0]
     bad += [k for k, v in manifest["files"].items() if not isinstance(v, str)]
     if bad:

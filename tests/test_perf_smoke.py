@@ -41,6 +41,11 @@ def test_tiny_run_writes_every_figure(perf, tmp_path, model):
                *(v for k, v in doc["ratios"].items() if k not in ("targets", "inversion", "source"))]
     assert all(isinstance(v, float) and v > 0 for v in figures), figures
     assert doc["prompts"] == 2
+    # where tune puts the temporal layers (SDXL's family: one per transformer) and what it trains:
+    # to_q 2·d² per block + 4d² + d per temporal layer (tiny-random: 7 blocks at 32–64 channels;
+    # tiny-xl-random: 8 blocks at 64, 4 temporal layers — tests/test_temporal_layers.py counts them)
+    expected = {"tiny-random": ("every-block", 7, 117_088), "tiny-xl-random": ("per-transformer", 4, 131_328)}[model]
+    assert (doc["temporal_layers"], doc["temporal_layer_count"], doc["tune_trained_parameters"]) == expected
     check_ratios(doc, perf)
 
 

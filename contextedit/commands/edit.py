@@ -70,7 +70,7 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     t0 = time.perf_counter()
     pipe = ContextEditPipeline(comps) if comps is not None else \
         ContextEditPipeline.from_pretrained(manifest["model"], device=opts.device, dtype=opts.dtype)
-    opts.resolve(pipe.components.extra.get("defaults"), run=tuned.settings)  # the one resolve
+    opts.resolve(pipe.components.recommended, run=tuned.settings)  # the one resolve
     timings = {"load_s": time.perf_counter() - t0}
     use_adapter = opts.adapter and tuned.adapter is not None
     header = {

@@ -38,7 +38,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     t0 = time.perf_counter()
     pipe = ContextEditPipeline(comps) if comps is not None else \
         ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
-    opts.resolve(pipe.components.extra.get("defaults"))
+    opts.resolve(pipe.components.recommended)
     settings = GenerateSettings(**{f.name: getattr(opts, f.name) for f in fields(GenerateSettings)})
     info: dict = {}
     images, entries = [], []

@@ -1,7 +1,8 @@
 """Model families as records in one registry: how to tell a family from its UNet, the parts it
 loads besides SD's, how it encodes a prompt into contextedit's one text tensor, the hooks its UNet
 needs, and how it saves. Nothing else in contextedit asks which family a model is, so a family
-is one record and one :func:`register` line (docs: extending)."""
+is one record and one :func:`register` line (docs: extending). A family may recommend settings
+(``recommends``), as a model folder's ``contextedit.json`` does; the folder's own win."""
 
 from __future__ import annotations
 
@@ -25,6 +26,17 @@ class ModelFamily:
     vae_upcast_fp16: bool = False                         # its VAE overflows in fp16 (force_upcast means it here)
     pipeline_class: str = "StableDiffusionPipeline"       # the diffusers pipeline that saves its folder
     pipeline_kwargs: tuple[tuple[str, object], ...] = ()  # what that pipeline takes besides the parts
+    recommends: tuple[tuple[str, str, object], ...] = ()  # (section, setting, value), under contextedit.json's
+
+    def recommended(self, folder: dict | None = None) -> dict:
+        """``{section: {setting: value}}``: this family's recommendations, overridden by a model
+        folder's ``contextedit.json`` (``folder``)."""
+        out: dict = {}
+        for section, name, value in self.recommends:
+            out.setdefault(section, {})[name] = value
+        for section, values in (folder or {}).items():
+            out[section] = {**out.get(section, {}), **values} if isinstance(values, dict) else values
+        return out
 
     def load_extra_parts(self, source: str, **kw) -> dict:
         parts = {}
@@ -115,4 +127,7 @@ register(ModelFamily("sd", detect=lambda unet: True, encode=_encode_sd,
 register(ModelFamily("sdxl", detect=_is_xl, encode=_encode_xl, prepare=_prepare_xl, vae_upcast_fp16=True,
                      extra_parts=(("text_encoder_2", "transformers", "CLIPTextModelWithProjection"),
                                   ("tokenizer_2", "transformers", "CLIPTokenizer")),
-                     pipeline_class="StableDiffusionXLPipeline"))
+                     pipeline_class="StableDiffusionXLPipeline",
+                     # 70 transformer blocks in 11 transformers: one temporal layer per transformer tunes
+                     # 252 M parameters, not 614 M (docs/guides/model-families.md)
+                     recommends=(("tune", "temporal_layers", "per-transformer"),)))

@@ -1,7 +1,9 @@
 """Inflate a 2-D Stable-Diffusion UNet into a spatio-temporal one (docs/concepts/design.md §5.3), and say what is tuned.
 
-Inflation swaps attention processors (sparse-causal attention) and adds a temporal layer to every
-transformer block's self-attention (``...attn1.temporal``, a real submodule); no 2-D weight
+Inflation swaps attention processors (sparse-causal attention) and adds temporal layers
+(``...attn1.temporal``, real submodules) where ``temporal_layers`` places them: on every transformer
+block's self-attention (``every-block``), or on the first block of each Transformer2DModel only
+(``per-transformer``: SDXL's depth-10 transformers get one layer each, not ten); no 2-D weight
 changes shape, so pretrained weights load before inflation unchanged, and the temporal layers
 start at zero (the inflated UNet is the 2-D UNet until tuned). One-shot tuning
 (docs/concepts/design.md §5.4) trains the attention queries and the temporal layers; their names
@@ -16,26 +18,39 @@ import torch
 from diffusers.models.attention_processor import Attention
 
 from ..attention.processors import CrossAttnProcessor, InflatedSelfAttnProcessor, add_temporal_layer, attention_modules
+from ..defaults import EVERY_BLOCK, TEMPORAL_LAYERS
 from ..errors import InputError
 
 # attention queries of the spatial layers, and everything of the temporal layers
 _TRAINABLE = re.compile(r"(\.attn[12]\.to_q\.|\.attn1\.temporal\.)")
 # Runs tuned before the temporal layers became modules kept them under the processor.
 _OLD_TEMPORAL = ".attn1.processor.temporal."
+# a transformer block's self-attention inside a Transformer2DModel: ``….transformer_blocks.<i>.attn1``
+_BLOCK_ATTN1 = re.compile(r"(?:^|\.)transformer_blocks\.(\d+)\.attn1$")
 
 
 def _is_self_attention(name: str, attn: Attention) -> bool:
     return name.endswith("attn1") and not attn.is_cross_attention
 
 
-def inflate_unet(unet: torch.nn.Module, *, temporal: bool = True) -> torch.nn.Module:
-    """Install sparse-causal processors on every self-attention ``attn1`` (and give it its temporal
-    layer), plain ones elsewhere; in place. Temporal layers already there keep their weights.
+def carries_temporal_layer(name: str, temporal_layers: str = EVERY_BLOCK) -> bool:
+    """Whether the self-attention ``name`` gets a temporal layer under ``temporal_layers``:
+    every one (``every-block``), or only a transformer's first block (``per-transformer``)."""
+    if temporal_layers not in TEMPORAL_LAYERS:
+        raise InputError(f"temporal_layers must be one of {', '.join(TEMPORAL_LAYERS)} (got {temporal_layers!r})")
+    block = _BLOCK_ATTN1.search(name)
+    return temporal_layers == EVERY_BLOCK or block is None or block.group(1) == "0"
+
+
+def inflate_unet(unet: torch.nn.Module, *, temporal: bool = True, temporal_layers: str = EVERY_BLOCK) -> torch.nn.Module:
+    """Install sparse-causal processors on every self-attention ``attn1`` (and temporal layers where
+    ``temporal_layers`` places them: :func:`carries_temporal_layer`), plain ones elsewhere; in
+    place. Temporal layers already there keep their weights.
     """
     for name, attn in attention_modules(unet).items():
         if _is_self_attention(name, attn):
             attn.set_processor(InflatedSelfAttnProcessor())
-            if temporal:
+            if temporal and carries_temporal_layer(name, temporal_layers):
                 add_temporal_layer(attn)
         else:
             attn.set_processor(CrossAttnProcessor())
@@ -89,7 +104,7 @@ def load_tuned(unet: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> to
         detail = (f"missing {len(missing)} (e.g. {missing[:2]})" if missing else "") + \
                  (f" unexpected {len(unexpected)} (e.g. {unexpected[:2]})" if unexpected else "")
         raise InputError(f"tuned weights do not match this model ({detail.strip()}); "
-                         "use the base model (and temporal setting) the run was tuned with")
+                         "use the base model (and temporal_layers) the run was tuned with")
     for name, tensor in state_dict.items():
         if tensor.shape != expected[name].shape:
             raise InputError(f"tuned weight {name} has shape {tuple(tensor.shape)}, the model expects "

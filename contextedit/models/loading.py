@@ -57,6 +57,12 @@ class Components:
         return family_of(self.unet)
 
     @property
+    def recommended(self) -> dict:
+        """The settings the model recommends, ``{"edit": {...}, "tune": {...}, ...}``: its family's
+        (:attr:`ModelFamily.recommends`), overridden by its folder's ``contextedit.json``."""
+        return self.family.recommended(self.extra.get("defaults"))
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from ..defaults import DEFAULT_DEPTH_MODEL
+from ..defaults import DEFAULT_DEPTH_MODEL, EVERY_BLOCK, TEMPORAL_LAYERS
 from ..errors import UsageError
-from ..settings import check_at_least_one, check_choices, check_lr, check_types, setting
+from ..settings import check_at_least_one, check_choices, check_lr, check_types, resolve, setting
 
 ADAPTER_INPUTS = ("clean", "predicted")
 # The adapter's own AdamW lr (the UNet's stays at --lr 1e-5): the lowest tuning loss of 1e-5,
@@ -18,7 +19,11 @@ ADAPTER_LR = 1e-3
 
 @dataclass(kw_only=True)
 class TuneSettings:
-    """How a clip is tuned (the library's names; the CLI spells them as flags)."""
+    """How a clip is tuned (the library's names; the CLI spells them as flags). An unset (None)
+    setting takes the model's recommendation (its family's, then its contextedit.json's ``tune``),
+    else the built-in default."""
+
+    SECTION: ClassVar[str] = "tune"
 
     steps: int = setting("Tuning steps.", value=500, default_text="500")
     lr: float = setting("AdamW learning rate.", value=1e-5, default_text="1e-05")
@@ -42,8 +47,19 @@ class TuneSettings:
                                   "folder of per-frame condition images. Recorded in the run.")
     controlnet: str | None = setting("ControlNet for --control: hub id, folder, or tiny-random (checked against "
                                      "--model now).")
+    temporal_layers: str | None = setting(
+        "Where the temporal layers go: on every transformer block's self-attention, or one per transformer (on its "
+        "first block; the same layers where every transformer has depth 1, as in SD-1/2). Recorded in the run; edit "
+        "rebuilds the UNet with it.", EVERY_BLOCK, choices=TEMPORAL_LAYERS,
+        default_text="per-transformer for SDXL, else every-block")
     depth_model: str = setting("Depth estimator for --control depth (transformers' DPT / Depth-Anything): hub id, "
                                "folder, or tiny.", value=DEFAULT_DEPTH_MODEL, default_text=DEFAULT_DEPTH_MODEL)
+
+    def resolve(self, model_defaults: dict | None = None) -> "TuneSettings":
+        """Fill the unset settings (the model's recommendation, else the built-in default); validate."""
+        resolve(self, self.SECTION, model=model_defaults)
+        self.validate()
+        return self
 
     def validate(self) -> None:
         from .adapters import check_adapter_spec

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import EVERY_BLOCK
 from ..errors import InputError
 from ..fileio import atomic_folder, load_safetensors, save_safetensors
 from ..models.adapter import ContextAdapter
@@ -48,6 +49,12 @@ class TunedClip:
 
             self.frames = vio.read_video(self.source, frames=self.num_frames, stride=1).frames
         return self.frames
+
+    @property
+    def temporal_layers(self) -> str:
+        """Where its UNet carries temporal layers (``every-block`` for runs that do not say: they
+        were tuned before the choice existed)."""
+        return self.settings.get("temporal_layers") or EVERY_BLOCK
 
     @property
     def num_frames(self) -> int:
@@ -118,4 +125,4 @@ class TunedClip:
 
 # The manifest keys that say how a clip was tuned (TunedClip.settings).
 SETTINGS = ("steps", "lr", "seed", "adapter_lr", "adapter_input", "adapter_init", "checkpointing", "device", "dtype",
-            "prediction_type", "adapter_rel_scale", "window", "control", "controlnet", "depth_model")
+            "prediction_type", "adapter_rel_scale", "window", "control", "controlnet", "depth_model", "temporal_layers")

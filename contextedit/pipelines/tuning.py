@@ -25,7 +25,7 @@ from ..schedulers import ContextualDDPMScheduler
 from .adapters import describe as describe_adapter, resolve_adapter
 from .common import encode_latents, encode_text, placement
 from .training import Batch, Trainer, adapter_rel_scale, contextual_loss
-from .tune_options import TuneSettings  # noqa: F401 — declared there
+from .tune_options import TuneSettings
 from .tuned import TunedClip
 from .windows import training_window
 
@@ -37,7 +37,7 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     ``checkpoint``: a file to save the trainer to every ``checkpoint_every`` steps and on Ctrl-C
     (``resume`` continues from it). The caller's components are not changed: the inflated UNet
     is a copy sharing their frozen weights."""
-    settings.validate()
+    settings.resolve(comps.recommended)  # temporal_layers: SDXL's family recommends per-transformer
     if settings.controlnet is not None:  # edit will use them: refuse a mismatch now, not after tuning
         from .structure import structure_control
 
@@ -49,7 +49,7 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
         x0 = encode_latents(comps.vae, _to_tensor(frames))
         text = encode_text(comps, [prompt])
         unet, adapter = build_video_model(comps, settings.adapter, settings.checkpointing, seed=settings.seed,
-                                          adapter_init=settings.adapter_init)
+                                          adapter_init=settings.adapter_init, temporal_layers=settings.temporal_layers)
         params = trainable_parameters(unet)
         if adapter is not None:
             params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
@@ -108,16 +108,19 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None,
-                      adapter_init: str = "base"):
+                      adapter_init: str = "base", temporal_layers: str | None = None):
     """The inflated UNet (a copy; trainable parameters in fp32) and the adapter to tune: the
     model's base adapter (``adapter_init`` base, when it ships one), a given folder, or a fresh
-    zero-headed one.
+    zero-headed one. ``temporal_layers``: where the temporal layers go (None: the model's
+    recommendation, as tune resolves it).
 
     With ``seed``, the new temporal layers and a fresh adapter are initialised from it (the global
     RNG is left as it was), so a tune is reproducible from its seed.
     """
     with seeded(seed) if seed is not None else contextlib.nullcontext():
-        unet = inflate_unet(shared_copy(comps.unet))
+        if temporal_layers is None:
+            temporal_layers = TuneSettings().resolve(comps.recommended).temporal_layers
+        unet = inflate_unet(shared_copy(comps.unet), temporal_layers=temporal_layers)
         adapter = None
         if with_adapter:
             adapter = resolve_adapter(adapter_init, comps, torch.device("cpu"), "`adapter_init`")[0]
