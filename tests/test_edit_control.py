@@ -185,6 +185,7 @@ def test_reweight_names_a_word_of_the_prompt(tmp_path, runs):
     assert result.record["settings"]["reweight"] == ["blue=2"]
 
 
+@pytest.mark.slow
 def test_the_model_folder_recommends_defaults_and_flags_override_them(tmp_path, runs):
     # the embedded trained model: which region a changed word edits is read from the model itself
     folder = save_components(load_components("tiny", "cpu", torch.float32), tmp_path / "model")

@@ -60,6 +60,7 @@ def long_run():
     return pipe, tuned
 
 
+@pytest.mark.slow
 def test_a_long_clip_edits_window_by_window_with_flat_memory(long_run):
     pipe, tuned = long_run
     assert tuned.settings["window"] == 8
@@ -71,6 +72,7 @@ def test_a_long_clip_edits_window_by_window_with_flat_memory(long_run):
     assert half["windows"] == 4 and half["fusion_store_mib"] == timings["fusion_store_mib"]  # set by W, not length
 
 
+@pytest.mark.slow
 def test_frames_before_the_first_overlap_are_the_first_windows_own(long_run):
     """Frame 0 (the anchor) and the frames only window 0 covers come from window 0 alone: the
     same as editing the first W frames as a clip of their own."""
@@ -81,6 +83,7 @@ def test_frames_before_the_first_overlap_are_the_first_windows_own(long_run):
     assert np.array_equal(long[:6], alone[:6])
 
 
+@pytest.mark.slow
 def test_cli_tunes_all_frames_in_windows_and_edits_them(tmp_path):
     from typer.testing import CliRunner
 

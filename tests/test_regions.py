@@ -4,6 +4,8 @@ shapes; the LocalBlend schedule; the pixel composite."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -200,3 +202,38 @@ def test_the_side_needs_the_attention_and_the_response_to_agree(standing_out, ra
     side, evidence = region_side(obj, deviation, "less", response)
     assert side == expected
     assert evidence["response_ratio"] == pytest.approx(ratio, rel=1e-5)
+
+
+def test_the_composite_leaves_the_old_background_inside_a_coarse_mask_behind():
+    """A multiple edit (square → circle, black → gray): the objects pass drew the new circle on the
+    old black background, as `tiny` decoded it (tests/data, 64 px, 4 px latent cells), and its mask
+    is the old square's cells grown by one, half of it old background. The circle is pasted over the
+    gray pass and the black around it is not (GrabCut started from the whole mask kept 688 of those
+    pixels: a black square around the circle)."""
+    from PIL import Image
+
+    objects = np.asarray(Image.open(Path(__file__).parent / "data" / "objects-pass-circle.png").convert("RGB"))[None]
+    rows = [(6, 15)] * 6 + [(7, 15), (9, 12)]                          # the mask's cells per latent row: [start, end)
+    keep = torch.zeros(1, 1, 16, 16)
+    for r, (a, b) in enumerate(rows):
+        keep[0, 0, r, a:b] = 1
+    edited = np.full_like(objects, 128)                                # the rest of the frame's pass: gray
+    out = composite(edited, objects, keep).astype(int)
+    circle = objects[0, ..., 1] > 120
+    inside = cv2_erode(circle, 1)
+    assert inside.sum() > 200 and (out[0][inside] == objects[0][inside]).all()  # the circle: the objects pass
+    coarse = np.kron(keep[0, 0].numpy(), np.ones((4, 4))) > 0
+    around = coarse & ~cv2_dilate(circle, 2)
+    assert around.sum() > 400 and (np.abs(out[0][around] - 128).max(-1) <= 2).all()  # the old black stays behind
+
+
+def cv2_erode(mask: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    return cv2.erode(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
+def cv2_dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0

@@ -60,6 +60,7 @@ def test_residuals_enter_every_unet_call_for_whole_copies_of_the_frames():
         assert torch.equal(comps.unet(x, t, encoder_hidden_states=states).sample, plain)
 
 
+@pytest.mark.slow
 def test_tune_records_the_control_and_edit_uses_it(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", frames=8)
     run = tmp_path / "run"

@@ -77,6 +77,8 @@ class EditSettings:
     blend_stop: float | None = setting("LocalBlend acts on the first fraction of the steps; the rest heal the seam.", 1.0)
     composite: str | None = setting("The kept region's pixels from the source after decoding, seam inpainted "
                                     "(auto: for background edits).", "auto", choices=COMPOSITES)
+    composite_seam: int | None = setting("Latent cells around the kept region inpainted from the edit before the paste: "
+                                         "how far the model's VAE spreads the step between kept and edited latents.", 2)
     context_guidance: float | None = setting("Guide the adapter's bias like the noise, r_u + G·(r_c − r_u), in "
                                              "inversion's source branch and in sampling (1: the conditional bias).", 1.0)
     window: int | None = setting("Frames per window: a longer clip is inverted and sampled window by window, each "
@@ -112,7 +114,7 @@ class EditSettings:
     def validate(self) -> None:
         check_types(self)
         check_choices(self)
-        for name in ("steps", "null_text_steps"):
+        for name in ("steps", "null_text_steps", "composite_seam"):
             if getattr(self, name) is not None:
                 check_at_least_one(self, name)
         from .common import check_guidance

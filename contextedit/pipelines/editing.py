@@ -156,7 +156,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
             t3 = time.perf_counter()
             frames = to_frames(decode_latents(comps.vae, blender.result()))
             if prompt in kept:
-                frames = composite(frames, original, 1 - (kept[prompt].result() > 0.5).float())
+                frames = composite(frames, original, 1 - (kept[prompt].result() > 0.5).float(), opts.composite_seam)
             yield _edited(prompt, frames, seconds[prompt] + time.perf_counter() - t3, controls[prompt], opts, comps, src_ids)
 
 
@@ -185,7 +185,7 @@ def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps,
     in_latents, in_control = sample_prompt(inner, f"{inner} (objects)")
     objects = to_frames(decode_latents(comps.vae, in_latents))
     region = in_control.blend.mask() if in_control.blend is not None else None
-    return frames if region is None else composite(frames, objects, region)
+    return frames if region is None else composite(frames, objects, region, opts.composite_seam)
 
 
 def _source_negative(control: PromptControl, opts: EditSettings) -> bool:
@@ -207,7 +207,7 @@ def _composited(frames: np.ndarray, comps, source: SourcePass, control: PromptCo
         return frames
     if source.decoded is None:  # every prompt of the window composites with the same source frames
         source.decoded = to_frames(decode_latents(comps.vae, source.levels[0]))
-    return composite(frames, source.decoded, 1 - control.blend.mask())
+    return composite(frames, source.decoded, 1 - control.blend.mask(), opts.composite_seam)
 
 
 def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:
