@@ -394,13 +394,13 @@ def memory_probe(kind: str, preset: Preset, device: torch.device, frames: int) -
 
 
 def measure_memory(preset: Preset, device: torch.device, frames_list: tuple[int, ...], sdpa: str = "auto",
-                   jobs: int = 2) -> dict:
+                   jobs: int = 2, kinds: tuple[str, ...] = ("tune", "edit")) -> dict:
     """Peak GiB per kind and frame count; frame counts not probed stay null (the probes run ``jobs``
     at a time: each is its own process, so their peaks do not mix)."""
     out: dict = {"tune": {}, "edit": {}}
     for kind in out:
         out[kind] = {str(f): None for f in (8, 16, 24)} if preset.model == "sd15-random" else {}
-    pending = [(kind, frames) for kind in out for frames in frames_list]
+    pending = [(kind, frames) for kind in kinds for frames in frames_list]
     while pending:
         batch, pending = pending[:jobs], pending[jobs:]
         procs = {job: subprocess.Popen(_probe_command(*job, preset, device, sdpa), stdout=subprocess.PIPE,
@@ -520,6 +520,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-checkpointing", action="store_true", help="tune and floor steps without gradient checkpointing")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--memory-frames", help="comma list: run only these memory probes and merge them into --out")
+    ap.add_argument("--memory-kinds", default="tune,edit", help="with --memory-frames: which probes (tune, edit or both)")
     ap.add_argument("--sdpa", choices=tuple(SDPA_BACKENDS), default="auto",
                     help="restrict attention to one SDPA backend (CUDA: compare flash / efficient / cudnn / math)")
     ap.add_argument("--inversion", choices=INVERSIONS, help="edit's --inversion (default: edit's default)")
@@ -588,7 +589,7 @@ def _merge_memory(args, preset: Preset, device: torch.device, frames: tuple[int,
 
     out = args.out or RESULTS / (f"perf-{device.type}.json" if preset.model == "sd15-random" else f"perf-{preset.model}-{device.type}.json")
     doc = read_json(out)
-    probed = measure_memory(preset, device, frames, args.sdpa, jobs=1)
+    probed = measure_memory(preset, device, frames, args.sdpa, jobs=1, kinds=tuple(args.memory_kinds.split(",")))
     peaks = doc.setdefault("peak_gib", {})  # a --no-memory run has none yet
     for kind in ("tune", "edit"):
         peaks.setdefault(kind, {}).update({k: v for k, v in probed[kind].items() if v is not None})
