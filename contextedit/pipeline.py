@@ -44,15 +44,45 @@ class ContextEditPipeline:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
-                        dtype: str | torch.dtype = "auto") -> "ContextEditPipeline":
+                        dtype: str | torch.dtype = "auto", model_config: str | None = None,
+                        loras=None) -> "ContextEditPipeline":
         """``model``: a hub id (the local cache first; offline mode respected), a diffusers folder,
-        ``tiny`` (the embedded shapes-world model) or ``tiny-random``. ``device`` auto picks CUDA,
-        then MPS, then CPU; ``dtype`` auto is fp16 on CUDA, fp32 elsewhere."""
+        a ``.safetensors`` single file (mapped onto ``model_config``), ``tiny`` (the embedded
+        shapes-world model) or ``tiny-random``. ``device`` auto picks CUDA, then MPS, then CPU;
+        ``dtype`` auto is fp16 on CUDA, fp32 elsewhere. ``loras``: ``FILE[:SCALE]`` strings or
+        ``(file, scale)`` pairs, fused into the weights (as :meth:`load_lora`)."""
         from .device import resolve_device, resolve_dtype
 
         device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
         dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else dtype
-        return cls(load_components(str(model) if model is not None else None, device, dtype))
+        return cls(load_components(str(model) if model is not None else None, device, dtype,
+                                   model_config=model_config, loras=loras))
+
+    @classmethod
+    def from_single_file(cls, path: str | os.PathLike, config: str | os.PathLike | None = None,
+                         **kwargs) -> "ContextEditPipeline":
+        """An SD-1.x, SD-2.x or SDXL ``.safetensors`` single file (A1111/ComfyUI layout), mapped onto
+        ``config`` (a diffusers hub id in the local cache, or a folder; default: the matching base
+        model's id). Keywords as :meth:`from_pretrained`."""
+        return cls.from_pretrained(str(path), model_config=str(config) if config is not None else None, **kwargs)
+
+    def load_lora(self, file: str | os.PathLike, scale: float = 1.0) -> "ContextEditPipeline":
+        """Fuse the LoRA ``file`` (.safetensors, diffusers or kohya format) at ``scale`` into this
+        pipeline's 2-D weights; a later :meth:`tune` sees (and records) it. Returns the pipeline."""
+        from .models.lora import describe_loras, fuse_loras
+
+        described = describe_loras([(str(file), float(scale))])
+        fuse_loras(self.components, described)
+        self.components.extra["loras"] = [*self.components.extra.get("loras", []), *described]
+        return self
+
+    @property
+    def sources(self) -> dict:
+        """What a run records of where the weights came from: the single file (path, sha256, family,
+        config) and the LoRAs (file, sha256, scale), where there are any."""
+        extra = self.components.extra
+        return {**({"model_file": extra["single_file"]} if extra.get("single_file") else {}),
+                **({"loras": list(extra["loras"])} if extra.get("loras") else {})}
 
     @property
     def device(self) -> torch.device:
@@ -73,8 +103,10 @@ class ContextEditPipeline:
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given)."""
         prompt = check_prompt(prompt, "`prompt`")
-        return tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
-                         checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume)
+        tuned = tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
+                          checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume)
+        tuned.record.update(self.sources)
+        return tuned
 
     # -- edit -------------------------------------------------------------------------------------
     def video_unet(self, tuned: TunedClip) -> torch.nn.Module:

@@ -21,7 +21,8 @@ MANIFEST_VERSION = 4
 REQUIRED_KEYS = ("version", "model", "source_prompt", "frames", "width", "height", "fps", "files")
 # A manifest is untrusted input: each field's type, checked on load (bool is not a number here).
 FIELD_TYPES = {"version": int, "model": str, "source_prompt": str, "frames": int, "width": int, "height": int,
-               "fps": (int, float), "files": dict, "stride": int, "sha256": dict, "temporal_layers": str}
+               "fps": (int, float), "files": dict, "stride": int, "sha256": dict, "temporal_layers": str,
+               "model_file": dict, "loras": list}
 
 
 def runs_root() -> Path:
@@ -132,6 +133,11 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     if manifest.get("temporal_layers", EVERY_BLOCK) not in TEMPORAL_LAYERS:
         raise InputError(f"{path}: 'temporal_layers' is {manifest['temporal_layers']!r}, not one of "
                          f"{', '.join(TEMPORAL_LAYERS)}; the manifest is corrupt — tune again")
+    if not all(isinstance(lora, dict) and isinstance(lora.get("file"), str) and isinstance(lora.get("sha256"), str)
+               and isinstance(lora.get("scale"), (int, float)) for lora in manifest.get("loras", [])) or \
+            ("model_file" in manifest and not all(isinstance(manifest["model_file"].get(k), str)
+                                                   for k in ("path", "sha256", "family", "config"))):
+        raise InputError(f"{path}: 'loras' or 'model_file' is malformed; the manifest is corrupt — tune again")
     bad = [k for k in ("frames", "width", "height", "fps", "stride") if k in manifest and not manifest[k] > 0]
     bad += [k for k, v in manifest["files"].items() if not isinstance(v, str)]
     if bad:
@@ -141,7 +147,7 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
 
 
 def _kind(kind) -> str:
-    return {int: "an integer", str: "text", dict: "a JSON object"}.get(kind, "a number")
+    return {int: "an integer", str: "text", dict: "a JSON object", list: "a JSON list"}.get(kind, "a number")
 
 
 def run_identity(run_dir: str | os.PathLike) -> str | None:

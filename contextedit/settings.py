@@ -227,6 +227,12 @@ class RuntimeOptions:
 
     model: str | None = setting("Hub id, local diffusers folder, or 'tiny' (embedded).", flag="--model",
                                 default_text="$CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5")
+    model_config: str | None = setting("For a single-file --model (.safetensors, SD-1/SD-2/SDXL): the diffusers config "
+                                       "to map it onto, a hub id (from the local cache) or a folder.",
+                                       default_text="the matching base model's hub id")
+    lora: list[str] | None = setting("A LoRA .safetensors file (diffusers or kohya format) as FILE or FILE:SCALE, fused "
+                                     "into the model's weights before inflation; repeatable. edit: the run's LoRAs "
+                                     "unless given (--lora none: none).", flag="--lora", default_text="none; edit: the run's")
     device: str = device_setting()
     dtype: str = setting("auto | fp32 | fp16 | bf16 (auto: bf16/fp16 on GPU, fp32 on CPU).", value="auto",
                          default_text="auto")

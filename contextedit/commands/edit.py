@@ -16,6 +16,8 @@ from .. import video as vio
 from . import OutputResult
 from ..errors import RunReplacedError, UsageError
 from ..models.loading import Components
+from ..models.lora import check_recorded_loras, describe_loras, lora_specs
+from ..models.single_file import check_recorded, is_single_file
 from ..pipeline import ContextEditPipeline
 from ..pipelines.editing import fused_steps
 from ..pipelines.prompt_control import read_mask
@@ -40,14 +42,17 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     run_dir = Path(opts.run) if opts.run else latest_run()
     manifest = load_manifest(run_dir)
     identity = run_identity(run_dir)
-    if opts.model and opts.model != manifest["model"]:
+    asked_model = str(Path(opts.model).expanduser().resolve()) if opts.model and is_single_file(opts.model) else opts.model
+    if asked_model and asked_model != manifest["model"]:
         raise UsageError(f"run {run_dir} was tuned on {manifest['model']!r}, not `model` {opts.model!r}; "
                          "drop `model` or tune again on that model")
     out_dir = Path(opts.out) if opts.out else run_dir / "edits"
     names = [output_name(p, None, opts.format) for p in opts.prompts]
     if len(set(names)) < len(names):
         raise UsageError("two target prompts give the same output name; remove the duplicate `prompt`")
-    asked = {**opts.settings(), "adapter": opts.adapter, "source_prompt": opts.source_prompt}
+    loras = run_sources(run_dir, manifest, opts) if comps is None else []
+    asked = {**opts.settings(), "adapter": opts.adapter, "source_prompt": opts.source_prompt,
+             **({"loras": [[lora["sha256"], lora["scale"]] for lora in loras]} if loras else {})}
     keys = {n: request_key(identity, asked, p, opts.mask) for p, n in zip(opts.prompts, names)}
     done = set() if opts.overwrite else done_outputs(out_dir, keys)
     todo = [(p, n) for p, n in zip(opts.prompts, names) if n not in done]
@@ -69,12 +74,13 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
 
     t0 = time.perf_counter()
     pipe = ContextEditPipeline(comps) if comps is not None else \
-        ContextEditPipeline.from_pretrained(manifest["model"], device=opts.device, dtype=opts.dtype)
+        ContextEditPipeline.from_pretrained(manifest["model"], device=opts.device, dtype=opts.dtype, loras=loras,
+                                            model_config=opts.model_config or manifest.get("model_file", {}).get("config"))
     opts.resolve(pipe.components.recommended, run=tuned.settings)  # the one resolve
     timings = {"load_s": time.perf_counter() - t0}
     use_adapter = opts.adapter and tuned.adapter is not None
     header = {
-        "run": str(run_dir.resolve()), "run_manifest_sha256": identity, "model": manifest["model"],
+        "run": str(run_dir.resolve()), "run_manifest_sha256": identity, "model": manifest["model"], **pipe.sources,
         "source_prompt": opts.source_prompt or tuned.prompt,
         "settings": {**opts.settings(), "adapter": use_adapter, "device": str(pipe.device),
                      "dtype": str(pipe.dtype).replace("torch.", "")},
@@ -106,3 +112,16 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
                                           {n for _, n in todo}], peak_gib=peak_memory_gib(pipe.device))
     record = merge_output(out_dir, {**header, "timings": timings})
     return EditResult(out_dir=out_dir, files=[out_dir / n for n in names], record=record)
+
+
+def run_sources(run_dir: Path, manifest: dict, opts: EditOptions) -> list[dict]:
+    """Check the single file the run was tuned on (same path, same sha256) and return the LoRAs to
+    fuse: ``lora`` when given (``none``: none), else the run's own, checked by sha256."""
+    if manifest.get("model_file"):
+        check_recorded(manifest["model_file"], run_dir)
+    asked = lora_specs(opts.lora)
+    if asked is None:
+        recorded = manifest.get("loras", [])
+        check_recorded_loras(recorded, run_dir)
+        return [{"file": lora["file"], "sha256": lora["sha256"], "scale": float(lora["scale"])} for lora in recorded]
+    return describe_loras(asked)

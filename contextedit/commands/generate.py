@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..fileio import atomic_path, write_json
 from ..models.loading import Components
 from ..options import GenerateOptions
+from ..models.lora import lora_specs
 from ..pipeline import ContextEditPipeline
 from ..pipelines.generation import GenerateSettings, generate_images, make_grid
 from ..progress import ProgressFactory, silent
@@ -37,7 +38,8 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
         check_new_output(out_dir / name, opts.overwrite)
     t0 = time.perf_counter()
     pipe = ContextEditPipeline(comps) if comps is not None else \
-        ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
+        ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype,
+                                            model_config=opts.model_config, loras=lora_specs(opts.lora))
     opts.resolve(pipe.components.recommended)
     settings = GenerateSettings(**{f.name: getattr(opts, f.name) for f in fields(GenerateSettings)})
     info: dict = {}
@@ -55,7 +57,7 @@ def generate(opts: GenerateOptions, progress: ProgressFactory = silent, comps: C
     from ..device import peak_memory_gib
 
     record = {
-        "model": pipe.components.model_id, "images": entries,
+        "model": pipe.components.model_id, **pipe.sources, "images": entries,
         "settings": {"sampler": opts.sampler, "steps": opts.steps, "guidance": opts.guidance,
                      "negative_prompt": opts.negative_prompt, "width": info["width"], "height": info["height"], "n": opts.n,
                      "adapter": info["adapter"], "seed": opts.seed,

@@ -90,9 +90,11 @@ def components(options: dict):
 
     device = resolve_device(options.get("device", "auto"))
     dtype = resolve_dtype(options.get("dtype", "auto"), device)
-    key = (options.get("model"), str(device), str(dtype))
+    key = (options.get("model"), str(device), str(dtype), options.get("model_config"), tuple(options.get("lora") or ()))
     t = time.perf_counter()
     if key not in _LOADED:
         _LOADED.clear()  # one model per worker: its memory goes before the next loads
-        _LOADED[key] = load_components(key[0], device, dtype)
+        from ..models.lora import lora_specs
+
+        _LOADED[key] = load_components(key[0], device, dtype, model_config=key[3], loras=lora_specs(key[4]))
     return _LOADED[key], time.perf_counter() - t

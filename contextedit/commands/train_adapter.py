@@ -23,6 +23,7 @@ from ..fileio import atomic_folder, save_safetensors, write_json
 from ..models.adapter import ContextAdapter, config_for_unet
 from ..models.flops import count_parameters
 from ..models.inflate import shared_copy, trainable_parameters
+from ..models.lora import lora_specs
 from ..models.loading import load_components
 from ..options import TrainAdapterOptions  # noqa: F401 — declared there
 from ..pipelines.adapters import RECORD_FILE, UNET_FILE
@@ -87,7 +88,7 @@ def train_adapter(opts: TrainAdapterOptions, progress: ProgressFactory = silent)
     pairs = read_image_captions(opts.data)
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, device)
-    comps = load_components(opts.model, device, dtype)
+    comps = load_components(opts.model, device, dtype, model_config=opts.model_config, loras=lora_specs(opts.lora))
     size = opts.size or comps.native_size
     pixels = np.stack([vio.resize_crop(vio.read_image(p)[None], size, size)[0] for p, _ in pairs])
     t0 = time.perf_counter()

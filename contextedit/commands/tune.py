@@ -14,6 +14,7 @@ from .. import video as vio
 from ..errors import InputError, OutputExistsError, UsageError
 from ..models.loading import Components
 from ..options import TuneOptions, parse_frames  # noqa: F401 — declared there
+from ..models.lora import lora_specs
 from ..pipeline import ContextEditPipeline
 from ..pipelines.tuned import TunedClip
 from ..pipelines.tuning import TuneSettings
@@ -50,7 +51,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
 
     clip = vio.read_video(opts.video, frames=opts.frames, stride=opts.stride, start=opts.start)
     pipe = ContextEditPipeline(comps) if comps is not None else \
-        ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype)
+        ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype,
+                                            model_config=opts.model_config, loras=lora_specs(opts.lora))
     height, width = clip.frames.shape[1:3]
     size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, pipe.components.native_size)
     if size[0] > width or size[1] > height:

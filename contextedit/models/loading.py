@@ -16,7 +16,6 @@ by :mod:`contextedit.models.tiny` and :mod:`contextedit.models.tiny_clip`.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,8 @@ import torch
 from ..defaults import DEFAULTS_FILE
 from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES, refuse_pickle
+from .folders import refuse_custom_classes, refuse_pickle_weights  # noqa: F401 — re-exported
+from .single_file import is_single_file
 from .tiny import TRAINED, TRAINED_TINY  # noqa: F401 — the trained embedded models' folders (contextedit/assets/)
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -98,10 +99,14 @@ def default_model() -> str:
 
 
 def load_components(model: str | None = None, device: str | torch.device = "cpu",
-                    dtype: str | torch.dtype = torch.float32) -> Components:
+                    dtype: str | torch.dtype = torch.float32, *, model_config: str | None = None,
+                    loras=None) -> Components:
     """Return vae, unet, text_encoder, tokenizer and scheduler config for ``model``.
 
-    ``dtype`` is a torch dtype or a CLI name (``auto``, ``fp32``, ``fp16``, ``bf16``).
+    ``dtype`` is a torch dtype or a CLI name (``auto``, ``fp32``, ``fp16``, ``bf16``). ``model`` may
+    be a ``.safetensors`` single file, mapped onto ``model_config`` (:mod:`.single_file`); ``loras``
+    (``FILE[:SCALE]`` strings, or records with file and scale) are fused into the 2-D weights
+    (:mod:`.lora`) and recorded in ``extra["loras"]``.
     """
     device = torch.device(device)
     if isinstance(dtype, str):
@@ -109,6 +114,10 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
 
         dtype = resolve_dtype(dtype, device)
     model = model or default_model()
+    if loras:  # checked (and hashed) before the model loads: a wrong path fails fast
+        from .lora import describe_loras
+
+        loras = describe_loras(loras)
     if model in TRAINED and TRAINED[model].is_dir():
         # The trained embedded models ship as ordinary diffusers folders: same code path as real weights.
         comps = _load_pretrained(str(TRAINED[model]))
@@ -123,14 +132,35 @@ def load_components(model: str | None = None, device: str | torch.device = "cpu"
 
         with seeded(0):  # the builders seed their weights; the caller's RNG stays as it was
             comps = Components(model_id=model, **tiny.BUILDERS.get(model, tiny.build_tiny_random)())
+    elif is_single_file(model):
+        comps = single_file_components(model, model_config)
     else:
         comps = _load_pretrained(model)
     for module in (comps.vae, comps.unet, comps.text_encoder, comps.text_encoder_2):
         if module is not None:
             module.requires_grad_(False).eval()
+    if loras:  # fused in float32 on the CPU, before the family's hooks and before any inflation
+        from .lora import fuse_loras
+
+        fuse_loras(comps, loras)
+        comps.extra["loras"] = loras
     if comps.family.prepare is not None:  # SDXL: the hook that unpacks its pooled token
         comps.family.prepare(comps)
     return comps.to(device, dtype)
+
+
+def single_file_components(model: str, config: str | None) -> Components:
+    """A ``.safetensors`` single file as components; ``extra["single_file"]`` records it."""
+    from .single_file import load_single_file
+
+    if config and Path(config).expanduser().is_dir() and (Path(config).expanduser() / "model_index.json").is_file():
+        refuse_custom_classes(Path(config).expanduser())  # its classes build the parts: no custom code
+    parts, record = load_single_file(model, config)
+    comps = Components(model_id=record["path"], **parts)
+    comps.extra.update(single_file=record, base_adapter=None,
+                       defaults=recommended_defaults(Path(record["config"]) if Path(record["config"]).is_dir()
+                                                     else record["config"]))
+    return comps
 
 
 def _load_pretrained(model: str) -> Components:
@@ -177,48 +207,6 @@ def _check_sd_folder(path: Path) -> None:
     refuse_custom_classes(path)
 
 
-# The classes contextedit builds each part with; a folder naming others would be silently replaced.
-STANDARD_CLASSES = {
-    "unet": {"UNet2DConditionModel"}, "vae": {"AutoencoderKL"}, "text_encoder": {"CLIPTextModel"},
-    "tokenizer": {"CLIPTokenizer", "CLIPTokenizerFast"},
-}
-
-
-def _standard(part: str) -> set | None:
-    """The classes a folder may name for ``part``: SD's, or a family's extra part's (and its fast tokenizer)."""
-    from .families import FAMILIES
-
-    names = set(STANDARD_CLASSES.get(part, ()))
-    for family in FAMILIES:
-        names |= {n for p, _, n in family.extra_parts if p == part} | {n + "Fast" for p, _, n in family.extra_parts
-                                                                         if p == part and n.endswith("Tokenizer")}
-    return names or None
-
-
-def refuse_custom_classes(path: Path) -> None:
-    """Refuse a model_index.json that names classes other than the standard ones (custom code is
-    never run, and loading the standard class in its place would be a silent substitute).
-    Schedulers only lend their config, so any diffusers scheduler is fine."""
-    try:
-        index = json.loads((path / "model_index.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelNotFoundError(f"{path / 'model_index.json'} is not valid JSON ({exc}); re-save the model") from exc
-    custom = []
-    for part, entry in index.items() if isinstance(index, dict) else ():
-        if part.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or entry[1] is None:
-            continue
-        library, name = entry
-        standard = name in (_standard(part) or {name}) and library in ("diffusers", "transformers")
-        if part == "scheduler":
-            standard = library == "diffusers"
-        if not standard:
-            custom.append(f"{part}: {library}.{name}")
-    if custom:
-        raise ModelNotFoundError(
-            f"{path} names custom classes ({'; '.join(custom)}); contextedit loads only the standard Stable Diffusion "
-            "classes and runs no custom code — re-save the parts as the standard classes or pass another `model`")
-
-
 def base_adapter(source: Path | str) -> str | None:
     """The folder of the model's base context adapter (``adapter/config.json`` beside
     ``model_index.json``, a local folder or a hub id's cached snapshot), or None."""
@@ -253,19 +241,6 @@ def recommended_defaults(source: Path | str) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"{file} must hold a JSON object like {{\"edit\": {{\"guidance\": 5}}}}; fix or remove it")
     return data
-
-
-def refuse_pickle_weights(folder: Path, parts: tuple[str, ...] = ("unet", "vae", "text_encoder")) -> None:
-    """Name the real problem when a part holds pickle weights only: they are never loaded."""
-    for part in parts:
-        sub = folder / part
-        if sub.is_dir() and not any(sub.glob("*.safetensors")):
-            pickles = sorted(p.name for p in sub.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-            if pickles:
-                raise UnsafeFileError(
-                    f"{sub} holds only pickle weights ({', '.join(pickles)}); only .safetensors are loaded — "
-                    "re-save the model with save_pretrained(safe_serialization=True) or pass another `model`"
-                )
 
 
 def offline() -> bool:

@@ -1,0 +1,251 @@
+"""Single-file checkpoints and LoRA files (issue 32), on tiny-random written by hand in the
+original single-file layout (tests/ldm_layout.py: this project's own key mapping) and a LoRA made
+with peft on the tiny UNet. Nothing is mocked: the files go through diffusers' from_single_file and
+load_lora_weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from contextedit.cli import app
+from contextedit.errors import InputError, UnsafeFileError
+from contextedit.fileio import load_safetensors
+from contextedit.models.loading import load_components, save_components
+from contextedit.models.single_file import sha256
+from contextedit.pipeline import ContextEditPipeline
+
+from helpers import F32_EPS, MODEL, write_clip
+from ldm_layout import ldm_state_dict
+
+pytest.importorskip("peft")
+
+PROMPT = "a red circle moving right on a black background"
+CPU = ["--device", "cpu", "--quiet"]
+runner = CliRunner()
+RANK, ALPHA = 4, 8  # alpha/r = 2: the hand merge checks the scaling too
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def invoke(args):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runner.invoke(app, [str(a) for a in args])
+
+
+def fails(args, *words):
+    result = invoke(args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for word in words:
+        assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """tiny-random as a diffusers folder, as a single file, and two LoRAs (one for another base)."""
+    root = tmp_path_factory.mktemp("sources")
+    comps = load_components(MODEL)
+    save_components(comps, root / "folder")
+    save_file(ldm_state_dict(comps), str(root / "tiny.safetensors"))
+    write_lora(comps.unet, root / "lora", seed=1)
+    other = load_components("tiny-xl-random")  # another base: other attention widths
+    write_lora(other.unet, root / "other", seed=2)
+    return root
+
+
+def write_lora(unet, folder: Path, seed: int) -> Path:
+    """A diffusers-format LoRA on the attention projections, random non-zero B (peft starts B at 0)."""
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = copy.deepcopy(unet)
+    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian", target_modules=TARGETS))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
+                                              unet_lora_adapter_metadata={"r": RANK, "lora_alpha": ALPHA,
+                                                                          "target_modules": TARGETS})
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def lora_file(files, name="lora"):
+    return files / name / "pytorch_lora_weights.safetensors"
+
+
+# --------------------------------------------------------------------------- single files
+
+
+def test_single_file_loads_the_folder_weights_exactly(files):
+    folder = load_components(str(files / "folder"))
+    single = ContextEditPipeline.from_single_file(files / "tiny.safetensors", config=files / "folder", device="cpu",
+                                                  dtype="fp32").components
+    assert single.model_id == str((files / "tiny.safetensors").resolve())
+    assert single.extra["single_file"]["family"] == "sd-1"
+    assert single.extra["single_file"]["sha256"] == sha256(files / "tiny.safetensors")
+    for part in ("unet", "vae", "text_encoder"):
+        a, b = getattr(folder, part).state_dict(), getattr(single, part).state_dict()
+        assert a.keys() == b.keys(), part
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert folder.scheduler_config["prediction_type"] == single.scheduler_config["prediction_type"]
+
+
+def test_single_file_generates_the_folder_image(files, tmp_path):
+    outs = {}
+    for name, model in (("folder", [files / "folder"]), ("file", [files / "tiny.safetensors", "--model-config",
+                                                                  files / "folder"])):
+        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", tmp_path / name, *CPU])
+        assert result.exit_code == 0, result.stderr
+        outs[name] = next((tmp_path / name).glob("*.png")).read_bytes()
+    assert outs["folder"] == outs["file"]
+    record = json.loads((tmp_path / "file" / "generate.json").read_text())
+    assert record["model_file"]["sha256"] == sha256(files / "tiny.safetensors")
+
+
+def test_pickle_and_unknown_files_are_refused(files, tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"\x80\x04not really a pickle")
+    fails(["generate", "--prompt", PROMPT, "--model", ckpt, "--steps", "1", "--out", tmp_path / "o", *CPU], "pickle",
+          "model.ckpt")
+    with pytest.raises(UnsafeFileError):
+        ContextEditPipeline.from_single_file(ckpt, device="cpu")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "junk.safetensors"))
+    fails(["generate", "--prompt", PROMPT, "--model", tmp_path / "junk.safetensors", "--model-config", files / "folder",
+           "--steps", "1", "--out", tmp_path / "o", *CPU], "no stable diffusion unet")
+    fails(["generate", "--prompt", PROMPT, "--model", files / "tiny.safetensors", "--lora", ckpt, "--model-config",
+           files / "folder", "--steps", "1", "--out", tmp_path / "o", *CPU], "pickle")
+
+
+def test_tune_and_edit_on_a_single_file(files, tmp_path, runs):
+    model = shutil.copy(files / "tiny.safetensors", tmp_path / "model.safetensors")
+    clip = write_clip(tmp_path / "clip.mp4", frames=8)
+    result = invoke(["tune", clip, "--model", model, "--model-config", files / "folder", "--prompt", PROMPT, "--frames",
+                     "2", "--steps", "1", "--no-checkpointing", "--out", tmp_path / "run", *CPU])
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["model"] == str(Path(model).resolve())
+    assert manifest["model_file"] == {"path": str(Path(model).resolve()), "sha256": sha256(model), "family": "sd-1",
+                                      "config": str((files / "folder").resolve())}
+    edit = ["edit", "--prompt", "a blue circle moving right on a black background", "--run", tmp_path / "run",
+            "--steps", "2", *CPU]
+    result = invoke([*edit, "--out", tmp_path / "e1"])  # the config comes from the run
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "e1" / "edits.json").read_text())["model_file"]["sha256"] == sha256(model)
+    # changed: refused with one line naming the file; missing: the same
+    data = bytearray(Path(model).read_bytes())
+    data[-1] ^= 1
+    Path(model).write_bytes(bytes(data))
+    fails([*edit, "--out", tmp_path / "e2"], "model.safetensors", "changed")
+    Path(model).unlink()
+    fails([*edit, "--out", tmp_path / "e3"], "model.safetensors", "missing")
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def hand_merged(unet, file: Path, scale: float) -> dict[str, torch.Tensor]:
+    """W + scale·(alpha/r)·B@A for every LoRA'd weight, from the file's tensors, in float64."""
+    lora = load_safetensors(file)
+    out = {}
+    for key, down in lora.items():  # diffusers' format: <module>.lora.down.weight (A) and .lora.up.weight (B)
+        if not key.endswith(".lora.down.weight"):
+            continue
+        up = lora[key.replace(".lora.down.", ".lora.up.")]
+        name = key.removeprefix("unet.").replace(".lora.down.weight", ".weight")
+        out[name] = (unet.state_dict()[name].double() + scale * (ALPHA / RANK) * (up.double() @ down.double()))
+    return out
+
+
+def test_lora_fuses_to_the_hand_merge(files):
+    base = load_components(MODEL)
+    scale = 0.7
+    pipe = ContextEditPipeline(load_components(MODEL)).load_lora(lora_file(files), scale)
+    expected = hand_merged(base.unet, lora_file(files), scale)
+    state = pipe.components.unet.state_dict()
+    assert len(expected) == len(load_safetensors(lora_file(files))) // 2 > 0  # every LoRA'd projection
+    assert not any("lora" in k for k in state) and state.keys() == base.unet.state_dict().keys()
+    for name, want in expected.items():
+        # float32: W + s·(B@A) with B@A a sum of r products: r+2 roundings of terms at most |W| + |s·α/r·B@A|
+        bound = (RANK + 3) * F32_EPS * float(want.abs().max())
+        assert float((state[name].double() - want).abs().max()) <= bound, name
+        assert not torch.equal(state[name], base.unet.state_dict()[name])
+    untouched = [k for k in state if k not in expected]
+    assert all(torch.equal(state[k], base.unet.state_dict()[k]) for k in untouched)
+    assert pipe.sources["loras"] == [{"file": str(lora_file(files).resolve()), "sha256": sha256(lora_file(files)),
+                                      "scale": scale}]
+
+
+def test_lora_scale_zero_is_the_base_and_two_loras_add(files, tmp_path):
+    base = load_components(MODEL).unet.state_dict()
+    zero = load_components(MODEL, loras=[f"{lora_file(files)}:0"]).unet.state_dict()
+    assert all(torch.equal(base[k], zero[k]) for k in base)
+    shutil.copytree(files / "lora", tmp_path / "again")
+    both = load_components(MODEL, loras=[f"{lora_file(files)}:0.5", f"{tmp_path / 'again' / lora_file(files).name}:0.25"])
+    one = hand_merged(load_components(MODEL).unet, lora_file(files), 0.75)
+    for name, want in one.items():
+        bound = 2 * (RANK + 3) * F32_EPS * float(want.abs().max())
+        assert float((both.unet.state_dict()[name].double() - want).abs().max()) <= bound, name
+
+
+def test_lora_for_another_base_is_refused(files, tmp_path):
+    with pytest.raises(InputError, match="does not fit|changes no layer"):
+        load_components(MODEL, loras=[str(lora_file(files, "other"))])
+    fails(["generate", "--prompt", PROMPT, "--model", MODEL, "--lora", lora_file(files, "other"), "--steps", "1",
+           "--out", tmp_path / "o", *CPU], "another base", "size mismatch")
+    fails(["generate", "--prompt", PROMPT, "--model", MODEL, "--lora", tmp_path / "nope.safetensors", "--steps", "1",
+           "--out", tmp_path / "o", *CPU], "nope.safetensors")
+
+
+def test_tune_with_lora_records_it_and_edit_reuses_it(files, tmp_path, runs):
+    clip = write_clip(tmp_path / "clip.mp4", frames=8)
+    tune = ["tune", clip, "--model", MODEL, "--prompt", PROMPT, "--frames", "2", "--steps", "1", "--no-checkpointing",
+            *CPU]
+    assert invoke([*tune, "--out", tmp_path / "plain"]).exit_code == 0
+    result = invoke([*tune, "--lora", f"{lora_file(files)}:0.8", "--out", tmp_path / "run"])
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["loras"] == [{"file": str(lora_file(files).resolve()), "sha256": sha256(lora_file(files)),
+                                  "scale": 0.8}]
+    plain, lora = (load_safetensors(tmp_path / r / "tuned.safetensors") for r in ("plain", "run"))
+    assert {k: v.shape for k, v in plain.items()} == {k: v.shape for k, v in lora.items()}  # no merged weights in it
+    assert not all(torch.equal(plain[k], lora[k]) for k in plain)  # tuned from the LoRA'd queries
+    edit = ["edit", "--prompt", "a blue circle moving right on a black background", "--run", tmp_path / "run",
+            "--steps", "2", "--format", "frames", *CPU]
+    for name, extra in (("implicit", []), ("explicit", ["--lora", f"{lora_file(files)}:0.8"]), ("none", ["--lora", "none"])):
+        result = invoke([*edit, *extra, "--out", tmp_path / name])
+        assert result.exit_code == 0, result.stderr
+
+    def frames(name):
+        return [np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(p)) for p in
+                sorted((tmp_path / name).rglob("*.png"))]
+    implicit, explicit, none = frames("implicit"), frames("explicit"), frames("none")
+    assert implicit and all(np.array_equal(a, b) for a, b in zip(implicit, explicit))
+    assert not all(np.array_equal(a, b) for a, b in zip(implicit, none))
+    assert json.loads((tmp_path / "implicit" / "edits.json").read_text())["loras"][0]["scale"] == 0.8
+    # the LoRA changed on disk: one line naming it
+    moved = shutil.copytree(files / "lora", tmp_path / "lora")
+    run2 = shutil.copytree(tmp_path / "run", tmp_path / "run2")
+    m = json.loads((run2 / "manifest.json").read_text())
+    m["loras"][0]["file"] = str(moved / lora_file(files).name)
+    (run2 / "manifest.json").write_text(json.dumps(m))
+    (moved / lora_file(files).name).write_bytes(b"changed")
+    fails(["edit", "--prompt", "a cat", "--run", run2, "--steps", "2", "--out", tmp_path / "x", *CPU],
+          "pytorch_lora_weights.safetensors", "changed")
