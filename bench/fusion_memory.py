@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import update_docs  # noqa: E402
-from contextedit.fileio import write_json  # noqa: E402
+from contextedit.fileio import read_json, write_json  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fusion-memory.json"
 MIB = 2**20
@@ -53,9 +53,20 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--peaks-only", action="store_true",
+                        help="only (re)extrapolate the edit peaks from --out's store figures and perf-cpu-{live,stored}.json")
     update_docs.add_flag(parser)
     args = parser.parse_args(argv)
     update_docs.check(args, args.out)
+    if args.peaks_only:
+        doc = read_json(args.out)
+        doc["edit_peak"] = edit_peaks(doc)
+        doc.setdefault("commands", []).append("python bench/fusion_memory.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+        write_json(args.out, doc)
+        print(doc["edit_peak"])
+        if args.update_docs:
+            write_benchmarks(doc)
+        return
     from perf import build_components
 
     from contextedit.models.inflate import inflate_unet
@@ -96,6 +107,37 @@ def main(argv=None) -> None:
         write_benchmarks(doc)
 
 
+# Parameters of SD-1.5's UNet, VAE and CLIP text encoder, plus the temporal layers inflation adds
+# (bench/results/perf-cpu.json: unet_parameters; the rest from the models' configs).
+SD15_PARAMETERS = 859_520_964 + 83_653_863 + 123_060_480 + 49_574_080
+CUDA_CONTEXT_GIB = 0.5  # what the CUDA runtime itself holds on a GPU, roughly
+
+
+def edit_peaks(doc: dict, size: int = 512, frames: int = 24, window: int = 16) -> dict:
+    """The peak of one edit (SD-1.5 size, T = 20, fp16, windows of ``window`` frames) for each
+    source branch, extrapolated from the CPU probes of bench/perf.py (``--memory-frames 8,16
+    --memory-kinds edit --source live|stored``: peak RSS of fresh processes at 256², fp32, T = 2):
+    activations per frame from the 8 → 16 difference less the store's own growth, scaled by the
+    tokens ((size/256)², linear: a GPU's SDPA kernels hold no score matrix) and by fp16 (½); the
+    store from the measured bytes per frame per step at T = 20; the weights in fp16."""
+    per = doc["bytes_per_frame_per_step_fp32"]
+    store_cpu = per["self"] * 1 + per["cross"] * 2  # the probes' T = 2: one self step (½·T), cross at both
+    out = {"size": size, "frames": frames, "window": window, "T": 20, "dtype": "fp16",
+           "weights_gib": SD15_PARAMETERS * 2 / 2**30, "cuda_context_gib": CUDA_CONTEXT_GIB}
+    for mode in ("live", "stored"):
+        peaks = read_json(ROOT / "bench" / "results" / f"perf-cpu-{mode}.json")["peak_gib"]["edit"]
+        grown = peaks["16"] - peaks["8"]
+        store = store_cpu / 2**30 if mode == "stored" else 0.0
+        activation = (grown / 8 - store)                                  # GiB per frame, 256², fp32
+        held = min(frames, window)
+        act = activation * (size / 256) ** 2 * 0.5 * held
+        store_gib = doc["extrapolated"]["table"][str(size)][str(frames)]["window_16_mib"] / 1024 if mode == "stored" else 0.0
+        out[mode] = {"cpu_peak_gib_256_fp32": peaks, "activation_gib_per_frame_256_fp32": activation,
+                     "activations_gib": act, "store_gib": store_gib,
+                     "peak_gib": out["weights_gib"] + CUDA_CONTEXT_GIB + act + store_gib}
+    return out
+
+
 def write_benchmarks(doc: dict) -> None:
     from quality import write_block
 
@@ -113,6 +155,19 @@ def write_benchmarks(doc: dict) -> None:
         a, b = t["256"][f], t["512"][f]
         lines.append(f"| {f} | {a['whole_clip_mib'] / 1024:.2f} GiB | {a['window_16_mib'] / 1024:.2f} GiB | "
                      f"{b['whole_clip_mib'] / 1024:.2f} GiB | {b['window_16_mib'] / 1024:.2f} GiB |")
+    if "edit_peak" in doc:
+        e = doc["edit_peak"]
+        lines += ["", f"One whole edit, extrapolated (`--peaks-only`, from the CPU probes `python bench/perf.py --device cpu "
+                  "--memory-frames 8,16 --memory-kinds edit --source live|stored`): SD-1.5 size, "
+                  f"{e['frames']} frames at {e['size']}² in windows of {e['window']}, T = {e['T']}, {e['dtype']}; weights "
+                  f"{e['weights_gib']:.1f} GiB and a CUDA context of {e['cuda_context_gib']} GiB in both:", "",
+                  "| source branch | CPU probe 8 / 16 frames (256², fp32, T = 2) | activations | fusion store | peak |",
+                  "|---|---|---|---|---|"]
+        for mode in ("live", "stored"):
+            m = e[mode]
+            p = m["cpu_peak_gib_256_fp32"]
+            lines.append(f"| `{mode}` | {p['8']:.2f} / {p['16']:.2f} GiB | {m['activations_gib']:.1f} GiB | "
+                         f"{m['store_gib']:.1f} GiB | **{m['peak_gib']:.1f} GiB** |")
     lines += ["", "<!-- fusion-memory:end -->"]
     write_block(ROOT / "BENCHMARKS.md", "\n".join(lines), "Fusion memory at SD size (issue 18)")
 
