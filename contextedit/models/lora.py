@@ -71,16 +71,11 @@ def describe_loras(specs) -> list[dict]:
 
 def check_recorded_loras(loras: list[dict], run: str | Path) -> None:
     """The LoRA files a run was tuned with, where they were and unchanged, or one line naming the file."""
-    from .single_file import sha256
+    from .single_file import check_unchanged
 
     for lora in loras:
-        path = Path(lora["file"])
-        if not path.is_file():
-            raise InputError(f"run {run} was tuned with the LoRA {path} (sha256 {lora['sha256'][:12]}…), which is "
-                             "missing; put it back at that path, or pass `lora` none")
-        if sha256(path) != lora["sha256"]:
-            raise InputError(f"run {run} was tuned with the LoRA {path} (sha256 {lora['sha256'][:12]}…), but the file "
-                             "there has changed; put the original back, or tune again")
+        check_unchanged(lora["file"], lora["sha256"], f"run {run} was tuned with the LoRA",
+                        missing="put it back at that path, or pass `lora` none", changed="put the original back, or tune again")
 
 
 def fuse_loras(comps, loras: list[dict]) -> None:

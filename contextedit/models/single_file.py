@@ -140,10 +140,16 @@ def load_single_file(path: str | Path, config: str | None = None) -> tuple[dict,
 
 def check_recorded(record: dict, run: str | Path) -> None:
     """The single file a run was tuned on, still where it was and unchanged, or one line naming it."""
-    path = Path(record["path"])
+    check_unchanged(record["path"], record["sha256"], f"run {run} was tuned on the single file",
+                    missing="put that file back at that path", changed="put the original back, or tune again on the new file",
+                    missing_error=ModelNotFoundError)
+
+
+def check_unchanged(path: str | Path, digest: str, what: str, *, missing: str, changed: str,
+                    missing_error: type[Exception] = InputError) -> None:
+    """``path`` still there with sha256 ``digest``, or one line: ``what`` the file is, and what to do."""
+    path = Path(path)
     if not path.is_file():
-        raise ModelNotFoundError(f"run {run} was tuned on the single file {path} (sha256 {record['sha256'][:12]}…), "
-                                 "which is missing; put that file back at that path")
-    if sha256(path) != record["sha256"]:
-        raise InputError(f"run {run} was tuned on the single file {path} with sha256 {record['sha256'][:12]}…, but the "
-                         "file there has changed; put the original back, or tune again on the new file")
+        raise missing_error(f"{what} {path} (sha256 {digest[:12]}…), which is missing; {missing}")
+    if sha256(path) != digest:
+        raise InputError(f"{what} {path} (sha256 {digest[:12]}…), but the file there has changed; {changed}")
