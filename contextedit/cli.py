@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from . import __version__
 from .cli_eval import _evaluate, eval_params
 from .cli_options import command, given, option_parameters
+from .cli_ui import ui_params
 from .cli_setup import Debug, Quiet, say as _say, setup as _setup
 from .options import CaptionOptions, EditOptions, GenerateOptions, TrainAdapterOptions, TuneOptions
 from .errors import ContextEditError, Interrupted
@@ -270,6 +271,18 @@ def _batch_params() -> list[inspect.Parameter]:
 
 
 command(app, "batch", _batch.__doc__, _batch_params(), _batch)
+
+
+def _ui(values: dict) -> None:
+    """Serve the web UI (Gradio, the ui extra): tune and edit in the browser or through its API."""
+    _setup(values.pop("quiet"), values.pop("debug"))
+    from .cli_ui import serve
+
+    names = {p.name for p in [*_edit_params(), *option_parameters(TuneOptions)]}
+    serve(values, lambda message: cli_message(message, names))
+
+
+command(app, "ui", _ui.__doc__, [*ui_params(), *_common_flags()], _ui)
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ runner = CliRunner()
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("tune", "edit", "generate", "eval", "caption", "train-adapter"):
+    for command in ("tune", "edit", "generate", "eval", "caption", "train-adapter", "ui"):
         assert command in result.stdout
 
 
@@ -70,8 +70,8 @@ def test_help_of_every_command_imports_no_torch():
 
     code = ("import sys; from typer.testing import CliRunner; from contextedit.cli import app; "
             "r = [CliRunner().invoke(app, a).exit_code for a in ([\"--help\"], [\"tune\", \"--help\"], "
-            "[\"edit\", \"--help\"], [\"eval\", \"--help\"], [\"caption\", \"--help\"], [\"train-adapter\", \"--help\"])]; "
-            "print(r, 'torch' in sys.modules)")
+            "[\"edit\", \"--help\"], [\"eval\", \"--help\"], [\"caption\", \"--help\"], [\"train-adapter\", \"--help\"], "
+            "[\"ui\", \"--help\"])]; print(r, 'torch' in sys.modules, 'gradio' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[-1] == "False", out
-    assert "".join(out[:-1]) == "[0,0,0,0,0,0]"
+    assert out[-2:] == ["False", "False"], out  # neither torch nor gradio
+    assert "".join(out[:-2]) == "[0,0,0,0,0,0,0]"

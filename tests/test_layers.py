@@ -18,7 +18,7 @@ LAYERS = [
     {"pipelines"},
     {"pipeline", "options"},
     {"commands"},
-    {"cli", "cli_options", "cli_setup", "cli_eval"},
+    {"cli", "cli_options", "cli_setup", "cli_eval", "cli_ui", "ui"},
 ]
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

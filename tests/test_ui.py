@@ -1,0 +1,141 @@
+"""`contextedit ui`: the Gradio app driven through Gradio's own client (a real server in a
+subprocess, on 127.0.0.1 and a free port), its run-name checks, and the one-line refusal when the
+ui extra is not installed. Skipped where gradio or gradio_client is missing (the ui extra)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "examples" / "red-circle.mp4"
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def test_without_gradio_the_command_says_how_to_install_it_and_exits_2():
+    """A meta path finder refuses gradio, as on a machine without the ui extra."""
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('gradio', 'gradio_client'):\n"
+            "            raise ImportError(f'No module named {name!r}')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "sys.argv = ['contextedit', 'ui', '--port', '7']\n"
+            "from contextedit.cli import main\n"
+            "main()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and 'pip install -e ".[ui]"' in lines[0], lines
+    assert "Traceback" not in result.stderr
+
+
+def test_run_names_stay_inside_the_runs_folder(tmp_path):
+    from contextedit.errors import InputError, UsageError
+    from contextedit.ui.jobs import Jobs
+
+    jobs = Jobs(runs=tmp_path / "runs")
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "manifest.json").write_text("{}")
+    assert jobs.run_folder("a") == (tmp_path / "runs" / "a").resolve()
+    for bad in ("../x", "..", ".", "a/../../x", "/etc", str(tmp_path), "a/b", ""):
+        with pytest.raises(UsageError):
+            jobs.run_folder(bad)
+    with pytest.raises(InputError, match="no tuned run named"):
+        jobs.run_folder("missing")
+    assert jobs.list_runs() == ["a"]
+    (tmp_path / "runs" / "a.mp4").write_text("")
+    assert jobs.new_run_folder("x/a.mp4").name == "a-2"
+    assert jobs.new_run_folder("x/b.mp4").name == "b"
+    (tmp_path / "clip.mp4").write_text("not a video")
+    with pytest.raises(InputError):  # checked as a video before any model is loaded
+        jobs.tune(str(tmp_path / "clip.mp4"), "a cat", 1, 0)
+    with pytest.raises(UsageError):
+        jobs.tune(str(SAMPLE), "a cat", "two", 0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(tmp_path):
+    pytest.importorskip("gradio", reason="the web UI needs the ui extra: pip install -e \".[ui]\"")
+    pytest.importorskip("gradio_client", reason="the API test needs gradio_client (installed with gradio)")
+    port, runs = _free_port(), tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", "ui", "--model", MODEL, "--device", "cpu",
+                             "--port", str(port), "--runs", str(runs)], env=_env(), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the server did not start in 120 s"
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}", runs, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses bound to ``port`` (Linux: /proc/net/tcp{,6}, state 0A = LISTEN)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found
+
+
+@pytest.mark.slow
+def test_tune_edit_and_runs_through_gradios_client(server):
+    from gradio_client import Client, handle_file
+
+    from contextedit import video as vio
+
+    url, runs, port = server
+    if os.path.exists("/proc/net/tcp"):  # bound to 127.0.0.1 only by default
+        assert _listening_addresses(port) == {"0100007F"}, _listening_addresses(port)
+    client = Client(url, verbose=False)
+    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) >= {"/tune", "/edit", "/runs"}
+    name = client.predict(handle_file(str(SAMPLE)), "a red circle", 2, 0, api_name="/tune")
+    assert name == "red-circle" and (runs / name / "manifest.json").is_file()
+    assert client.predict(api_name="/runs") == [name]
+
+    files = client.predict(name, "a blue circle\na green square", 7.5, api_name="/edit")
+    assert len(files) == 2
+    for file in files:
+        path = file if isinstance(file, str) else file["path"]
+        assert Path(path).suffix == ".mp4" and vio.count_frames(path) == 8  # the tune's 8 frames
+
+    with pytest.raises(Exception, match="not a folder name inside the runs folder"):
+        client.predict("../x", "a cat", 7.5, api_name="/edit")
+    with pytest.raises(Exception, match="not a video|could not|no frames|cannot|decode"):
+        client.predict(handle_file(str(runs / name / "manifest.json")), "x", 1, 0, api_name="/tune")
+    assert client.predict(api_name="/runs") == [name]  # the server kept running
