@@ -178,3 +178,29 @@ class EvalOptions:
     json_out: str | None = setting("Also write the results as JSON.", flag="--json")
     report: str | None = setting("Also write an HTML page: source | edit, metrics, per-frame plot.")
     device: str = device_setting()
+
+
+@dataclass
+class UIOptions:
+    """``contextedit ui``: the web UI's server (Gradio, the ``ui`` extra)."""
+
+    model: str | None = setting("Model the page tunes on: hub id, local diffusers folder, or 'tiny' (embedded).",
+                                default_text="$CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5")
+    device: str = setting("auto | cpu | cuda | cuda:N | mps.", value="auto", default_text="auto")
+    host: str = setting("Address to bind; 0.0.0.0 serves the network (no login: anyone who reaches it can run jobs).",
+                        value="127.0.0.1", default_text="127.0.0.1")
+    port: int = setting("Port to serve on.", value=7860, default_text="7860")
+    runs: str | None = setting("Runs folder the page tunes into and lists (the CLI's run folders).",
+                               default_text="$CONTEXTEDIT_RUNS, else runs/")
+    share: bool = setting("Also open a public Gradio share link (off by default: the page is reachable from this "
+                          "machine only).", flag="--share", value=False)
+    max_upload_mb: int = setting("Largest upload accepted, in MB.", value=500, default_text="500")
+    edit_steps: int | None = setting("DDIM steps T of the page's edits.", default_text="edit's default")
+
+    def validate(self) -> None:
+        if self.max_upload_mb < 1:
+            raise UsageError("`max_upload_mb` must be at least 1")
+        if not 0 < self.port < 65536:
+            raise UsageError(f"`port` {self.port} is not a port number (1-65535)")
+        if self.edit_steps is not None:
+            check_at_least_one(self, "edit_steps")

@@ -78,7 +78,7 @@ def server(tmp_path):
     pytest.importorskip("gradio_client", reason="the API test needs gradio_client (installed with gradio)")
     port, runs = _free_port(), tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", "ui", "--model", MODEL, "--device", "cpu",
-                             "--port", str(port), "--runs", str(runs)], env=_env(), cwd=tmp_path,
+                             "--port", str(port), "--runs", str(runs), "--edit-steps", "2"], env=_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -6,7 +6,6 @@ library's progress callbacks feed ``gr.Progress``, and one queue runs one job at
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -109,15 +108,15 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
     return demo
 
 
-def serve_app(*, model: str | None, device: str, host: str, port: int, runs: str | os.PathLike | None, share: bool,
-              max_upload_mb: int, message: Callable[[str], str] = str) -> None:
-    """Serve the page until Ctrl-C: on ``host`` only (127.0.0.1 unless asked), no share link unless
-    ``share``, uploads up to ``max_upload_mb`` MB, one job at a time (a second tune queues)."""
-    runs = Path(runs) if runs is not None else runs_root()
+def serve_app(opts, message: Callable[[str], str] = str) -> None:
+    """Serve the page (:class:`~contextedit.options.UIOptions`) until Ctrl-C: on ``opts.host`` only
+    (127.0.0.1 unless asked), no share link unless ``opts.share``, uploads up to
+    ``opts.max_upload_mb`` MB, one job at a time (a second tune queues)."""
+    runs = Path(opts.runs) if opts.runs is not None else runs_root()
     runs.mkdir(parents=True, exist_ok=True)
-    jobs = Jobs(runs=runs.resolve(), model=model, device=device)
+    jobs = Jobs(runs=runs.resolve(), model=opts.model, device=opts.device, edit_steps=opts.edit_steps)
     demo = build_app(jobs, message)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=share, max_file_size=max_upload_mb * 1024 * 1024,
+    demo.launch(server_name=opts.host, server_port=opts.port, share=opts.share, max_file_size=opts.max_upload_mb * 1024 * 1024,
                 allowed_paths=[str(jobs.runs), str(jobs.sample().parent)], ssr_mode=False, show_error=True,
                 footer_links=["api"])

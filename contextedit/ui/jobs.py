@@ -28,6 +28,7 @@ class Jobs:
     runs: Path
     model: str | None = None
     device: str = "auto"
+    edit_steps: int | None = None  # None: edit's default
 
     def list_runs(self) -> list[str]:
         """The runs folder's tuned runs (folders with a manifest), newest first."""
@@ -94,7 +95,8 @@ class Jobs:
             raise UsageError(f"`guidance` must be a finite number, not {guidance}")
         # one folder per guidance, so that a new guidance never meets another's file of the same prompt
         out = run_dir / "edits" / f"guidance-{guidance:g}"
-        opts = EditOptions(prompts=targets, run=str(run_dir), guidance=guidance, device=self.device, out=str(out))
+        opts = EditOptions(prompts=targets, run=str(run_dir), guidance=guidance, steps=self.edit_steps, device=self.device,
+                           out=str(out))
         with _runs_root(self.runs):
             return [str(p) for p in edit(opts, progress=progress).files]
 
