@@ -41,22 +41,30 @@ class ContextEditPipeline:
         if components.family.prepare is not None:  # built by hand, not by load_components: SDXL still gets its hook
             components.family.prepare(components)
         self.components = components
+        self._motion: dict[str, torch.nn.Module] = {}  # motion adapters loaded for runs, by source
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
                         dtype: str | torch.dtype = "auto", model_config: str | None = None,
-                        loras=None) -> "ContextEditPipeline":
+                        loras=None, motion_adapter: str | os.PathLike | None = None) -> "ContextEditPipeline":
         """``model``: a hub id (the local cache first; offline mode respected), a diffusers folder,
         a ``.safetensors`` single file (mapped onto ``model_config``), ``tiny`` (the embedded
         shapes-world model) or ``tiny-random``. ``device`` auto picks CUDA, then MPS, then CPU;
         ``dtype`` auto is fp16 on CUDA, fp32 elsewhere. ``loras``: ``FILE[:SCALE]`` strings or
-        ``(file, scale)`` pairs, fused into the weights (as :meth:`load_lora`)."""
+        ``(file, scale)`` pairs, fused into the weights (as :meth:`load_lora`). ``motion_adapter``: a
+        diffusers ``MotionAdapter`` (hub id or folder) whose AnimateDiff motion modules a later
+        :meth:`tune` uses as its temporal layers (:mod:`contextedit.models.motion`)."""
         from .device import resolve_device, resolve_dtype
 
         device = resolve_device(str(device)) if isinstance(device, str) else torch.device(device)
         dtype = resolve_dtype(dtype, device) if isinstance(dtype, str) else dtype
-        return cls(load_components(str(model) if model is not None else None, device, dtype,
-                                   model_config=model_config, loras=loras))
+        comps = load_components(str(model) if model is not None else None, device, dtype,
+                                model_config=model_config, loras=loras)
+        if motion_adapter is not None:
+            from .models.motion import load_motion_adapter
+
+            comps.extra["motion_adapter"] = load_motion_adapter(str(motion_adapter))
+        return cls(comps)
 
     @classmethod
     def from_single_file(cls, path: str | os.PathLike, config: str | os.PathLike | None = None,
@@ -79,10 +87,12 @@ class ContextEditPipeline:
     @property
     def sources(self) -> dict:
         """What a run records of where the weights came from: the single file (path, sha256, family,
-        config) and the LoRAs (file, sha256, scale), where there are any."""
+        config), the LoRAs (file, sha256, scale) and the motion adapter (id, or folder and sha256), where
+        there are any."""
         extra = self.components.extra
         return {**({"model_file": extra["single_file"]} if extra.get("single_file") else {}),
-                **({"loras": list(extra["loras"])} if extra.get("loras") else {})}
+                **({"loras": list(extra["loras"])} if extra.get("loras") else {}),
+                **({"motion_adapter": extra["motion_adapter"][1]} if extra.get("motion_adapter") else {})}
 
     @property
     def device(self) -> torch.device:
@@ -99,7 +109,9 @@ class ContextEditPipeline:
         divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
         (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
         checkpoint_every, window (16: a longer clip trains one window per step), temporal_layers
-        (every-block | per-transformer; default: the model family's, per-transformer for SDXL) — see
+        (every-block | per-transformer; default: the model family's, per-transformer for SDXL),
+        motion_adapter (a MotionAdapter's id or folder; default: the one given to from_pretrained) and
+        temporal (tune | freeze its motion modules) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given)."""
         prompt = check_prompt(prompt, "`prompt`")
@@ -111,15 +123,35 @@ class ContextEditPipeline:
     # -- edit -------------------------------------------------------------------------------------
     def video_unet(self, tuned: TunedClip) -> torch.nn.Module:
         """The inflated UNet with ``tuned``'s weights, its temporal layers where the run placed them
-        (``tuned.temporal_layers``): a copy sharing this pipeline's frozen weights."""
+        (``tuned.temporal_layers``), or the run's motion modules: a copy sharing this pipeline's frozen weights."""
         self._check_model(tuned)
         from .device import seeded
 
         device, dtype = self.device, self.dtype
+        record = tuned.settings.get("motion_adapter")
         with seeded(0):  # the new temporal layers' initial draws (overwritten) leave the caller's RNG alone
-            unet = inflate_unet(shared_copy(self.components.unet), temporal_layers=tuned.temporal_layers)
+            unet = inflate_unet(shared_copy(self.components.unet), temporal=not record,
+                                temporal_layers=tuned.temporal_layers)
+        if record:
+            from .models.motion import attach_motion_modules
+
+            attach_motion_modules(unet, self._motion_adapter(record), tuned.settings.get("temporal") or "tune")
         load_tuned(unet, {k: v.to(device, dtype) for k, v in tuned.tuned.items()})
         return unet.requires_grad_(False).eval()
+
+    def _motion_adapter(self, record: dict) -> torch.nn.Module:
+        """The run's motion adapter: the one this pipeline holds when it is the same, else loaded
+        from the record (a folder's sha256 checked) and kept for the next edit."""
+        from .models.motion import check_recorded_motion, load_motion_adapter, record_source
+
+        held = self.components.extra.get("motion_adapter")
+        if held is not None and held[1] == record:
+            return held[0]
+        source = record_source(record)
+        if source not in self._motion:
+            check_recorded_motion(record, "the clip")
+            self._motion[source] = load_motion_adapter(source)[0]
+        return self._motion[source]
 
     def edit(self, tuned: TunedClip, prompts: str | list[str], **kwargs) -> list[np.ndarray]:
         """One edited clip, uint8 (F, H, W, 3), per target prompt. Keywords: see :meth:`iter_edit`."""

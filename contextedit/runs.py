@@ -22,7 +22,7 @@ REQUIRED_KEYS = ("version", "model", "source_prompt", "frames", "width", "height
 # A manifest is untrusted input: each field's type, checked on load (bool is not a number here).
 FIELD_TYPES = {"version": int, "model": str, "source_prompt": str, "frames": int, "width": int, "height": int,
                "fps": (int, float), "files": dict, "stride": int, "sha256": dict, "temporal_layers": str,
-               "model_file": dict, "loras": list}
+               "model_file": dict, "loras": list, "motion_adapter": (dict, type(None))}
 
 
 def runs_root() -> Path:
@@ -138,6 +138,11 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
             ("model_file" in manifest and not all(isinstance(manifest["model_file"].get(k), str)
                                                    for k in ("path", "sha256", "family", "config"))):
         raise InputError(f"{path}: 'loras' or 'model_file' is malformed; the manifest is corrupt — tune again")
+    motion = manifest.get("motion_adapter")
+    if motion is not None and not (all(isinstance(motion.get(k), str) for k in ("folder", "sha256"))
+                                   or isinstance(motion.get("id"), str)) \
+            or motion is not None and manifest.get("temporal") not in ("tune", "freeze"):
+        raise InputError(f"{path}: 'motion_adapter' or 'temporal' is malformed; the manifest is corrupt — tune again")
     bad = [k for k in ("frames", "width", "height", "fps", "stride") if k in manifest and not manifest[k] > 0]
     bad += [k for k, v in manifest["files"].items() if not isinstance(v, str)]
     if bad:
@@ -147,6 +152,8 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
 
 
 def _kind(kind) -> str:
+    if kind == (dict, type(None)):
+        return "a JSON object or null"
     return {int: "an integer", str: "text", dict: "a JSON object", list: "a JSON list"}.get(kind, "a number")
 
 

@@ -262,10 +262,12 @@ def _add_temporal(attn, args, kwargs, output):
 
 
 def attention_modules(unet: nn.Module) -> dict[str, nn.Module]:
-    """Every diffusers ``Attention`` of ``unet`` by module name."""
+    """Every diffusers ``Attention`` of ``unet`` by module name, but those inside AnimateDiff motion
+    modules (``….motion_module.…``, :mod:`contextedit.models.motion`): they keep diffusers' processors."""
     from diffusers.models.attention_processor import Attention
 
-    return {name: module for name, module in unet.named_modules() if isinstance(module, Attention)}
+    return {name: module for name, module in unet.named_modules()
+            if isinstance(module, Attention) and ".motion_module." not in name}
 
 
 def base_processor(processor) -> CrossAttnProcessor | InflatedSelfAttnProcessor:

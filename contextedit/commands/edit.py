@@ -17,6 +17,7 @@ from . import OutputResult
 from ..errors import RunReplacedError, UsageError
 from ..models.loading import Components
 from ..models.lora import check_recorded_loras, describe_loras, lora_specs
+from ..models.motion import check_recorded_motion
 from ..models.single_file import check_recorded, is_single_file
 from ..pipeline import ContextEditPipeline
 from ..pipelines.editing import fused_steps
@@ -81,6 +82,7 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     use_adapter = opts.adapter and tuned.adapter is not None
     header = {
         "run": str(run_dir.resolve()), "run_manifest_sha256": identity, "model": manifest["model"], **pipe.sources,
+        **({"motion_adapter": manifest["motion_adapter"]} if manifest.get("motion_adapter") else {}),
         "source_prompt": opts.source_prompt or tuned.prompt,
         "settings": {**opts.settings(), "adapter": use_adapter, "device": str(pipe.device),
                      "dtype": str(pipe.dtype).replace("torch.", "")},
@@ -119,6 +121,8 @@ def run_sources(run_dir: Path, manifest: dict, opts: EditOptions) -> list[dict]:
     fuse: ``lora`` when given (``none``: none), else the run's own, checked by sha256."""
     if manifest.get("model_file"):
         check_recorded(manifest["model_file"], run_dir)
+    if manifest.get("motion_adapter"):
+        check_recorded_motion(manifest["motion_adapter"], run_dir)
     asked = lora_specs(opts.lora)
     if asked is None:
         recorded = manifest.get("loras", [])

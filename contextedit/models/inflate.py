@@ -76,8 +76,11 @@ def is_inflated(unet: torch.nn.Module) -> bool:
 
 
 def trainable_parameters(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """The one-shot-tuned parameters: attention queries (attn1, attn2) and all temporal layers."""
-    return {name: p for name, p in unet.named_parameters() if _TRAINABLE.search(name)}
+    """The one-shot-tuned parameters: attention queries (attn1, attn2) and all temporal layers; with
+    AnimateDiff motion modules (:mod:`.motion`), all of theirs when they are tuned, none when frozen."""
+    motion = bool(getattr(unet, "tune_motion", False))
+    return {name: p for name, p in unet.named_parameters()
+            if (motion if ".motion_module." in name else _TRAINABLE.search(name) is not None)}
 
 
 def mark_trainable(unet: torch.nn.Module) -> dict[str, torch.nn.Parameter]:

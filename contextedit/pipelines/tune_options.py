@@ -12,6 +12,7 @@ from ..errors import UsageError
 from ..settings import check_at_least_one, check_choices, check_lr, check_types, resolve, setting
 
 ADAPTER_INPUTS = ("clean", "predicted")
+MOTION_TEMPORAL = ("tune", "freeze")  # tune's --temporal: whether a motion adapter's modules are tuned
 # The adapter's own AdamW lr (the UNet's stays at --lr 1e-5): the lowest tuning loss of 1e-5,
 # 1e-4, 1e-3, from a base adapter and from a fresh one (bench/adapter_lr.py).
 ADAPTER_LR = 1e-3
@@ -52,6 +53,13 @@ class TuneSettings:
         "first block; the same layers where every transformer has depth 1, as in SD-1/2). Recorded in the run; edit "
         "rebuilds the UNet with it.", EVERY_BLOCK, choices=TEMPORAL_LAYERS,
         default_text="per-transformer for SDXL, else every-block")
+    motion_adapter: str | None = setting(
+        "AnimateDiff motion modules (a diffusers MotionAdapter: hub id, in the local cache first, or a folder) used as "
+        "the temporal layers instead of the zero-initialised ones. Recorded in the run (a folder with its sha256); "
+        "edit rebuilds the same UNet.", default_text="none")
+    temporal: str = setting("With `motion_adapter`: tune its motion modules with the attention queries (saved in the "
+                            "run), or freeze them (as loaded; not saved).", choices=MOTION_TEMPORAL, value="tune",
+                            default_text="tune")
     depth_model: str = setting("Depth estimator for --control depth (transformers' DPT / Depth-Anything): hub id, "
                                "folder, or tiny.", value=DEFAULT_DEPTH_MODEL, default_text=DEFAULT_DEPTH_MODEL)
 
@@ -73,6 +81,8 @@ class TuneSettings:
         check_lr(self.adapter_lr, f"; the default is {ADAPTER_LR:g}", "`adapter_lr`")
         check_adapter_spec(self.adapter_init, "`adapter_init`")
         check_window(self.window, 0)
+        if self.motion_adapter in ("", "none"):
+            self.motion_adapter = None
         if self.control == "none":  # edit's word for off; here it only means no structure control
             if self.controlnet is not None:
                 raise UsageError("`control` none turns structure control off; drop `controlnet` or pass canny, depth, pose or a folder")

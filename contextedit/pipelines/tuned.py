@@ -125,4 +125,5 @@ class TunedClip:
 
 # The manifest keys that say how a clip was tuned (TunedClip.settings).
 SETTINGS = ("steps", "lr", "seed", "adapter_lr", "adapter_input", "adapter_init", "checkpointing", "device", "dtype",
-            "prediction_type", "adapter_rel_scale", "window", "control", "controlnet", "depth_model", "temporal_layers")
+            "prediction_type", "adapter_rel_scale", "window", "control", "controlnet", "depth_model", "temporal_layers",
+            "motion_adapter", "temporal")

@@ -48,8 +48,10 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     with oom_guard(device, "tuning"):
         x0 = encode_latents(comps.vae, _to_tensor(frames))
         text = encode_text(comps, [prompt])
+        motion = motion_for(comps, settings.motion_adapter)
         unet, adapter = build_video_model(comps, settings.adapter, settings.checkpointing, seed=settings.seed,
-                                          adapter_init=settings.adapter_init, temporal_layers=settings.temporal_layers)
+                                          adapter_init=settings.adapter_init, temporal_layers=settings.temporal_layers,
+                                          motion=motion, temporal=settings.temporal)
         params = trainable_parameters(unet)
         if adapter is not None:
             params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
@@ -78,6 +80,8 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
                   adapter_rel_scale=rel_scale, prediction_type=comps.prediction_type,
                   device=str(device), dtype=str(dtype).replace("torch.", ""))
     record.pop("adapter")
+    record.update(motion_adapter=motion[1] if motion is not None else None,
+                  temporal=settings.temporal if motion is not None else None)
     # contiguous: the VAE returns channels-last strides, and convolutions round differently on them
     return TunedClip(model=comps.model_id, prompt=prompt, frames=frames, fps=fps, latents=x0.float().cpu().contiguous(),
                      tuned={k: v.float().cpu() for k, v in tuned_state_dict(unet).items()},
@@ -107,12 +111,29 @@ def _to_tensor(frames: np.ndarray) -> torch.Tensor:
     return vio.to_tensor(frames)
 
 
+def motion_for(comps: Components, spec: str | None):
+    """``(MotionAdapter, record)`` to tune with: ``spec`` loaded (:mod:`..models.motion`), else the
+    one the components were loaded with (``from_pretrained(..., motion_adapter=...)``), else None."""
+    from ..models.motion import load_motion_adapter, record_source
+
+    held = comps.extra.get("motion_adapter")
+    if spec is None:
+        return held
+    if held is not None and record_source(held[1]) in (spec, str(Path(spec).expanduser().resolve())):
+        return held
+    return load_motion_adapter(spec)
+
+
 def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool = False, seed: int | None = None,
-                      adapter_init: str = "base", temporal_layers: str | None = None):
+                      adapter_init: str = "base", temporal_layers: str | None = None, motion=None,
+                      temporal: str = "tune"):
     """The inflated UNet (a copy; trainable parameters in fp32) and the adapter to tune: the
     model's base adapter (``adapter_init`` base, when it ships one), a given folder, or a fresh
     zero-headed one. ``temporal_layers``: where the temporal layers go (None: the model's
     recommendation, as tune resolves it).
+
+    ``motion``: ``(MotionAdapter, record)`` whose motion modules replace the temporal layers (the
+    UNet is inflated without them), tuned or frozen as ``temporal`` says.
 
     With ``seed``, the new temporal layers and a fresh adapter are initialised from it (the global
     RNG is left as it was), so a tune is reproducible from its seed.
@@ -120,7 +141,11 @@ def build_video_model(comps: Components, with_adapter: bool, checkpointing: bool
     with seeded(seed) if seed is not None else contextlib.nullcontext():
         if temporal_layers is None:
             temporal_layers = TuneSettings().resolve(comps.recommended).temporal_layers
-        unet = inflate_unet(shared_copy(comps.unet), temporal_layers=temporal_layers)
+        unet = inflate_unet(shared_copy(comps.unet), temporal=motion is None, temporal_layers=temporal_layers)
+        if motion is not None:
+            from ..models.motion import attach_motion_modules
+
+            attach_motion_modules(unet, motion[0], temporal)
         adapter = None
         if with_adapter:
             adapter = resolve_adapter(adapter_init, comps, torch.device("cpu"), "`adapter_init`")[0]
