@@ -139,3 +139,18 @@ def test_tune_edit_and_runs_through_gradios_client(server):
     with pytest.raises(Exception, match="not a video|could not|no frames|cannot|decode"):
         client.predict(handle_file(str(runs / name / "manifest.json")), "x", 1, 0, api_name="/tune")
     assert client.predict(api_name="/runs") == [name]  # the server kept running
+
+
+def test_the_page_starts_from_the_models_recommended_guidance(tmp_path):
+    """The page's guidance is the model folder's recommendation (tiny's contextedit.json says 3),
+    else edit's built-in default (7.5), read from the files, not typed into the page."""
+    import json
+
+    from contextedit.models.tiny import TRAINED_TINY
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.settings import builtin_defaults
+    from contextedit.ui.jobs import Jobs
+
+    recommended = json.loads((TRAINED_TINY / "contextedit.json").read_text())["edit"]["guidance"]
+    assert Jobs(runs=tmp_path, model="tiny").guidance() == recommended == 3.0
+    assert Jobs(runs=tmp_path, model="tiny-random").guidance() == builtin_defaults(EditSettings)["guidance"] == 7.5

@@ -90,11 +90,11 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
                     run = gr.Dropdown(label="Run", choices=jobs.list_runs(), allow_custom_value=True, scale=4)
                     refresh = gr.Button("Refresh", size="sm", scale=1)
                 targets = gr.Textbox(label="Target prompts, one per line", lines=3)
-                guidance = gr.Number(label="Guidance", value=7.5, minimum=0)
+                guidance = gr.Number(label="Guidance", value=jobs.guidance(), minimum=0)
                 edit_button = gr.Button("Edit", variant="primary")
             with gr.Column():
                 gallery = gr.Gallery(label="Edits", columns=2, height="auto")
-                files = gr.Files(label="Edited videos")
+                files = gr.Files(label="Edited videos", interactive=False)
         names = gr.JSON(label="Runs", visible=False)
 
         sample.click(lambda: str(jobs.sample()), None, video, api_visibility="private")

@@ -30,6 +30,21 @@ class Jobs:
     device: str = "auto"
     edit_steps: int | None = None  # None: edit's default
 
+    def guidance(self) -> float:
+        """The edit guidance the page starts with: the model's recommendation (its ``contextedit.json``;
+        3 on ``tiny``), else edit's built-in default. Reads no weights."""
+        from ..models.loading import TRAINED, default_model, recommended_defaults
+        from ..pipelines.edit_options import EditSettings
+        from ..settings import builtin_defaults
+
+        model = self.model or default_model()
+        path = TRAINED.get(model) or Path(model).expanduser()
+        try:
+            recommended = recommended_defaults(path if path.is_dir() else model)
+        except Exception:  # a model the page cannot read yet: the tune or edit says why
+            recommended = {}
+        return float(recommended.get("edit", {}).get("guidance", builtin_defaults(EditSettings)["guidance"]))
+
     def list_runs(self) -> list[str]:
         """The runs folder's tuned runs (folders with a manifest), newest first."""
         if not self.runs.is_dir():
