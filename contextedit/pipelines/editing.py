@@ -163,10 +163,8 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
 def _source_branch(unet, opts: EditSettings, frames: int, latent_hw, dtype, device, timings: dict) -> bool:
     """Whether the source branch runs live (``opts.source``; auto decides by the store's size, as
     estimated for the largest window, against the free memory); ``timings`` records the choice."""
-    steps = opts.steps
-    masks = opts.blend or bool(opts.blend_words)
-    needed = store_bytes(unet, frames, latent_hw, fused_steps(steps, opts.self_fusion),
-                         steps if masks else fused_steps(steps, opts.cross_fusion), dtype)
+    record = recording_for(opts, opts.steps)
+    needed = store_bytes(unet, frames, latent_hw, len(record.self_steps), len(record.cross_steps), dtype)
     chosen = choose_source(opts.source, needed, free_bytes(device) if opts.source == "auto" else 0)
     timings.update(source=chosen, fusion_store_estimate_mib=needed / 2**20)
     return chosen == "live"
@@ -215,6 +213,15 @@ def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPro
                         control=control.describe(comps.tokenizer, src_ids))
 
 
+def recording_for(opts: EditSettings, steps: int) -> Recording:
+    """The sampling steps whose source attention the edit fuses. Self-attention is kept inside its
+    window only; blend masks read the source's cross-attention at every step, cross-attention
+    fusion inside its window."""
+    masks = opts.blend or bool(opts.blend_words)
+    return Recording(self_steps=frozenset(range(fused_steps(steps, opts.self_fusion))),
+                     cross_steps=frozenset(range(steps if masks else fused_steps(steps, opts.cross_fusion))))
+
+
 def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *, adapter=None, cache=None,
                    source_prompt: str = "", progress: ProgressFactory = silent, tag: str = "",
                    live: bool | None = None) -> SourcePass:
@@ -225,11 +232,7 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     live = opts.source == "live" if live is None else live
     steps = len(scheduler.timesteps)
     store = FusionStore()
-    # Self-attention is kept inside its window only; blend masks read the source's cross-attention
-    # at every step, cross-attention fusion inside its window.
-    masks = opts.blend or bool(opts.blend_words)
-    record = Recording(self_steps=frozenset(range(fused_steps(steps, opts.self_fusion))),
-                       cross_steps=frozenset(range(steps if masks else fused_steps(steps, opts.cross_fusion))))
+    record = recording_for(opts, steps)
     how = mode(opts.inversion)
     replayed = how.replay
     seconds = {}
