@@ -20,7 +20,7 @@ from contextedit.cli import app
 from contextedit.errors import InputError, UnsafeFileError
 from contextedit.fileio import load_safetensors
 from contextedit.models.loading import load_components, save_components
-from contextedit.models.single_file import sha256
+from contextedit.runs import sha256_file as sha256
 from contextedit.pipeline import ContextEditPipeline
 
 from helpers import F32_EPS, MODEL, write_clip

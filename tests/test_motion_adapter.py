@@ -145,7 +145,7 @@ def test_freeze_leaves_the_motion_weights_bit_identical(tmp_path, runs, adapter_
     from diffusers import MotionAdapter
 
     from contextedit import ContextEditPipeline
-    from contextedit.models.motion import motion_state_dict
+    from contextedit.models.motion import folder_sha256, motion_state_dict
     from contextedit.pipelines.tuned import TunedClip
 
     run = tune(tmp_path, adapter_folder, "frozen", "--temporal", "freeze")
@@ -166,6 +166,13 @@ def test_freeze_leaves_the_motion_weights_bit_identical(tmp_path, runs, adapter_
     assert all(torch.equal(held[k], original[k]) for k in original)
     assert tuned.settings["motion_adapter"] == pipe.sources["motion_adapter"]
     assert pipe.edit(tuned, [TARGET], steps=2)[0].shape == frames.shape
+    # a motion_adapter setting wins over the pipeline's, in the record as in the UNet it tunes
+    import shutil
+
+    other = Path(shutil.copytree(adapter_folder, tmp_path / "other"))
+    (other / "note.txt").write_text("same weights, another folder")
+    tuned = pipe.tune(frames, SOURCE, steps=2, temporal="freeze", checkpointing=False, motion_adapter=str(other))
+    assert tuned.settings["motion_adapter"] == {"folder": str(other.resolve()), "sha256": folder_sha256(other)}
 
 
 def test_a_changed_adapter_folder_is_refused_on_edit(tmp_path, runs, adapter_folder):

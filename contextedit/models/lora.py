@@ -56,7 +56,7 @@ def check_lora_file(file: str | Path) -> Path:
 
 def describe_loras(specs) -> list[dict]:
     """``[{"file", "sha256", "scale"}]`` for ``--lora`` values (``FILE[:SCALE]`` strings or (file, scale) pairs)."""
-    from .single_file import sha256
+    from ..runs import sha256_file
 
     out = []
     for spec in specs or ():
@@ -65,7 +65,7 @@ def describe_loras(specs) -> list[dict]:
         else:
             file, scale = parse_lora(str(spec)) if isinstance(spec, (str, Path)) else (spec[0], float(spec[1]))
         path = check_lora_file(file)
-        out.append({"file": str(path), "sha256": sha256(path), "scale": scale})
+        out.append({"file": str(path), "sha256": sha256_file(path), "scale": scale})
     return out
 
 

@@ -48,12 +48,12 @@ def _check_folder(path: Path) -> None:
 def folder_sha256(path: Path) -> str:
     """The sha256 of a folder's ``.safetensors`` weights: the file's own where there is one, else one
     over the sorted ``name sha256`` lines of all of them."""
-    from .single_file import sha256
+    from ..runs import sha256_file
 
     files = sorted(path.glob("*.safetensors"))
     if len(files) == 1:
-        return sha256(files[0])
-    return hashlib.sha256("".join(f"{f.name} {sha256(f)}\n" for f in files).encode()).hexdigest()
+        return sha256_file(files[0])
+    return hashlib.sha256("".join(f"{f.name} {sha256_file(f)}\n" for f in files).encode()).hexdigest()
 
 
 def load_motion_adapter(spec: str | Path) -> tuple[torch.nn.Module, dict]:
@@ -83,16 +83,12 @@ def record_source(record: dict) -> str:
 
 def check_recorded_motion(record: dict, run: str | Path) -> None:
     """A run's motion-adapter folder, where it was and unchanged, or one line saying what is needed."""
-    if "folder" not in record:
-        return
-    path = Path(record["folder"])
-    if not path.is_dir():
-        raise InputError(f"run {run} was tuned with the motion adapter {path} (sha256 {record['sha256'][:12]}…), "
-                         "which is missing; put it back at that path, or tune again")
-    found = folder_sha256(path)
-    if found != record["sha256"]:
-        raise InputError(f"run {run} was tuned with the motion adapter {path} of sha256 {record['sha256'][:12]}…, "
-                         f"but it now has {found[:12]}…; restore that adapter, or tune again")
+    from .single_file import check_unchanged
+
+    if "folder" in record:
+        check_unchanged(record["folder"], record["sha256"], f"run {run} was tuned with the motion adapter",
+                        missing="put it back at that path, or tune again", changed="restore that adapter, or tune again",
+                        digest_of=folder_sha256, present=Path.is_dir)
 
 
 # --------------------------------------------------------------------------- attaching

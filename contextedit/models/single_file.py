@@ -9,11 +9,11 @@ encoders under ``conditioner.embedders``. Pickle files (``.ckpt``, ``.pt``, ``.b
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from ..errors import InputError, ModelNotFoundError, UnsafeFileError
 from ..fileio import PICKLE_SUFFIXES
+from ..runs import sha256_file
 
 SINGLE_FILE_SUFFIXES = (".safetensors",)
 # diffusers' pipeline class per family, and the base model whose config a file maps onto by default
@@ -28,14 +28,6 @@ def is_single_file(model: str | None) -> bool:
         return False
     path = Path(model).expanduser()
     return path.is_file() or path.suffix.lower() in SINGLE_FILE_SUFFIXES + tuple(PICKLE_SUFFIXES)
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_file(path: Path, option: str = "`model`") -> Path:
@@ -95,7 +87,7 @@ def describe(path: str | Path, config: str | None = None) -> dict:
     path = check_file(Path(path).expanduser().resolve())
     family = detect_family(file_keys(path), path)
     config = str(Path(config).resolve()) if config and Path(config).expanduser().is_dir() else config
-    return {"path": str(path), "sha256": sha256(path), "family": family, "config": config or default_config(path, family)}
+    return {"path": str(path), "sha256": sha256_file(path), "family": family, "config": config or default_config(path, family)}
 
 
 def load_single_file(path: str | Path, config: str | None = None) -> tuple[dict, dict]:
@@ -146,10 +138,11 @@ def check_recorded(record: dict, run: str | Path) -> None:
 
 
 def check_unchanged(path: str | Path, digest: str, what: str, *, missing: str, changed: str,
-                    missing_error: type[Exception] = InputError) -> None:
-    """``path`` still there with sha256 ``digest``, or one line: ``what`` the file is, and what to do."""
+                    missing_error: type[Exception] = InputError, digest_of=sha256_file, present=Path.is_file) -> None:
+    """``path`` still there (``present``) with ``digest_of(path)`` == ``digest`` (a file's sha256 by
+    default; a folder passes its own pair), or one line: ``what`` it is, and what to do."""
     path = Path(path)
-    if not path.is_file():
+    if not present(path):
         raise missing_error(f"{what} {path} (sha256 {digest[:12]}…), which is missing; {missing}")
-    if sha256(path) != digest:
+    if digest_of(path) != digest:
         raise InputError(f"{what} {path} (sha256 {digest[:12]}…), but the file there has changed; {changed}")
