@@ -59,13 +59,19 @@ def clip_name(video: str | os.PathLike) -> str:
     return slugify(path.stem)
 
 
+def plain_name_under(root: str | os.PathLike, name: str) -> Path:
+    """``root / name`` resolved, or UnsafeFileError unless ``name`` is a plain folder name (not
+    ``.``, ``..``, empty, absolute, several parts or with a backslash) that stays under ``root``."""
+    if name in ("", ".", "..") or "\\" in name or Path(name).is_absolute() or Path(name).name != name:
+        raise UnsafeFileError(name)
+    return inside(root, name)
+
+
 def folder_under(root: str | os.PathLike, name: str, source: str | os.PathLike) -> Path:
     """``root / name`` for a folder named after the input ``source``, refused (UsageError) unless
     it is a plain name that stays under ``root`` once resolved."""
     try:
-        if name in ("", ".", "..") or Path(name).is_absolute() or Path(name).name != name:
-            raise UnsafeFileError(name)
-        inside(root, name)
+        plain_name_under(root, name)
     except UnsafeFileError:
         raise UsageError(f"the folder name {name!r} taken from {source} would not stay inside {root}; "
                          "rename the clip") from None

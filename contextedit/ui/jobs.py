@@ -14,9 +14,8 @@ import numpy as np
 
 from .. import video as vio
 from ..errors import InputError, UnsafeFileError, UsageError
-from ..fileio import inside
 from ..progress import ProgressFactory, silent
-from ..runs import MANIFEST, clip_name
+from ..runs import MANIFEST, clip_name, plain_name_under
 
 SAMPLE = "red-circle.mp4"
 
@@ -58,9 +57,7 @@ class Jobs:
         if not name:
             raise UsageError("choose a run (the runs list, or the /runs endpoint, names them)")
         try:
-            if name in (".", "..") or Path(name).name != name or Path(name).is_absolute() or "\\" in name:
-                raise UnsafeFileError(name)
-            path = inside(self.runs, name)
+            path = plain_name_under(self.runs, name)
         except UnsafeFileError:
             raise UsageError(f"run name {name!r} is not a folder name inside the runs folder; "
                              "choose one of the runs listed") from None
