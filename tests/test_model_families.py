@@ -107,7 +107,7 @@ def test_sdxl_parts_the_inflated_unet_and_a_saved_pipeline_folder(tmp_path):
 
     comps = load_components("tiny-xl-random", "cpu", torch.float32)
     text = encode_text(comps, [SOURCE])
-    assert text.shape == (1, 78, 64)  # 77 tokens of both encoders' states (32 + 32) and the pooled token
+    assert text.shape == (1, 78, 80)  # 77 tokens of both encoders' states (32 + 48) and the pooled token
     seen = {}
     handle = comps.unet.register_forward_pre_hook(lambda m, a, k: seen.update(k), with_kwargs=True)
     video = inflate_unet(shared_copy(comps.unet))
@@ -116,7 +116,7 @@ def test_sdxl_parts_the_inflated_unet_and_a_saved_pipeline_folder(tmp_path):
     with torch.no_grad():
         video(x, torch.tensor(10), encoder_hidden_states=text.expand(2, -1, -1), cross_attention_kwargs={"num_frames": 2})
     assert torch.equal(seen["added_cond_kwargs"]["time_ids"], time_ids(64, 64, 2, "cpu", torch.float32))
-    assert seen["encoder_hidden_states"].shape == (2, 77, 64)
+    assert seen["encoder_hidden_states"].shape == (2, 77, 80)
     blocks = [m for m in video.modules() if type(m).__name__ == "BasicTransformerBlock"]
     # depth 2 in the attention block: 2 (down, 1 layer) + 2 (mid) + 4 (up, 2 layers) transformer blocks
     assert len(blocks) == 8 and all(getattr(b.attn1, "temporal", None) is not None for b in blocks)

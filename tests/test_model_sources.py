@@ -7,88 +7,29 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from contextedit.cli import app
 from contextedit.errors import InputError, UnsafeFileError
 from contextedit.fileio import load_safetensors
-from contextedit.models.loading import load_components, save_components
+from contextedit.models.loading import load_components
 from contextedit.runs import sha256_file as sha256
 from contextedit.pipeline import ContextEditPipeline
 
 from helpers import F32_EPS, MODEL, write_clip
-from ldm_layout import ldm_state_dict
+from source_files import ALPHA, CPU, PROMPT, RANK, build_files, fails, invoke, lora_file, write_model
 
 pytest.importorskip("peft")
-
-PROMPT = "a red circle moving right on a black background"
-CPU = ["--device", "cpu", "--quiet"]
-runner = CliRunner()
-RANK, ALPHA = 4, 8  # alpha/r = 2: the hand merge checks the scaling too
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-
-
-def invoke(args):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return runner.invoke(app, [str(a) for a in args])
-
-
-def fails(args, *words):
-    result = invoke(args)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 2, (result.exit_code, result.stderr)
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for word in words:
-        assert word.lower() in lines[0].lower(), (word, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """tiny-random as a diffusers folder, as a single file, and two LoRAs (one for another base)."""
-    root = tmp_path_factory.mktemp("sources")
-    comps = load_components(MODEL)
-    save_components(comps, root / "folder")
-    save_file(ldm_state_dict(comps), str(root / "tiny.safetensors"))
-    write_lora(comps.unet, root / "lora", seed=1)
-    other = load_components("tiny-xl-random")  # another base: other attention widths
-    write_lora(other.unet, root / "other", seed=2)
-    return root
-
-
-def write_lora(unet, folder: Path, seed: int) -> Path:
-    """A diffusers-format LoRA on the attention projections, random non-zero B (peft starts B at 0)."""
-    import copy
-
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig, get_peft_model_state_dict
-
-    unet = copy.deepcopy(unet)
-    unet.add_adapter(LoraConfig(r=RANK, lora_alpha=ALPHA, init_lora_weights="gaussian", target_modules=TARGETS))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
-                                              unet_lora_adapter_metadata={"r": RANK, "lora_alpha": ALPHA,
-                                                                          "target_modules": TARGETS})
-    return folder / "pytorch_lora_weights.safetensors"
-
-
-def lora_file(files, name="lora"):
-    return files / name / "pytorch_lora_weights.safetensors"
+    """tiny-random as a diffusers folder and as a single file, and LoRAs (source_files.build_files)."""
+    return build_files(tmp_path_factory.mktemp("sources"))
 
 
 # --------------------------------------------------------------------------- single files
@@ -118,6 +59,29 @@ def test_single_file_generates_the_folder_image(files, tmp_path):
     assert outs["folder"] == outs["file"]
     record = json.loads((tmp_path / "file" / "generate.json").read_text())
     assert record["model_file"]["sha256"] == sha256(files / "tiny.safetensors")
+
+
+def test_sdxl_single_file_loads_the_folder_weights_and_generates_its_image(tmp_path):
+    """tiny-xl-random in SGM's single-file layout (CLIP under conditioner.embedders.0, the second
+    encoder in OpenCLIP's layout under .1): the exact tensors of the model it was written from, and
+    the same `generate` image as its folder."""
+    comps = load_components("tiny-xl-random")
+    write_model(comps, tmp_path / "xl", tmp_path / "xl.safetensors")
+    single = ContextEditPipeline.from_single_file(tmp_path / "xl.safetensors", config=tmp_path / "xl", device="cpu",
+                                                  dtype="fp32").components
+    assert single.extra["single_file"]["family"] == "sdxl"
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        a, b = getattr(comps, part).state_dict(), getattr(single, part).state_dict()
+        assert a.keys() == b.keys(), part
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+    outs = {}
+    for name, model in (("folder", [tmp_path / "xl"]), ("file", [tmp_path / "xl.safetensors", "--model-config",
+                                                                 tmp_path / "xl"])):
+        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", tmp_path / name, *CPU])
+        assert result.exit_code == 0, result.stderr
+        outs[name] = next((tmp_path / name).glob("*.png")).read_bytes()
+    assert outs["folder"] == outs["file"]
+    assert json.loads((tmp_path / "file" / "generate.json").read_text())["model_file"]["family"] == "sdxl"
 
 
 def test_pickle_and_unknown_files_are_refused(files, tmp_path):

@@ -156,14 +156,18 @@ def build_tiny_xl_random(seed: int = 0) -> dict:
     """``tiny-xl-random``: SDXL's classes and layout at tiny size. Two text encoders (the second
     with a projection: its pooled embedding), ``text_time`` added conditioning (pooled embedding
     + six time ids), a first block without attention, transformer depth 2 in the last, linear
-    projections, and SDXL's VAE settings (scaling factor 0.13025, fp32 upcast)."""
+    projections, and SDXL's VAE settings (scaling factor 0.13025, fp32 upcast).
+
+    The second encoder is wider than the first (48 and 32, as SDXL's OpenCLIP-bigG 1280 and CLIP-L
+    768), with a narrower projection: diffusers' ``from_single_file`` tells an SDXL file's two
+    encoders apart by their widths, and gives both the first's weights when they are equal."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     tokenizer = tiny_tokenizer()
     encoder = tiny_text_encoder(tokenizer, seed=seed)
     config = CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, projection_dim=32, hidden_act="gelu",
     )
@@ -174,7 +178,7 @@ def build_tiny_xl_random(seed: int = 0) -> dict:
         sample_size=TINY_SAMPLE_SIZE // 4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
         norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4),
-        use_linear_projection=True, cross_attention_dim=64, addition_embed_type="text_time", addition_time_embed_dim=8,
+        use_linear_projection=True, cross_attention_dim=32 + 48, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32,
     ).eval()
     torch.manual_seed(seed)
