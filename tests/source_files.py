@@ -21,6 +21,7 @@ PROMPT = "a red circle moving right on a black background"
 CPU = ["--device", "cpu", "--quiet"]
 RANK, ALPHA = 4, 8  # alpha/r = 2: the hand merge checks the scaling too
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+DYADIC = 2.0 ** -6  # the grid of the "exact" LoRA's A and B (write_lora's grid)
 runner = CliRunner()
 
 
@@ -48,8 +49,12 @@ def write_model(comps, folder: Path, file: Path) -> None:
     save_file(ldm_state_dict(comps), str(file))
 
 
-def write_lora(unet, folder: Path, seed: int) -> Path:
-    """A diffusers-format LoRA on the attention projections, random non-zero B (peft starts B at 0)."""
+def write_lora(unet, folder: Path, seed: int, grid: float | None = None) -> Path:
+    """A diffusers-format LoRA on the attention projections, random non-zero B (peft starts B at 0).
+
+    ``grid``: A and B rounded to multiples of it. With ``DYADIC`` every product and sum in B·A, and
+    its scaling by a power of two times 3/4, is exact in float32 (14 significant bits at most), so
+    W + scale·(α/r)·B·A is one float32 rounding of the exact sum however it is computed."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
@@ -61,6 +66,8 @@ def write_lora(unet, folder: Path, seed: int) -> Path:
         for name, p in unet.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+            if "lora_" in name and grid is not None:
+                p.copy_(torch.round(p / grid) * grid)
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=state, safe_serialization=True,
                                               unet_lora_adapter_metadata={"r": RANK, "lora_alpha": ALPHA,
@@ -74,10 +81,11 @@ def lora_file(files: Path, name: str = "lora") -> Path:
 
 def build_files(root: Path) -> Path:
     """Under ``root``: tiny-random as ``folder/`` and ``tiny.safetensors``, and the LoRAs ``lora/``
-    (seed 1) for it and ``other/`` for tiny-xl-random."""
+    (seed 1), ``exact/`` (seed 3, on the dyadic grid) for it and ``other/`` for tiny-xl-random."""
     comps = load_components("tiny-random")
     write_model(comps, root / "folder", root / "tiny.safetensors")
     write_lora(comps.unet, root / "lora", seed=1)
+    write_lora(comps.unet, root / "exact", seed=3, grid=DYADIC)
     other = load_components("tiny-xl-random")  # another base: other attention widths
     write_lora(other.unet, root / "other", seed=2)
     return root

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from contextedit.errors import InputError, UnsafeFileError
 from contextedit.fileio import load_safetensors
-from contextedit.models.loading import load_components
+from contextedit.models.loading import load_components, save_components
 from contextedit.runs import sha256_file as sha256
 from contextedit.pipeline import ContextEditPipeline
 
@@ -125,17 +125,22 @@ def test_tune_and_edit_on_a_single_file(files, tmp_path, runs):
 # --------------------------------------------------------------------------- LoRA
 
 
-def hand_merged(unet, file: Path, scale: float) -> dict[str, torch.Tensor]:
-    """W + scale·(alpha/r)·B@A for every LoRA'd weight, from the file's tensors, in float64."""
+def lora_deltas(file: Path, scale: float) -> dict[str, torch.Tensor]:
+    """scale·(alpha/r)·B@A for every LoRA'd weight, from the file's tensors, in float64."""
     lora = load_safetensors(file)
     out = {}
     for key, down in lora.items():  # diffusers' format: <module>.lora.down.weight (A) and .lora.up.weight (B)
         if not key.endswith(".lora.down.weight"):
             continue
         up = lora[key.replace(".lora.down.", ".lora.up.")]
-        name = key.removeprefix("unet.").replace(".lora.down.weight", ".weight")
-        out[name] = (unet.state_dict()[name].double() + scale * (ALPHA / RANK) * (up.double() @ down.double()))
+        out[key.removeprefix("unet.").replace(".lora.down.weight", ".weight")] = \
+            scale * (ALPHA / RANK) * (up.double() @ down.double())
     return out
+
+
+def hand_merged(unet, file: Path, scale: float) -> dict[str, torch.Tensor]:
+    """W + scale·(alpha/r)·B@A for every LoRA'd weight, in float64."""
+    return {name: unet.state_dict()[name].double() + delta for name, delta in lora_deltas(file, scale).items()}
 
 
 def test_lora_fuses_to_the_hand_merge(files):
@@ -155,6 +160,35 @@ def test_lora_fuses_to_the_hand_merge(files):
     assert all(torch.equal(state[k], base.unet.state_dict()[k]) for k in untouched)
     assert pipe.sources["loras"] == [{"file": str(lora_file(files).resolve()), "sha256": sha256(lora_file(files)),
                                       "scale": scale}]
+
+
+def test_lora_generates_the_image_of_a_hand_merged_folder(files, tmp_path):
+    """`generate --lora` gives, byte for byte, the image of a folder whose UNet was merged by hand.
+    On the dyadic LoRA (source_files.write_lora) scale·(α/r)·B·A is exact in float32 at scale 3/4,
+    so W + it is one float32 rounding of the exact sum however it is computed: the fused weights
+    equal the hand merge bit for bit, and no tolerance is needed anywhere after."""
+    scale = 0.75
+    comps = load_components(MODEL)
+    base = comps.unet.state_dict()
+    merged = {}
+    for name, delta in lora_deltas(lora_file(files, "exact"), scale).items():
+        assert torch.equal(delta.float().double(), delta), name  # exact in float32
+        merged[name] = base[name] + delta.float()  # one float32 rounding
+    assert merged and not any(torch.equal(merged[n], base[n]) for n in merged)  # the LoRA is not a no-op
+    comps.unet.load_state_dict({**base, **merged})
+    save_components(comps, tmp_path / "merged")
+    fused = load_components(MODEL, loras=[f"{lora_file(files, 'exact')}:{scale}"]).unet.state_dict()
+    assert all(torch.equal(fused[n], w) for n, w in {**base, **merged}.items())
+    outs = {}
+    for name, model in (("lora", [MODEL, "--lora", f"{lora_file(files, 'exact')}:{scale}"]),
+                        ("merged", [tmp_path / "merged"])):
+        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", tmp_path / name, *CPU])
+        assert result.exit_code == 0, result.stderr
+        outs[name] = next((tmp_path / name).glob("*.png")).read_bytes()
+    assert outs["lora"] == outs["merged"]
+    record = json.loads((tmp_path / "lora" / "generate.json").read_text())
+    assert record["loras"] == [{"file": str(lora_file(files, "exact").resolve()), "sha256": sha256(lora_file(files, "exact")),
+                                "scale": scale}]
 
 
 def test_lora_scale_zero_is_the_base_and_two_loras_add(files, tmp_path):
