@@ -113,10 +113,12 @@ class ContextEditPipeline:
         motion_adapter (a MotionAdapter's id or folder; default: the one given to from_pretrained) and
         temporal (tune | freeze its motion modules) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
-        ``checkpoint``: a file for resumable training (written only when given)."""
+        ``checkpoint``: a file for resumable training (written only when given); it records
+        :attr:`sources`, and ``resume`` refuses LoRAs other than those, or changed since (sha256)."""
         prompt = check_prompt(prompt, "`prompt`")
         tuned = tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
-                          checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume)
+                          checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume,
+                          sources=self.sources)
         tuned.record.update(self.sources)
         return tuned
 

@@ -1,9 +1,12 @@
 """Runs tuned on single files and LoRAs (issue 32) and what later commands do with them: a batch job
-edits with its run's LoRAs. Files from tests/source_files.py; nothing is mocked."""
+edits with its run's LoRAs, and a resumed tune refuses a LoRA that changed. Files from
+tests/source_files.py; nothing is mocked."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +14,12 @@ import pytest
 from PIL import Image
 
 from contextedit.commands.batch import plan_jobs, run_job
+from contextedit.commands.tune import CHECKPOINT, TuneOptions, tune
+from contextedit.pipelines.training import Trainer
 from contextedit.runs import sha256_file as sha256
 
 from helpers import MODEL, write_clip
-from source_files import CPU, PROMPT, build_files, invoke, lora_file
+from source_files import CPU, PROMPT, build_files, fails, invoke, lora_file
 
 pytest.importorskip("peft")
 
@@ -61,3 +66,40 @@ def test_a_batch_job_edits_with_its_runs_loras(files, tmp_path, runs):
     assert len(batch) == len(reference) and all(np.array_equal(a, b) for a, b in zip(batch, reference))
     without = edit_frames(run, tmp_path / "none", "--lora", "none")  # the comparison has power: the LoRA shows
     assert not all(np.array_equal(a, b) for a, b in zip(reference, without))
+
+
+@contextlib.contextmanager
+def _stopping(calls: dict):
+    def advance(**_):
+        calls["n"] += 1
+        if calls["n"] == 2:  # after step 1's checkpoint, before step 2's
+            raise RuntimeError("stopped")
+    yield advance
+
+
+def test_resume_refuses_a_lora_that_changed(files, tmp_path, runs):
+    """The checkpoint records the LoRAs; `tune --resume` checks them (single_file.check_unchanged)
+    before any work: a changed file, or other `lora` values, is one line; the original resumes."""
+    lora = shutil.copy(lora_file(files), tmp_path / "style.safetensors")
+    clip = write_clip(tmp_path / "clip.mp4", frames=4)
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    with pytest.raises(RuntimeError, match="stopped"):
+        tune(TuneOptions(video=str(clip), prompt=PROMPT, frames=2, stride=1, steps=3, checkpoint_every=1, out=str(run),
+                         model=MODEL, device="cpu", checkpointing=False, lora=[f"{lora}:0.8"]),
+             progress=lambda description, total: _stopping(calls))
+    recorded = {"file": str(Path(lora).resolve()), "sha256": sha256(lora), "scale": 0.8}
+    assert Trainer.recorded_sources(run / CHECKPOINT) == {"loras": [recorded]}
+    resume = ["tune", clip, "--model", MODEL, "--prompt", PROMPT, "--steps", "3", "--checkpoint-every", "1", "--out", run,
+              "--resume", *FAST]
+    shutil.copy(lora_file(files, "exact"), lora)  # another LoRA for this model, at the same path
+    line = fails([*resume, "--lora", f"{lora}:0.8"], str(recorded["file"]), recorded["sha256"][:12], "changed", "--overwrite")
+    assert line.startswith(f"Error: the interrupted tune {run / CHECKPOINT}")
+    shutil.copy(lora_file(files), lora)
+    fails(resume, "--lora", f"{recorded['file']}:0.8, not none")  # the LoRA left out
+    fails([*resume, "--lora", f"{lora}:0.5"], f"{recorded['file']}:0.8, not {recorded['file']}:0.5")
+    assert (run / CHECKPOINT).is_file() and not (run / "manifest.json").exists()
+    result = invoke([*resume, "--lora", f"{lora}:0.8"])
+    assert result.exit_code == 0, result.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["loras"] == [recorded] and len(manifest["loss_curve"]) == 3

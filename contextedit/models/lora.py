@@ -78,6 +78,24 @@ def check_recorded_loras(loras: list[dict], run: str | Path) -> None:
                         missing="put it back at that path, or pass `lora` none", changed="put the original back, or tune again")
 
 
+def check_resumed_loras(recorded: list[dict], current: list[dict], checkpoint: str | Path) -> None:
+    """A tune resumed from ``checkpoint`` on the LoRAs it was interrupted with: each recorded file
+    where it was and unchanged (sha256), and the same files at the same scales given again; else one line."""
+    from .single_file import check_unchanged
+
+    for lora in recorded:
+        check_unchanged(lora["file"], lora["sha256"], f"the interrupted tune {checkpoint} was tuned with the LoRA",
+                        missing="put it back at that path to resume, or start again (`overwrite`)",
+                        changed="put the original back to resume, or start again (`overwrite`)")
+
+    def given(loras: list[dict]) -> str:
+        return ", ".join(f"{lora['file']}:{float(lora['scale']):g}" for lora in loras) or "none"
+
+    if given(recorded) != given(current):
+        raise UsageError(f"the interrupted tune {checkpoint} was tuned with `lora` {given(recorded)}, not "
+                         f"{given(current)}; resume with the same `lora` values, or start again (`overwrite`)")
+
+
 def fuse_loras(comps, loras: list[dict]) -> None:
     """Fuse ``loras`` (:func:`describe_loras`) into ``comps``' UNet and text encoders, in place, and
     remove the peft layers again. A LoRA for another base (shapes that do not match) or one that

@@ -113,8 +113,9 @@ class Trainer:
     near 0 for a whole tune."""
 
     def __init__(self, params: dict[str, torch.nn.Parameter], lr: float, weight_decay: float = 1e-2,
-                 betas: tuple[float, float] = (0.9, 0.999), adapter_lr: float | None = None):
+                 betas: tuple[float, float] = (0.9, 0.999), adapter_lr: float | None = None, sources: dict | None = None):
         self.params = params
+        self.sources = sources  # what the frozen weights came from (ContextEditPipeline.sources), kept in checkpoints
         rest = [p for name, p in params.items() if not name.startswith(ADAPTER_PREFIX)]
         adapter = {name[len(ADAPTER_PREFIX):]: p for name, p in params.items() if name.startswith(ADAPTER_PREFIX)}
         groups = [{"params": rest, "lr": lr, "weight_decay": weight_decay, "name": "model"}]
@@ -132,7 +133,10 @@ class Trainer:
         return out
 
     def save(self, path: Path) -> None:
-        save_safetensors(self.state_tensors(), path, metadata={"step": str(self.step), "losses": json.dumps(self.losses)})
+        meta = {"step": str(self.step), "losses": json.dumps(self.losses)}
+        if self.sources is not None:
+            meta["sources"] = json.dumps(self.sources)
+        save_safetensors(self.state_tensors(), path, metadata=meta)
 
     def load(self, path: Path) -> None:
         state = load_safetensors(path)
@@ -148,6 +152,12 @@ class Trainer:
         meta = safetensors_metadata(path)
         self.step = int(meta["step"])
         self.losses = json.loads(meta.get("losses", "[]"))
+
+    @staticmethod
+    def recorded_sources(path: Path) -> dict | None:
+        """The sources a checkpoint's tune was made with; None for one written before they were kept."""
+        meta = safetensors_metadata(path)
+        return json.loads(meta["sources"]) if "sources" in meta else None
 
     def run(self, steps: int, loss_fn: Callable[[int], torch.Tensor], *, seed: int,
             checkpoint: Path | None = None, every: int = 100, advance: Callable[..., None] | None = None,

@@ -31,13 +31,20 @@ from .windows import training_window
 
 
 def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: TuneSettings, *, fps: float = 8.0,
-              progress: ProgressFactory = silent, checkpoint: Path | None = None, resume: bool = False) -> TunedClip:
+              progress: ProgressFactory = silent, checkpoint: Path | None = None, resume: bool = False,
+              sources: dict | None = None) -> TunedClip:
     """Tune on ``frames`` (F, H, W, 3) uint8, every frame as given, with ``prompt``.
 
     ``checkpoint``: a file to save the trainer to every ``checkpoint_every`` steps and on Ctrl-C
-    (``resume`` continues from it). The caller's components are not changed: the inflated UNet
-    is a copy sharing their frozen weights."""
+    (``resume`` continues from it). ``sources`` (:attr:`ContextEditPipeline.sources`) go into the
+    checkpoint, and a resume is refused when its LoRAs are not the ones it was interrupted with.
+    The caller's components are not changed: the inflated UNet is a copy sharing their frozen weights."""
     settings.resolve(comps.recommended)  # temporal_layers: SDXL's family recommends per-transformer
+    recorded = Trainer.recorded_sources(checkpoint) if resume and checkpoint is not None and checkpoint.is_file() else None
+    if recorded is not None:  # before any work
+        from ..models.lora import check_resumed_loras
+
+        check_resumed_loras(recorded.get("loras", []), (sources or {}).get("loras", []), checkpoint)
     if settings.controlnet is not None:  # edit will use them: refuse a mismatch now, not after tuning
         from .structure import structure_control
 
@@ -55,7 +62,7 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
         params = trainable_parameters(unet)
         if adapter is not None:
             params.update({f"adapter.{n}": p for n, p in adapter.named_parameters()})
-        trainer = Trainer(params, lr=settings.lr, adapter_lr=settings.adapter_lr)
+        trainer = Trainer(params, lr=settings.lr, adapter_lr=settings.adapter_lr, sources=sources or {})
         if resume and checkpoint is not None:
             trainer.load(checkpoint)
         scheduler = ContextualDDPMScheduler.from_config(comps.scheduler_config)
