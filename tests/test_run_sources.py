@@ -1,6 +1,6 @@
 """Runs tuned on single files and LoRAs (issue 32) and what later commands do with them: a batch job
-edits with its run's LoRAs, and a resumed tune refuses a LoRA that changed. Files from
-tests/source_files.py; nothing is mocked."""
+edits with its run's LoRAs, a resumed tune refuses a LoRA that changed, and an edit names a moved
+file by path and sha256. Files from tests/source_files.py; nothing is mocked."""
 
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ def test_resume_refuses_a_lora_that_changed(files, tmp_path, runs):
     resume = ["tune", clip, "--model", MODEL, "--prompt", PROMPT, "--steps", "3", "--checkpoint-every", "1", "--out", run,
               "--resume", *FAST]
     shutil.copy(lora_file(files, "exact"), lora)  # another LoRA for this model, at the same path
-    line = fails([*resume, "--lora", f"{lora}:0.8"], str(recorded["file"]), recorded["sha256"][:12], "changed", "--overwrite")
+    line = fails([*resume, "--lora", f"{lora}:0.8"], str(recorded["file"]), recorded["sha256"], "changed", "--overwrite")
     assert line.startswith(f"Error: the interrupted tune {run / CHECKPOINT}")
     shutil.copy(lora_file(files), lora)
     fails(resume, "--lora", f"{recorded['file']}:0.8, not none")  # the LoRA left out
@@ -103,3 +103,20 @@ def test_resume_refuses_a_lora_that_changed(files, tmp_path, runs):
     assert result.exit_code == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["loras"] == [recorded] and len(manifest["loss_curve"]) == 3
+
+
+def test_edit_names_the_moved_single_file_and_lora_it_needs(files, tmp_path, runs):
+    """A run's single file or LoRA moved away: `edit` says, in one line, the path and the whole
+    sha256 of the file it needs."""
+    model = Path(shutil.copy(files / "tiny.safetensors", tmp_path / "model.safetensors")).resolve()
+    lora = Path(shutil.copy(lora_file(files), tmp_path / "style.safetensors")).resolve()
+    result = invoke(["tune", write_clip(tmp_path / "clip.mp4", frames=4), "--model", model, "--model-config",
+                     files / "folder", "--lora", lora, "--prompt", PROMPT, "--steps", "1", "--out", tmp_path / "run", *FAST])
+    assert result.exit_code == 0, result.stderr
+    edit = ["edit", "--prompt", TARGET, "--run", tmp_path / "run", "--steps", "2", "--out", tmp_path / "e", *CPU]
+    (tmp_path / "moved").mkdir()
+    for file in (model, lora):
+        digest = sha256(file)
+        file.rename(tmp_path / "moved" / file.name)
+        fails(edit, f"{file} (sha256 {digest}), which is missing")
+        (tmp_path / "moved" / file.name).rename(file)

@@ -140,9 +140,10 @@ def check_recorded(record: dict, run: str | Path) -> None:
 def check_unchanged(path: str | Path, digest: str, what: str, *, missing: str, changed: str,
                     missing_error: type[Exception] = InputError, digest_of=sha256_file, present=Path.is_file) -> None:
     """``path`` still there (``present``) with ``digest_of(path)`` == ``digest`` (a file's sha256 by
-    default; a folder passes its own pair), or one line: ``what`` it is, and what to do."""
+    default; a folder passes its own pair), or one line: ``what`` it is — its path and whole sha256,
+    so that a moved copy can be found (``sha256sum``) — and what to do."""
     path = Path(path)
     if not present(path):
-        raise missing_error(f"{what} {path} (sha256 {digest[:12]}…), which is missing; {missing}")
+        raise missing_error(f"{what} {path} (sha256 {digest}), which is missing; {missing}")
     if digest_of(path) != digest:
-        raise InputError(f"{what} {path} (sha256 {digest[:12]}…), but the file there has changed; {changed}")
+        raise InputError(f"{what} {path} (sha256 {digest}), but the file there has changed; {changed}")
