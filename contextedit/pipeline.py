@@ -193,7 +193,7 @@ class ContextEditPipeline:
                               folder=Path(cache_dir) if cache_dir is not None else None)
         yield from edit_clip(self.components, unet, use, tuned.latents, source_prompt or tuned.prompt, prompts, opts,
                              mask=as_mask(mask, tuned.num_frames), cache=cache, timings=timings, progress=progress,
-                             structure=structure)
+                             structure=structure, source_frames=tuned.source_frames)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """VAE latents (F, C, h, w) → uint8 frames (F, H, W, 3)."""

@@ -116,3 +116,18 @@ def _blur(image: np.ndarray, passes: int) -> np.ndarray:
 def test_oracle_reads_blurred_shapes(shape):
     image, _ = shapes.make_image(shape, "blue", "gray", center=(32, 32))
     assert shapes.oracle(_blur(image, 3))["shape"] == shape
+
+
+def test_oracle_ignores_specks_of_a_few_pixels_but_not_a_blob():
+    """A decoded frame's one-pixel corner of another class moved a square's box to the frame's
+    corner (read as a triangle); a blob over SPECK_PX pixels is still part of what is read."""
+    image, _ = shapes.make_image("square", "blue", "white", center=(28, 28))
+    square = shapes.shape_mask("square", (28, 28))
+    specked = image.copy()
+    specked[63, 63] = specked[0, 63] = shapes.PALETTE[shapes.PALETTE_NAMES.index("gray")]
+    reading = shapes.oracle(specked)
+    assert (reading["shape"], reading["area"]) == ("square", square.sum())
+    assert np.array_equal(reading["mask"], square)
+    blob = image.copy()
+    blob[58:62, 58:62] = shapes.PALETTE[shapes.PALETTE_NAMES.index("red")]  # 16 px > SPECK_PX
+    assert shapes.oracle(blob)["area"] == square.sum() + 16

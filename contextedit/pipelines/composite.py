@@ -9,7 +9,9 @@ background (Avrahami et al. 2023, §4.2), the kept pixels are taken from the sou
    mask whose colour is the background's own (near one of its k-means colours, read outside the
    band) start as "probably not": a latent cell is 8 px (4 on `tiny`), so a coarse mask of a 20 px object is
    half old background, and GrabCut started from it keeps that background (measured: 629 of 677
-   black pixels of a circle's mask kept, pasted as a black square around the new circle);
+   black pixels of a circle's mask kept, pasted as a black square around the new circle), and
+   band pixels whose colour is not the background's start as "probably kept" (a square's corners
+   lie outside its cells' bilinear mask: GrabCut left them out, and the paste rounded the square);
 2. the edited frame's seam — the kept latent cells and ``seam`` cells around them — is inpainted from the edited
    surroundings (OpenCV's Telea), so no halo of the model's own redraw of the object stays;
 3. the source is pasted through the refined mask less its edge pixel (which holds the old
@@ -43,8 +45,10 @@ def refine(source: np.ndarray, coarse: np.ndarray, band: int) -> np.ndarray:
         return coarse
     kernel = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
     near = cv2.dilate(coarse.astype(np.uint8), kernel) > 0
-    likely = coarse & ~background_coloured(source, ~near)
-    if likely.sum() < MIN_OBJECT_SHARE * coarse.sum():  # the object is the background's colour: nothing tells them apart
+    # unlike the background, in the mask or the band around it: the object (a square's corners
+    # fall outside its latent cells' bilinear mask, and GrabCut left them out: rounded squares)
+    likely = near & ~background_coloured(source, ~near)
+    if (likely & coarse).sum() < MIN_OBJECT_SHARE * coarse.sum():  # the object is the background's colour: nothing tells them apart
         likely = coarse
     labels = np.where(likely, cv2.GC_PR_FGD, np.where(near, cv2.GC_PR_BGD, cv2.GC_BGD)).astype(np.uint8)
     cv2.setRNGSeed(0)  # GrabCut's k-means draws from OpenCV's global RNG: seeded, so edits stay deterministic

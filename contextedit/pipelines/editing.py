@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -79,7 +79,8 @@ def fused_steps(steps: int, fraction: float) -> int:
 
 def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, prompts: list[str], opts: EditSettings, *,
               mask: torch.Tensor | None = None, cache: NullTextCache | None = None, timings: dict | None = None,
-              progress: ProgressFactory = silent, structure=None) -> Iterator[EditedPrompt]:
+              progress: ProgressFactory = silent, structure=None,
+              source_frames: Callable[[], np.ndarray] | None = None) -> Iterator[EditedPrompt]:
     """Invert ``latents`` (F, C, h, w) with ``source_prompt``, then sample each target prompt.
 
     A clip longer than ``opts.window`` goes window by window (:mod:`.windows`): each window is
@@ -87,7 +88,10 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     clips are decoded at the end; one window at a time holds memory. A clip that fits is one
     window, and each prompt is yielded as soon as it is decoded. ``structure`` (a
     :class:`~.structure.StructureControl`) adds its ControlNet's residuals to every UNet call of
-    the inversion and the sampling, window by window."""
+    the inversion and the sampling, window by window. ``source_frames`` gives the clip's own
+    frames (F, H, W, 3) uint8, read only when an edit composites: the kept region's pixels are
+    pasted from them, not from the VAE round trip of ``latents`` (which rounds a square's corners
+    on `tiny`); without them, or at another size, the latents are decoded."""
     device, dtype = placement(comps)
     encode = lambda ps: encode_text(comps, ps)  # noqa: E731
     src_text, uncond = encode([source_prompt]), encode([""])
@@ -101,6 +105,7 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
     timings.update(windows=len(plan), inversion_s=0.0, fusion_store_mib=0.0)
     live = _source_branch(unet, opts, max(len(idx) for idx in plan), tuple(latents.shape[-2:]), dtype, device, timings)
     seconds, controls, blenders, kept = dict.fromkeys(prompts, 0.0), {}, {}, {}
+    original = _originals(comps, latents, source_frames)
     with oom_guard(device, "editing"):
         for k, idx in enumerate(plan):
             scope = structure.window(unet, idx) if structure is not None else contextlib.nullcontext()
@@ -136,13 +141,13 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
 
                     control = controls[prompt] = control_for(prompt)
                     if single and isinstance(control.blend, RegionMask) and control.blend.mixed:
-                        frames = _by_region(control, source_prompt, sample_prompt, comps, source, opts)
+                        frames = _by_region(control, source_prompt, sample_prompt, comps, original, opts)
                         yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
                         continue
                     out, control = sample_prompt(prompt, prompt, control)
                     if single:
                         frames = to_frames(decode_latents(comps.vae, out))
-                        frames = _composited(frames, comps, source, control, opts)
+                        frames = _composited(frames, original, control, opts)
                         yield _edited(prompt, frames, time.perf_counter() - t2, control, opts, comps, src_ids)
                     else:
                         blenders.setdefault(prompt, WindowBlender(plan, opts.overlap, out)).add(k, out)
@@ -151,12 +156,11 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
                             kept.setdefault(prompt, WindowBlender(plan, opts.overlap, region)).add(k, region)
                         seconds[prompt] += time.perf_counter() - t2
                 source = None  # its fusion store: one window's at a time
-        original = to_frames(decode_latents(comps.vae, latents)) if kept else None
         for prompt, blender in blenders.items():
             t3 = time.perf_counter()
             frames = to_frames(decode_latents(comps.vae, blender.result()))
             if prompt in kept:
-                frames = composite(frames, original, 1 - (kept[prompt].result() > 0.5).float(), opts.composite_seam)
+                frames = composite(frames, original(), 1 - (kept[prompt].result() > 0.5).float(), opts.composite_seam)
             yield _edited(prompt, frames, seconds[prompt] + time.perf_counter() - t3, controls[prompt], opts, comps, src_ids)
 
 
@@ -170,7 +174,7 @@ def _source_branch(unet, opts: EditSettings, frames: int, latent_hw, dtype, devi
     return chosen == "live"
 
 
-def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps, source: SourcePass,
+def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps, original,
                opts: EditSettings) -> np.ndarray:
     """A prompt whose changes edit objects *and* the rest of the frame ("a blue circle … on a white
     background"), one pass per side, each with its own settings (VideoGrain edits per instance):
@@ -179,7 +183,7 @@ def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps,
     outer = applied(source_prompt, [g for g in control.groups if g.side == OUTSIDE])
     inner = applied(source_prompt, [g for g in control.groups if g.side != OUTSIDE])
     out_latents, out_control = sample_prompt(outer, f"{outer} (rest of the frame)")
-    frames = _composited(to_frames(decode_latents(comps.vae, out_latents)), comps, source, out_control, opts)
+    frames = _composited(to_frames(decode_latents(comps.vae, out_latents)), original, out_control, opts)
     in_latents, in_control = sample_prompt(inner, f"{inner} (objects)")
     objects = to_frames(decode_latents(comps.vae, in_latents))
     region = in_control.blend.mask() if in_control.blend is not None else None
@@ -199,13 +203,26 @@ def _composites(control: PromptControl, opts: EditSettings) -> bool:
         and control.blend.mask() is not None
 
 
-def _composited(frames: np.ndarray, comps, source: SourcePass, control: PromptControl, opts: EditSettings) -> np.ndarray:
+def _originals(comps, latents: torch.Tensor, source_frames) -> Callable[[], np.ndarray]:
+    """The clip's frames the composites paste from, read (or decoded) once, on first use."""
+    held: list[np.ndarray] = []
+
+    def original() -> np.ndarray:
+        if not held:
+            frames = source_frames() if source_frames is not None else None
+            size = tuple(s * comps.vae_scale_factor for s in latents.shape[-2:])
+            if frames is None or len(frames) != latents.shape[0] or tuple(frames.shape[1:3]) != size:
+                frames = to_frames(decode_latents(comps.vae, latents))
+            held.append(frames)
+        return held[0]
+    return original
+
+
+def _composited(frames: np.ndarray, original, control: PromptControl, opts: EditSettings) -> np.ndarray:
     """The kept region's pixels from the source (:mod:`.composite`), for edits with an OUTSIDE region."""
     if not _composites(control, opts):
         return frames
-    if source.decoded is None:  # every prompt of the window composites with the same source frames
-        source.decoded = to_frames(decode_latents(comps.vae, source.levels[0]))
-    return composite(frames, source.decoded, 1 - control.blend.mask(), opts.composite_seam)
+    return composite(frames, original(), 1 - control.blend.mask(), opts.composite_seam)
 
 
 def _edited(prompt, frames, seconds, control, opts, comps, src_ids) -> EditedPrompt:

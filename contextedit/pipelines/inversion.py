@@ -44,7 +44,6 @@ class SourcePass:
     null_text: list[torch.Tensor] | None = None      # null-text: unconditional states of step i
     context: object = None                           # r_φ of the source branch (on x̂0, source prompt)
     seconds: dict = field(default_factory=dict)
-    decoded: object = None                           # levels[0] decoded (uint8 frames), once, for composites
     branch: object = None                            # live: the :class:`~.source_branch.LiveBranch`
     _offsets: dict = field(default_factory=dict)
 

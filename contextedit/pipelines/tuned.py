@@ -21,7 +21,10 @@ from ..fileio import atomic_folder, load_safetensors, save_safetensors
 from ..models.adapter import ContextAdapter
 from ..runs import MANIFEST_VERSION, file_hashes, load_manifest, run_file, verify_files, write_manifest
 
-FILES = {"tuned": "tuned.safetensors", "adapter": "adapter", "latents": "latents.safetensors", "clip": "source.mp4"}
+# "frames": the clip as tuned, lossless (PNGs): edits paste kept pixels from it and must match an
+# edit in memory; "clip" is the same clip to watch (H.264 is lossy). Runs without "frames" read "clip".
+FILES = {"tuned": "tuned.safetensors", "adapter": "adapter", "latents": "latents.safetensors", "clip": "source.mp4",
+         "frames": "source-frames"}
 
 
 @dataclass
@@ -87,6 +90,7 @@ class TunedClip:
                 self.adapter.save_pretrained(str(tmp / FILES["adapter"]), safe_serialization=True)
             save_safetensors({"latents": self.latents.detach().float().cpu().contiguous()}, tmp / FILES["latents"])
             vio.write_video(self.source_frames(), tmp / FILES["clip"], self.fps)
+            vio.write_video(self.source_frames(), tmp / FILES["frames"], self.fps, "frames")
             manifest = self.manifest()
             write_manifest(tmp, {**manifest, "sha256": file_hashes(tmp, manifest["files"])})
         return folder
@@ -113,7 +117,7 @@ class TunedClip:
         adapter = None
         if manifest.get("adapter"):
             adapter = load_adapter_folder(run_file(folder, manifest, "adapter"), "run adapter")[0]
-        clip = run_file(folder, manifest, "clip")
+        clip = run_file(folder, manifest, "frames" if "frames" in manifest["files"] else "clip")
         known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
                  "loss_curve", "files", "sha256"}
         settings = {k: manifest[k] for k in SETTINGS if k in manifest}

@@ -173,14 +173,15 @@ def classify_pixels(frame: np.ndarray) -> np.ndarray:
 def oracle(frame: np.ndarray) -> dict:
     """Read background, colour, shape, centroid (x, y), mask and area off one RGB frame.
 
-    Background is the most common class on the frame border; the object is every other pixel;
+    Background is the most common class on the frame border; the object is every other pixel
+    but specks of at most ``SPECK_PX`` (:func:`without_specks`);
     its colour is the majority object colour inside it; its shape is the one whose fill ratio
     (area / bounding-box area) is nearest, or a triangle when the mask is bottom-heavy. Fields are None when no object is found.
     """
     classes = classify_pixels(frame)
     border = np.concatenate([classes[0], classes[-1], classes[1:-1, 0], classes[1:-1, -1]])
     background = int(np.bincount(border, minlength=len(PALETTE_NAMES)).argmax())
-    mask = classes != background
+    mask = without_specks(classes != background)
     area = int(mask.sum())
     result = {"background": PALETTE_NAMES[background], "colour": None, "shape": None, "centroid": None, "mask": mask, "area": area}
     if area == 0:
@@ -192,6 +193,22 @@ def oracle(frame: np.ndarray) -> dict:
     result["shape"] = _shape_of(rows, cols)
     result["centroid"] = (float(cols.mean() + 0.5), float(rows.mean() + 0.5))
     return result
+
+
+# Decoded frames carry specks of a few pixels at their edges (a one-pixel corner of another
+# palette class moved a square's box to the frame's corner: read as a triangle); the smallest
+# object the world draws is over 100 px.
+SPECK_PX = 4
+
+
+def without_specks(mask: np.ndarray) -> np.ndarray:
+    """``mask`` (H, W) bool without its 8-connected components of at most ``SPECK_PX`` pixels."""
+    import cv2
+
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] <= SPECK_PX)
+    small = small[small != 0]  # label 0 is the background
+    return mask & ~np.isin(labels, small) if len(small) else mask
 
 
 def _shape_of(rows: np.ndarray, cols: np.ndarray) -> str:
