@@ -247,3 +247,25 @@ def cv2_dilate(mask: np.ndarray, px: int) -> np.ndarray:
     import cv2
 
     return cv2.dilate(mask.astype(np.uint8), np.ones((2 * px + 1, 2 * px + 1), np.uint8)) > 0
+
+
+def test_composites_paste_the_clips_own_frames_read_once_and_decode_only_without_them():
+    """The kept region is pasted from the clip as tuned, not from the VAE round trip of its latents
+    (on `tiny` that rounds a square's corners, and the oracle then reads another shape); frames of
+    another size or count than the latents say are not the clip's, and the latents are decoded."""
+    from contextedit.pipelines.common import decode_latents
+    from contextedit.pipelines.editing import _originals
+    from contextedit.video import to_frames
+    from helpers import tiny
+
+    comps = tiny()
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    size = 8 * comps.vae_scale_factor
+    clip = np.random.default_rng(0).integers(0, 256, (2, size, size, 3), dtype=np.uint8)
+    reads = []
+    original = _originals(comps, latents, lambda: reads.append(1) or clip)
+    assert original() is clip and original() is clip and len(reads) == 1
+    decoded = to_frames(decode_latents(comps.vae, latents))
+    for wrong in (clip[:, :-8], clip[:1]):
+        assert np.array_equal(_originals(comps, latents, lambda: wrong)(), decoded)
+    assert np.array_equal(_originals(comps, latents, None)(), decoded)
