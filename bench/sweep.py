@@ -70,6 +70,9 @@ REGION_SETTINGS: dict[str, dict] = {
     "regions: empty negative outside": {"background_negative": "empty"},
     "regions: LocalBlend stops at 0.7 T": {"blend_stop": 0.7},
     "regions: background guidance 3": {"background_guidance": 3.0},
+    "regions: background guidance 5": {"background_guidance": 5.0},
+    "regions: fresh noise 1.0 and empty negative outside": {"background_noise": 1.0, "background_negative": "empty"},
+    "regions: composite seam 2": {"composite_seam": 2},
 }
 
 
