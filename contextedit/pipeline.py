@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ class ContextEditPipeline:
 
     # -- tune -------------------------------------------------------------------------------------
     def tune(self, frames: np.ndarray, prompt: str, *, fps: float = 8.0, progress: ProgressFactory = silent,
-             checkpoint: str | os.PathLike | None = None, resume: bool = False, **settings) -> TunedClip:
+             checkpoint: str | os.PathLike | None = None, resume: bool = False, stop: Callable[[], bool] | None = None,
+             **settings) -> TunedClip:
         """Tune the inflated UNet and the adapter on ``frames`` (every frame, as given; sides
         divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
         (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
@@ -113,10 +114,12 @@ class ContextEditPipeline:
         motion_adapter (a MotionAdapter's id or folder; default: the one given to from_pretrained) and
         temporal (tune | freeze its motion modules) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
-        ``checkpoint``: a file for resumable training (written only when given)."""
+        ``checkpoint``: a file for resumable training (written only when given). ``stop``: asked after
+        each step; True checkpoints and ends the tune with :class:`~contextedit.errors.Interrupted`
+        (a web page's Cancel; ``resume=True`` continues it)."""
         prompt = check_prompt(prompt, "`prompt`")
         tuned = tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
-                          checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume)
+                          checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume, stop=stop)
         tuned.record.update(self.sources)
         return tuned
 
