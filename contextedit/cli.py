@@ -278,7 +278,7 @@ def _ui(values: dict) -> None:
     _setup(values.pop("quiet"), values.pop("debug"))
     from .cli_ui import serve
 
-    names = {p.name for p in [*_edit_params(), *option_parameters(TuneOptions)]}
+    names = {p.name for p in [*_edit_params(), *option_parameters(TuneOptions), *eval_params()]}
     serve(values, lambda message: cli_message(message, names))
 
 

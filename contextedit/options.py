@@ -16,7 +16,7 @@ from .pipelines.edit_options import EditSettings
 from .pipelines.generate_options import GenerateSettings
 from .pipelines.tune_options import TuneSettings
 from .settings import (RuntimeOptions, check_at_least_one, check_choice, check_lr, check_prompt, check_prompts,
-                       device_setting, setting)
+                       device_setting, same_as, setting)
 
 FORMATS = ("mp4", "gif", "frames")
 
@@ -196,6 +196,10 @@ class UIOptions:
                           "machine only).", flag="--share", value=False)
     max_upload_mb: int = setting("Largest upload accepted, in MB.", value=500, default_text="500")
     edit_steps: int | None = setting("DDIM steps T of the page's edits.", default_text="edit's default")
+    caption_model: str = same_as(TuneOptions, "caption_model")  # the page's Caption button
+    clip_model: str = same_as(EvalOptions, "clip_model")  # the page's Score: eval's models
+    pickscore_model: str = same_as(EvalOptions, "pickscore_model")
+    dino_model: str = same_as(EvalOptions, "dino_model")
 
     def validate(self) -> None:
         if self.max_upload_mb < 1:

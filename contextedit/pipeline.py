@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -104,7 +104,8 @@ class ContextEditPipeline:
 
     # -- tune -------------------------------------------------------------------------------------
     def tune(self, frames: np.ndarray, prompt: str, *, fps: float = 8.0, progress: ProgressFactory = silent,
-             checkpoint: str | os.PathLike | None = None, resume: bool = False, **settings) -> TunedClip:
+             checkpoint: str | os.PathLike | None = None, resume: bool = False, stop: Callable[[], bool] | None = None,
+             **settings) -> TunedClip:
         """Tune the inflated UNet and the adapter on ``frames`` (every frame, as given; sides
         divisible by 8) and ``prompt``. ``settings``: steps (500), lr (1e-5), seed (0), adapter
         (True), adapter_init ("base" | "none" | folder), adapter_lr, adapter_input, checkpointing,
@@ -114,11 +115,13 @@ class ContextEditPipeline:
         temporal (tune | freeze its motion modules) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given); it records
-        :attr:`sources`, and ``resume`` refuses LoRAs other than those, or changed since (sha256)."""
+        :attr:`sources`, and ``resume`` refuses LoRAs other than those, or changed since (sha256).
+        ``stop``: asked after each step; True checkpoints and ends the tune with
+        :class:`~contextedit.errors.Interrupted` (a web page's Cancel; ``resume=True`` continues it)."""
         prompt = check_prompt(prompt, "`prompt`")
         tuned = tune_clip(self.components, frames, prompt, TuneSettings(**settings), fps=fps, progress=progress,
                           checkpoint=Path(checkpoint) if checkpoint is not None else None, resume=resume,
-                          sources=self.sources)
+                          sources=self.sources, stop=stop)
         tuned.record.update(self.sources)
         return tuned
 

@@ -54,6 +54,15 @@ def setting(help: str, default: Any = None, *, choices: Iterable | None = None, 
     return field(default=value, metadata=meta)
 
 
+def same_as(cls, name: str) -> Field:
+    """A field declared as ``cls``'s setting ``name`` (help, default, flag): a setting two commands
+    share (``ui``'s ``caption_model`` is ``tune``'s) is written once."""
+    f = {f.name: f for f in fields(cls)}[name]
+    if f.default_factory is not MISSING:
+        return field(default_factory=f.default_factory, metadata=f.metadata)
+    return field(default=f.default, metadata=f.metadata)
+
+
 def choices_of(s: Setting) -> tuple | None:
     return s.choices() if callable(s.choices) else s.choices
 

@@ -71,3 +71,54 @@ def f32_tol(*terms, ops: int) -> float:
     """
     scale = sum(float(torch.as_tensor(t).abs().max()) for t in terms)
     return ops * F32_EPS * scale
+
+
+# --------------------------------------------------------------------------- the web UI's server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ui_env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def ui_server(tmp_path: Path, *extra: str, model: str = MODEL, edit_steps: int = 2):
+    """``contextedit ui --model tiny-random`` in a subprocess on 127.0.0.1 and a free port, its runs
+    in ``tmp_path/runs``; yields ``(url, runs, port)`` once it accepts connections."""
+    import socket
+    import subprocess
+    import time
+
+    port, runs = free_port(), tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", "ui", "--model", model, "--device", "cpu",
+                             "--port", str(port), "--runs", str(runs), "--edit-steps", str(edit_steps), *extra], env=ui_env(),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert time.monotonic() < deadline, "the server did not start in 120 s"
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}", runs, port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -5,23 +5,16 @@ ui extra is not installed. Skipped where gradio or gradio_client is missing (the
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import MODEL
+from helpers import ui_env, ui_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "examples" / "red-circle.mp4"
-
-
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-            "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
 def test_without_gradio_the_command_says_how_to_install_it_and_exits_2():
@@ -35,7 +28,7 @@ def test_without_gradio_the_command_says_how_to_install_it_and_exits_2():
             "sys.argv = ['contextedit', 'ui', '--port', '7']\n"
             "from contextedit.cli import main\n"
             "main()\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ui_env(), timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and 'pip install -e ".[ui]"' in lines[0], lines
@@ -66,37 +59,12 @@ def test_run_names_stay_inside_the_runs_folder(tmp_path):
         jobs.tune(str(SAMPLE), "a cat", "two", 0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(tmp_path):
     pytest.importorskip("gradio", reason="the web UI needs the ui extra: pip install -e \".[ui]\"")
     pytest.importorskip("gradio_client", reason="the API test needs gradio_client (installed with gradio)")
-    port, runs = _free_port(), tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", "ui", "--model", MODEL, "--device", "cpu",
-                             "--port", str(port), "--runs", str(runs), "--edit-steps", "2"], env=_env(), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "the server did not start in 120 s"
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}", runs, port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with ui_server(tmp_path) as started:
+        yield started
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -123,7 +91,11 @@ def test_tune_edit_and_runs_through_gradios_client(server):
     if os.path.exists("/proc/net/tcp"):  # bound to 127.0.0.1 only by default
         assert _listening_addresses(port) == {"0100007F"}, _listening_addresses(port)
     client = Client(url, verbose=False)
-    assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) >= {"/tune", "/edit", "/runs"}
+    api = client.view_api(print_info=False, return_format="dict")
+    # exactly the issue's endpoints and inputs: the page's further settings are no part of the API
+    assert {name: [p["parameter_name"] for p in e["parameters"]] for name, e in api["named_endpoints"].items()} == {
+        "/tune": ["video", "prompt", "steps", "seed"], "/edit": ["run", "prompts", "guidance"], "/runs": []}
+    assert not api["unnamed_endpoints"]
     name = client.predict(handle_file(str(SAMPLE)), "a red circle", 2, 0, api_name="/tune")
     assert name == "red-circle" and (runs / name / "manifest.json").is_file()
     assert client.predict(api_name="/runs") == [name]
@@ -154,3 +126,18 @@ def test_the_page_starts_from_the_models_recommended_guidance(tmp_path):
     recommended = json.loads((TRAINED_TINY / "contextedit.json").read_text())["edit"]["guidance"]
     assert Jobs(runs=tmp_path, model="tiny").guidance() == recommended == 3.0
     assert Jobs(runs=tmp_path, model="tiny-random").guidance() == builtin_defaults(EditSettings)["guidance"] == 7.5
+
+
+def test_the_pages_caption_and_score_models_are_tunes_and_evals_settings():
+    """``ui --caption-model`` is tune's setting and ``--clip-model``… eval's, declared once (same help,
+    same default), so the page captions and scores as the CLI does."""
+    from dataclasses import fields
+
+    from contextedit.options import EvalOptions, TuneOptions, UIOptions
+
+    def declared(cls):
+        return {f.name: (f.default, f.metadata["setting"]) for f in fields(cls)}
+
+    ui, tune_, eval_ = declared(UIOptions), declared(TuneOptions), declared(EvalOptions)
+    assert ui["caption_model"] == tune_["caption_model"]
+    assert all(ui[name] == eval_[name] for name in ("clip_model", "pickscore_model", "dino_model"))

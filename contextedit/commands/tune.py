@@ -8,6 +8,9 @@ import platform
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from .. import __version__
 from .. import video as vio
@@ -33,8 +36,11 @@ class TuneResult:
     tuned: TunedClip | None = None
 
 
-def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> TuneResult:
-    """Tune on ``opts.video``; returns the run folder and its manifest."""
+def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Components | None = None,
+         stop: Callable[[], bool] | None = None) -> TuneResult:
+    """Tune on ``opts.video``; returns the run folder and its manifest. ``stop`` (asked after each
+    step, from any thread) ends the tune as Ctrl-C does: checkpointed, :class:`~contextedit.errors.Interrupted`,
+    and the same options with ``resume`` continue it."""
     opts.validate()
     t_start = time.perf_counter()
     run_dir = Path(opts.out) if opts.out else default_run_dir(opts.video)
@@ -53,13 +59,8 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     pipe = ContextEditPipeline(comps) if comps is not None else \
         ContextEditPipeline.from_pretrained(opts.model, device=opts.device, dtype=opts.dtype,
                                             model_config=opts.model_config, loras=lora_specs(opts.lora))
-    height, width = clip.frames.shape[1:3]
-    size = vio.parse_size(opts.size) if opts.size else vio.default_size(width, height, pipe.components.native_size)
-    if size[0] > width or size[1] > height:
-        log.warning("the source is %dx%d, smaller than the %dx%d the model works at: it is upscaled, so the edit "
-                    "will look soft (pass `size` to choose)", width, height, *size)
-    frames = vio.resize_crop(clip.frames, *size)
-    prompt = opts.prompt or _caption(frames, opts, pipe)
+    frames = sized_frames(clip, opts.size, pipe.components.native_size)
+    prompt = opts.prompt or source_caption(frames, opts, pipe)
     load_s = time.perf_counter() - t_start
 
     # The run folder appears with the first checkpoint, or whole at the end, so a run that fails
@@ -68,7 +69,7 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
     created = not run_dir.exists()
     try:
         tuned = pipe.tune(frames, prompt, fps=clip.playback_fps, progress=progress, checkpoint=run_dir / CHECKPOINT,
-                          resume=opts.resume, **vars(settings))
+                          resume=opts.resume, stop=stop, **vars(settings))
     except BaseException:
         # a checkpoint is kept for --resume; a folder this tune made and left empty (the disk filled
         # before the first checkpoint) would only block the rerun
@@ -87,7 +88,20 @@ def tune(opts: TuneOptions, progress: ProgressFactory = silent, comps: Component
                       tuned=tuned)
 
 
-def _caption(frames, opts: TuneOptions, pipe: ContextEditPipeline) -> str:
+def sized_frames(clip: vio.Clip, size: str | None, native_size: int) -> np.ndarray:
+    """The frames a tune takes from ``clip`` (the selection ``vio.read_video`` read): resized and
+    centre-cropped to ``size`` (``WIDTHxHEIGHT``), by default the source's aspect with the short side
+    at the model's ``native_size``."""
+    height, width = clip.frames.shape[1:3]
+    size = vio.parse_size(size) if size else vio.default_size(width, height, native_size)
+    if size[0] > width or size[1] > height:
+        log.warning("the source is %dx%d, smaller than the %dx%d the model works at: it is upscaled, so the edit "
+                    "will look soft (pass `size` to choose)", width, height, *size)
+    return vio.resize_crop(clip.frames, *size)
+
+
+def source_caption(frames: np.ndarray, opts: TuneOptions, pipe: ContextEditPipeline) -> str:
+    """The source prompt a tune without one uses: ``opts.caption_model``'s caption of the frames."""
     from ..captioning import caption_frames
 
     return caption_frames(frames, model_id=opts.caption_model, device=str(pipe.device))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import cpu_generator
+from ..errors import Interrupted
 from ..fileio import load_safetensors, save_safetensors, safetensors_metadata
 from ..schedulers import q_sample, training_target
 from .tune_options import ADAPTER_INPUTS  # noqa: F401 — declared with the setting
@@ -161,12 +162,15 @@ class Trainer:
 
     def run(self, steps: int, loss_fn: Callable[[int], torch.Tensor], *, seed: int,
             checkpoint: Path | None = None, every: int = 100, advance: Callable[..., None] | None = None,
-            autocast: contextlib.AbstractContextManager | None = None, scaler=None) -> list[float]:
+            autocast: contextlib.AbstractContextManager | None = None, scaler=None,
+            stop: Callable[[], bool] | None = None) -> list[float]:
         """Train from ``self.step`` to ``steps``; ``scaler`` (a ``torch.amp.GradScaler``) scales
         the loss under fp16 autocast, so small gradients do not underflow to zero.
 
         Ctrl-C is taken between steps (a second one aborts at once): the last finished step is
-        checkpointed, so ``--resume`` continues exactly where it stopped.
+        checkpointed, so ``--resume`` continues exactly where it stopped. ``stop`` does the same
+        from any thread (a web page's Cancel): asked after each step, True ends the run with
+        :class:`~contextedit.errors.Interrupted` once the step is checkpointed.
         """
         losses: list[float] = []
         with _interrupt_between_steps() as interrupted:
@@ -187,8 +191,12 @@ class Trainer:
                 if advance is not None:
                     advance(loss=losses[-1])
                 due = checkpoint is not None and every and self.step % every == 0 and self.step < steps
-                if checkpoint is not None and (due or interrupted()):
+                stopped = stop is not None and self.step < steps and stop()
+                if checkpoint is not None and (due or interrupted() or stopped):
                     self.save(checkpoint)
+                if stopped and not interrupted():
+                    kept = "checkpoint saved — `resume` continues it" if checkpoint is not None else "no checkpoint was asked for"
+                    raise Interrupted(f"stopped after step {self.step} of {steps}; {kept}")
                 if interrupted():
                     if checkpoint is None:
                         raise KeyboardInterrupt(f"interrupted after step {self.step} of {steps} (no checkpoint was asked for)")

@@ -11,6 +11,7 @@ import contextlib
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,13 +33,15 @@ from .windows import training_window
 
 def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: TuneSettings, *, fps: float = 8.0,
               progress: ProgressFactory = silent, checkpoint: Path | None = None, resume: bool = False,
-              sources: dict | None = None) -> TunedClip:
+              sources: dict | None = None, stop: Callable[[], bool] | None = None) -> TunedClip:
     """Tune on ``frames`` (F, H, W, 3) uint8, every frame as given, with ``prompt``.
 
     ``checkpoint``: a file to save the trainer to every ``checkpoint_every`` steps and on Ctrl-C
-    (``resume`` continues from it). ``sources`` (:attr:`ContextEditPipeline.sources`) go into the
-    checkpoint, and a resume is refused when its LoRAs are not the ones it was interrupted with.
-    The caller's components are not changed: the inflated UNet is a copy sharing their frozen weights."""
+    or when ``stop()`` says so after a step (``resume`` continues from it;
+    :meth:`~.training.Trainer.run`). ``sources`` (:attr:`ContextEditPipeline.sources`) go into
+    the checkpoint, and a resume is refused when its LoRAs are not the ones it was interrupted
+    with. The caller's components are not changed: the inflated UNet is a copy sharing their
+    frozen weights."""
     settings.resolve(comps.recommended)  # temporal_layers: SDXL's family recommends per-transformer
     recorded = Trainer.recorded_sources(checkpoint) if resume and checkpoint is not None and checkpoint.is_file() else None
     if recorded is not None:  # before any work
@@ -76,7 +79,7 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
 
         with progress("tuning", settings.steps - trainer.step) as advance:
             trainer.run(settings.steps, loss, seed=settings.seed, checkpoint=checkpoint, every=settings.checkpoint_every, advance=advance,
-                        autocast=autocast_for(device, dtype), scaler=grad_scaler_for(device, dtype))
+                        autocast=autocast_for(device, dtype), scaler=grad_scaler_for(device, dtype), stop=stop)
         unet.eval()
         rel_scale = adapter_rel_scale(adapter.eval(), scheduler, batch) if adapter is not None else None
     train_s = time.perf_counter() - t0
