@@ -84,7 +84,7 @@ def test_tune_records_the_control_and_edit_uses_it(tmp_path):
     # a folder of the same canny images is used as given: the same edit
     folder = tmp_path / "edges"
     folder.mkdir()
-    for i, image in enumerate(canny(read_video(run / "source.mp4", frames=4, stride=1).frames)):
+    for i, image in enumerate(canny(read_video(run / "source-frames", frames=4, stride=1).frames)):  # the frames as tuned
         Image.fromarray(image).save(folder / f"{i:03d}.png")
     _, from_folder = edit("folder", "--control", folder)
     assert np.array_equal(from_folder, steered)
