@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import Iterator
 
 from .. import video as vio
 from . import OutputResult
@@ -28,7 +29,7 @@ from ..options import FORMATS, EditOptions
 from ..runs import check_new_output, latest_run, load_manifest, output_name, run_identity, run_lock
 from .edit_record import done_outputs, merge_output, read_record, request_key
 
-__all__ = ["FORMATS", "EditOptions", "EditResult", "edit", "fused_steps"]
+__all__ = ["FORMATS", "EditOptions", "EditResult", "edit", "fused_steps", "iter_edit"]
 
 log = logging.getLogger("contextedit")
 
@@ -39,6 +40,16 @@ EditResult = OutputResult
 def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> EditResult:
     """Edit the run toward each prompt. A rerun of an interrupted command skips the prompts whose
     outputs the record proves were made by the same request, and finishes the rest."""
+    for result in iter_edit(opts, progress, comps):
+        pass
+    return result
+
+
+def iter_edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Components | None = None) -> Iterator[EditResult]:
+    """:func:`edit`, yielding what is written so far each time a prompt's output is written (the
+    web page shows each edit as it comes): an :class:`EditResult` whose ``files`` are the outputs
+    made, in the prompts' order. Outputs a rerun skips come first, in one result before any
+    model is loaded; the last result is :func:`edit`'s."""
     opts.validate()
     run_dir = Path(opts.run) if opts.run else latest_run()
     manifest = load_manifest(run_dir)
@@ -59,12 +70,18 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
     todo = [(p, n) for p, n in zip(opts.prompts, names) if n not in done]
     for _, name in todo:
         check_new_output(out_dir / name, opts.overwrite)
+
+    def made(record: dict) -> EditResult:
+        return EditResult(out_dir=out_dir, files=[out_dir / n for n in names if n in done], record=record)
+
     if not todo:  # all made already by this very request
         log.info("all %d outputs are already in %s (made by the same command); nothing to do", len(names), out_dir)
-        return EditResult(out_dir=out_dir, files=[out_dir / n for n in names], record=read_record(out_dir))
+        yield made(read_record(out_dir))
+        return
     if done:
         log.info("%d of %d outputs are already in %s (made by the same command); making the rest",
                  len(done), len(names), out_dir)
+        yield made(read_record(out_dir))
     mask = read_mask(opts.mask, manifest["frames"]) if opts.mask else None
     if mask is not None and tuple(mask.shape[-2:]) != (manifest["height"], manifest["width"]):
         log.warning("`mask` is %dx%d but the clip is %dx%d: it is resized to the clip%s", mask.shape[-1], mask.shape[-2],
@@ -108,12 +125,14 @@ def edit(opts: EditOptions, progress: ProgressFactory = silent, comps: Component
                                        "the old weights was not written there; edit again")
             files.append(vio.write_video(pixels, out_dir / name, tuned.fps, fmt=opts.format, exclusive=not opts.overwrite))
             record = merge_output(out_dir, header, output)  # now, so an interrupted edit keeps what it finished
+        done.add(name)
+        if name != todo[-1][1]:  # the last comes with the timings, below
+            yield made(record)
     from ..device import peak_memory_gib
 
     timings.update(sampling_s_per_prompt=[o["sampling_s"] for o in record["outputs"] if o["file"] in
                                           {n for _, n in todo}], peak_gib=peak_memory_gib(pipe.device))
-    record = merge_output(out_dir, {**header, "timings": timings})
-    return EditResult(out_dir=out_dir, files=[out_dir / n for n in names], record=record)
+    yield made(merge_output(out_dir, {**header, "timings": timings}))
 
 
 def run_sources(run_dir: Path, manifest: dict, opts: EditOptions) -> list[dict]:
