@@ -1,7 +1,8 @@
 """`contextedit ui` in a real browser: headless Chromium (Debian's ``chromium`` and its
 ``chromedriver``, driven by Selenium; nothing is downloaded) opens the page, takes the sample clip,
 previews its frames, captions it, tunes 2 steps, edits one prompt, waits for the source | edit
-player, screenshots the page and scores the edit. Skips, saying why, where Selenium, Chromium or
+player, screenshots the page, scores the edit, then paints a mask over the run's first frame and
+edits with it. Skips, saying why, where Selenium, Chromium or
 its driver is missing, as tests/test_report.py does.
 
 ``CONTEXTEDIT_UI_SCREENSHOT=PATH`` keeps the screenshot there (the README's
@@ -69,6 +70,7 @@ def _not_blank(shot: Path) -> None:
 
 @pytest.mark.slow
 def test_sample_tune_edit_and_score_in_headless_chromium(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -126,4 +128,15 @@ def test_sample_tune_edit_and_score_in_headless_chromium(browser, tmp_path):
         wait.until(lambda _: browser.execute_script(
             "const f = document.querySelector('#report iframe'); const d = f && f.contentDocument;"
             "return d !== null && d.images.length >= 2 && [...d.images].every(i => i.complete && i.naturalWidth > 0)"))
+
+        # a mask drawn on the page: a stroke over the run's first frame becomes the edit's mask
+        next(e for e in css(By.CSS_SELECTOR, ".label-wrap") if "Edit settings" in e.text).click()
+        canvas = wait.until(lambda _: css(By.CSS_SELECTOR, "#drawn-mask canvas"))[0]
+        time.sleep(0.5)  # the accordion opens
+        ActionChains(browser).move_to_element_with_offset(canvas, -20, 0).click_and_hold().move_by_offset(40, 0).release().perform()
+        browser.find_element(By.ID, "edit").click()
+        edits = runs / "red-circle" / "edits"
+        wait.until(lambda _: list(edits.glob("*_mask-*/*.source-edit.mp4")))
+        drawn = np.asarray(Image.open(next((edits / "masks").glob("drawn-*.png"))))
+        assert drawn.shape == (64, 64) and 0 < drawn.mean() < 255  # the run's frame size, partly painted
         assert time.monotonic() - t0 < 60

@@ -1,11 +1,13 @@
 """The web UI's work without Gradio or a browser (:mod:`contextedit.ui.jobs`, ``.clip``, ``.outputs``):
 Cancel and Resume end on the weights of a tune never stopped, the frame preview and the caption are
 what ``tune`` takes, the edit settings and a user mask reach ``edit``, every output is offered, and
-``eval`` scores the edits. The tiny-random model, the tiny BLIP-2 and the tiny CLIP; no network."""
+``eval`` scores the edits, the page's edit shows each result as it comes and a drawn mask edits as
+the same mask uploaded. The tiny-random model, the tiny BLIP-2 and the tiny CLIP; no network."""
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import threading
 import zipfile
@@ -19,7 +21,7 @@ from PIL import Image
 from contextedit import video as vio
 from contextedit.errors import InputError, UsageError
 from contextedit.fileio import load_safetensors
-from contextedit.ui import clip, outputs
+from contextedit.ui import clip, masks, outputs
 from contextedit.ui.jobs import Cancelled, Jobs, Selection
 
 from helpers import MODEL
@@ -165,6 +167,77 @@ def test_edit_settings_and_a_user_mask_reach_edit_and_every_output_is_offered(tu
         jobs.edit_outputs(name, "a cat", 7.5, settings={"inversion": "sideways"})
     with pytest.raises(UsageError, match="no edit setting"):
         jobs.edit_outputs(name, "a cat", 7.5, settings={"steps": 3})
+
+
+def _painting(frame: np.ndarray) -> dict:
+    """The value Gradio's ImageEditor passes for a white rectangle painted over ``frame`` (and a
+    faint stroke, under half opaque: not painted, as ``--mask`` reads under half white as black)."""
+    layer = np.zeros((*frame.shape[:2], 4), np.uint8)
+    layer[8:40, 16:56] = 255
+    layer[40:44, 16:56] = (255, 255, 255, 100)
+    composite = frame.copy()
+    composite[8:40, 16:56] = 255
+    return {"background": frame, "layers": [layer], "composite": composite}
+
+
+@pytest.mark.slow
+def test_a_drawn_mask_edits_as_the_same_mask_uploaded(tuned, tmp_path):
+    jobs, name = tuned
+    run = jobs.runs / name
+    frame = masks.first_frame(run)
+    assert np.array_equal(frame, vio.read_video(run / "source-frames", frames=1, stride=1).frames[0])
+    assert np.array_equal(masks.canvas(run)["background"], frame) and masks.canvas(run)["layers"] == []
+    drawing = _painting(frame)
+    drawn = masks.user_mask(run, None, drawing)
+    assert Path(drawn).parent == run / "edits" / "masks" and masks.user_mask(run, None, drawing) == drawn  # same drawing, same file
+    upload = np.zeros((64, 64, 3), np.uint8)
+    upload[8:40, 16:56] = 255
+    Image.fromarray(upload).save(tmp_path / "mask.png")  # RGB: other bytes than the drawn PNG, so a fresh edit
+    assert np.array_equal(vio.read_mask_frames(drawn, 8), vio.read_mask_frames(tmp_path / "mask.png", 8))
+
+    as_drawn = jobs.edit_outputs(name, "a blue circle", 7.5, mask=drawn)[0]["frames"]
+    as_uploaded = jobs.edit_outputs(name, "a blue circle", 7.5, mask=str(tmp_path / "mask.png"))[0]["frames"]
+    assert as_drawn.parent != as_uploaded.parent  # two edits, not one file returned twice
+    assert json.loads((as_drawn.parent / "edits.json").read_text())["settings"]["mask"] == drawn
+    a, b = (vio.read_video(f, frames=None, stride=1).frames for f in (as_drawn, as_uploaded))
+    assert a.shape == (8, 64, 64, 3) and np.array_equal(a, b)
+    unmasked = vio.read_video(jobs.edit_outputs(name, "a blue circle", 7.5)[0]["frames"], frames=None, stride=1).frames
+    assert not np.array_equal(a, unmasked)  # the mask did something
+
+    empty = {**drawing, "layers": [np.zeros_like(drawing["layers"][0])]}
+    assert masks.user_mask(run, str(tmp_path / "mask.png"), empty) == str(tmp_path / "mask.png")  # nothing painted
+    assert masks.user_mask(run, None, None) is None and masks.user_mask(run, None, {"layers": None}) is None
+    with pytest.raises(UsageError, match="two masks"):
+        masks.user_mask(run, str(tmp_path / "mask.png"), drawing)
+
+
+@pytest.mark.slow
+def test_the_pages_edit_shows_each_result_as_soon_as_it_is_made(tuned):
+    """The page's Edit handler is a generator: its first update holds the first prompt's result,
+    on disk, before the second prompt is edited; the last holds both. /edit keeps its one answer."""
+    pytest.importorskip("gradio", reason="the web UI needs the ui extra: pip install -e \".[ui]\"")
+    from contextedit.ui.app import build_app
+
+    jobs, name = tuned
+    demo = build_app(jobs)
+    handler = next(f.fn for f in demo.fns.values() if f.fn.__name__ == "edit_page")
+    api = next(f.fn for f in demo.fns.values() if f.api_name == "edit")
+    assert inspect.isgeneratorfunction(handler) and not inspect.isgeneratorfunction(api)
+    bars = []
+    drawing = _painting(masks.first_frame(jobs.runs / name))
+    updates = handler(name, "a yellow circle\na purple square", 6.0, None, 0.5, 0.5, True, None, drawing,
+                      progress=lambda value, desc="", unit="": bars.append(desc))
+    player, gallery, files, last = next(updates)
+    assert len(gallery) == 1 and player == gallery[0][0] and Path(player).is_file()
+    assert player.endswith("a-yellow-circle.source-edit.mp4") and vio.count_frames(player) == 8
+    assert len(files) == 3 and all(Path(f).is_file() for f in files) and len(last["folders"]) == 1
+    assert not (Path(last["folders"][0]).parent / "a-purple-square").exists()
+    assert any("a yellow circle" in b for b in bars) and not any("a purple square" in b for b in bars)
+    assert Path(last["mask"]).parent == jobs.runs / name / "edits" / "masks"  # the drawing is the edit's mask
+    *_, (player, gallery, files, last) = updates
+    assert [g[1] for g in gallery] == ["a-yellow-circle", "a-purple-square"] and player == gallery[1][0]
+    assert len(files) == 6 and all(Path(f).is_file() for f in files) and len(last["folders"]) == 2
+    assert any("a purple square" in b for b in bars)
 
 
 def test_score_is_evals_report_of_the_edit(tuned):

@@ -1,17 +1,19 @@
 """The Gradio page of ``contextedit ui`` and its named API endpoints (``/tune``, ``/edit``,
-``/runs``). The work is :class:`~contextedit.ui.jobs.Jobs`, :mod:`.clip` and :mod:`.outputs`; this
+``/runs``). The work is :class:`~contextedit.ui.jobs.Jobs`, :mod:`.clip`, :mod:`.masks` and :mod:`.outputs`; this
 module only wires them to Gradio: errors become the CLI's one-line message in a ``gr.Error`` (the
 server keeps running), the library's progress callbacks feed ``gr.Progress``, and one queue runs one
 device job at a time.
 
 The API endpoints keep exactly their inputs (the issue's contract); the page's buttons call the
 same work with the page's further settings (frame selection, edit settings) through their own,
-private handlers, and the endpoints hang on hidden buttons."""
+private handlers, and the endpoints hang on hidden buttons. The page's Edit streams each prompt's
+result as it is made; ``/edit`` answers once, with every prompt's file."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -50,18 +52,34 @@ def one_line(exc: BaseException, message: Callable[[str], str]) -> str:
     return f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-def _guarded(fn: Callable, message: Callable[[str], str]) -> Callable:
-    """``fn`` with every failure turned into one line in the page (``gr.Error``)."""
+@contextlib.contextmanager
+def _one_line_errors(message: Callable[[str], str]):
+    """Every failure inside turned into one line in the page (``gr.Error``)."""
     import gradio as gr
+
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as exc:  # noqa: BLE001 — the page shows one line; the server keeps running
+        raise gr.Error(one_line(exc, message)) from None
+
+
+def _guarded(fn: Callable, message: Callable[[str], str]) -> Callable:
+    """``fn`` with every failure turned into one line in the page; a generator stays one (Gradio
+    streams each ``yield`` to the page)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            with _one_line_errors(message):
+                yield from fn(*args, **kwargs)
+
+        return stream
 
     @functools.wraps(fn)  # the endpoint's parameters keep their names (video, prompt…) in the API
     def call(*args, **kwargs):
-        try:
+        with _one_line_errors(message):
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
-        except Exception as exc:  # noqa: BLE001 — the page shows one line; the server keeps running
-            raise gr.Error(one_line(exc, message)) from None
 
     return call
 
@@ -80,7 +98,7 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
 
     from ..options import EvalOptions, TuneOptions
     from ..pipelines import inversion_modes
-    from . import clip, outputs
+    from . import clip, masks, outputs
 
     guard = functools.partial(_guarded, message=message)
 
@@ -124,13 +142,23 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
     def caption_page(video, frames, stride, start, size):
         return clip.caption(jobs, video, Selection(frames, stride, start, size))
 
-    def edit_page(run, prompts, guidance, inversion, self_fusion, cross_fusion, blend, mask, progress=gr.Progress()):
+    def edit_page(run, prompts, guidance, inversion, self_fusion, cross_fusion, blend, mask, drawn,
+                  progress=gr.Progress()):
+        """Streams (player, gallery, downloads, last edit) each time a prompt is done: the newest
+        result loops in the player, all so far in the gallery and the downloads."""
         settings = dict(zip(EDIT_SETTINGS, (inversion or None, self_fusion, cross_fusion, blend)))
-        made = jobs.edit_outputs(run, prompts, guidance, gradio_progress(progress), settings=settings, mask=mask)
-        shown = [(str(m["source-edit"]), m["frames"].name) for m in made]
-        files = [str(m[kind]) for m in made for kind in ("mp4", "gif", "zip")]
-        last = {"run": str(jobs.run_folder(run)), "folders": [str(m["frames"]) for m in made], "mask": mask}
-        return shown[0][0] if shown else None, shown, files, last
+        mask = masks.user_mask(jobs.run_folder(run), mask, drawn)
+        for made in jobs.iter_edit_outputs(run, prompts, guidance, gradio_progress(progress), settings=settings, mask=mask):
+            shown = [(str(m["source-edit"]), m["frames"].name) for m in made]
+            files = [str(m[kind]) for m in made for kind in ("mp4", "gif", "zip")]
+            last = {"run": str(jobs.run_folder(run)), "folders": [str(m["frames"]) for m in made], "mask": mask}
+            yield shown[-1][0] if shown else None, shown, files, last
+
+    def canvas_page(run):
+        try:
+            return masks.canvas(jobs.run_folder(run))
+        except Exception:  # noqa: BLE001 — no run chosen (or a name being typed): an empty canvas
+            return None
 
     def score_page(last, metrics, progress=gr.Progress()):
         last = last or {}
@@ -188,6 +216,10 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
                     blend = gr.Checkbox(label="Mask from the changed words (blend)", value=bool(jobs.edit_default("blend")))
                     mask = gr.Image(label="Your mask (white: may change; optional)", type="filepath", sources=["upload"],
                                     format="png", height=160)
+                    drawn = gr.ImageEditor(label="Or draw it: paint where the edit may change (the run's first frame)",
+                                           type="numpy", sources=[], transforms=[], layers=False, format="png", height=300,
+                                           brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", color_mode="fixed"),
+                                           elem_id="drawn-mask")
                 edit_button = gr.Button("Edit", variant="primary", elem_id="edit")
             with gr.Column():
                 player = gr.Video(label="Source | edit", autoplay=True, loop=True, interactive=False, elem_id="player")
@@ -219,7 +251,8 @@ def build_app(jobs: Jobs, message: Callable[[str], str] = str):
         resume_button.click(guard(resume_page), run_name, [run_name, tune_status], api_visibility="private",
                             concurrency_id=DEVICE).then(**refresh_runs)
         cancel_button.click(cancel, None, tune_status, api_visibility="private", queue=False)
-        edit_button.click(guard(edit_page), [run, targets, guidance, inversion, self_fusion, cross_fusion, blend, mask],
+        run.change(canvas_page, run, drawn, api_visibility="private", concurrency_limit=None)
+        edit_button.click(guard(edit_page), [run, targets, guidance, inversion, self_fusion, cross_fusion, blend, mask, drawn],
                           [player, gallery, files, last_edit], api_visibility="private", concurrency_id=DEVICE)
         score_button.click(guard(score_page), [last_edit, metrics], [report, report_files], api_visibility="private",
                            concurrency_id=DEVICE)

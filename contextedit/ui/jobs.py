@@ -12,6 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -187,13 +188,23 @@ class Jobs:
     def edit_outputs(self, run: str | None, prompts: str | None, guidance: float, progress: ProgressFactory = silent,
                      settings: dict | None = None, mask: str | None = None) -> list[dict[str, Path]]:
         """Edit the run toward each prompt (one per line); returns each prompt's outputs by kind
-        (``frames`` and :data:`.outputs.KINDS`).
+        (``frames`` and :data:`.outputs.KINDS`). :meth:`iter_edit_outputs` says more."""
+        for made in self.iter_edit_outputs(run, prompts, guidance, progress, settings, mask):
+            pass
+        return made
+
+    def iter_edit_outputs(self, run: str | None, prompts: str | None, guidance: float, progress: ProgressFactory = silent,
+                          settings: dict | None = None, mask: str | None = None) -> Iterator[list[dict[str, Path]]]:
+        """Edit the run toward each prompt (one per line), yielding the outputs made so far each time
+        a prompt is done (``edit``'s :func:`~contextedit.commands.edit.iter_edit`): each prompt's
+        outputs by kind (``frames`` and :data:`.outputs.KINDS`), in the prompts' order.
 
         ``settings``: edit settings beyond guidance (:data:`EDIT_SETTINGS`; None: edit's default),
-        ``mask``: a user mask image (white: may change). Each set of settings gets its own folder,
-        ``<run>/edits/guidance-<g>[_<setting>-<value>…]``; every output is there as a frame folder,
-        ``.mp4``, ``.gif``, ``.zip`` of the frames and ``.source-edit.mp4`` (:mod:`.outputs`)."""
-        from ..commands.edit import EditOptions, edit
+        ``mask``: a user mask image (white: may change; :mod:`.masks` makes one from a drawing).
+        Each set of settings gets its own folder, ``<run>/edits/guidance-<g>[_<setting>-<value>…]``;
+        every output is there as a frame folder, ``.mp4``, ``.gif``, ``.zip`` of the frames and
+        ``.source-edit.mp4`` (:mod:`.outputs`)."""
+        from ..commands.edit import EditOptions, iter_edit
         from .outputs import downloads
 
         run_dir = self.run_folder(run)
@@ -215,8 +226,8 @@ class Jobs:
                            format="frames", mask=mask, out=str(run_dir / "edits" / edit_folder(guidance, given, mask)),
                            **given)
         with _runs_root(self.runs):
-            result = edit(opts, progress=progress)
-        return [{"frames": Path(folder), **files} for folder, files in zip(result.files, downloads(result.files, run_dir))]
+            for result in iter_edit(opts, progress=progress):
+                yield [{"frames": Path(folder), **files} for folder, files in zip(result.files, downloads(result.files, run_dir))]
 
     def sample(self) -> Path:
         """The bundled sample clip: the repository's ``examples/red-circle.mp4`` where it is there,
