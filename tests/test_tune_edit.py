@@ -32,7 +32,8 @@ def test_tune_writes_run_and_artifact_reproduces_predictions(tmp_path, runs):
     result = _tune(tmp_path, comps=comps)
     run = result.run_dir
     m = result.manifest
-    assert {"tuned.safetensors", "adapter", "latents.safetensors", "source.mp4", "source-frames", "manifest.json"} <= {p.name for p in run.iterdir()}
+    files = {"tuned.safetensors", "adapter", "latents.safetensors", "source.mp4", "source-frames", "manifest.json"}
+    assert files <= {p.name for p in run.iterdir()}
     assert (run / "adapter" / "config.json").is_file() and (run / "adapter" / "diffusion_pytorch_model.safetensors").is_file()
     assert not (run / "checkpoint.safetensors").exists()
     assert (m["frames"], m["width"], m["height"], m["model"]) == (4, 64, 64, MODEL)
