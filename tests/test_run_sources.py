@@ -120,3 +120,24 @@ def test_edit_names_the_moved_single_file_and_lora_it_needs(files, tmp_path, run
         file.rename(tmp_path / "moved" / file.name)
         fails(edit, f"{file} (sha256 {digest}), which is missing")
         (tmp_path / "moved" / file.name).rename(file)
+
+
+def test_resume_refuses_another_single_file_or_motion_adapter(tmp_path):
+    """The checkpoint's single file and motion adapter, as recorded, against what is loaded now:
+    another sha256 (the file changed in place), another folder, or none is one line."""
+    from contextedit.errors import UsageError
+    from contextedit.pipelines.tuning import check_resumed_sources
+
+    checkpoint = tmp_path / CHECKPOINT
+    file = {"path": "/m/model.safetensors", "sha256": "a" * 64, "family": "sd1", "config": "tiny-random"}
+    motion = {"folder": "/m/motion", "sha256": "b" * 64}
+    recorded = {"model_file": file, "motion_adapter": motion}
+    check_resumed_sources(recorded, dict(recorded), checkpoint)  # the same: resumes
+    for current, said in (({"model_file": {**file, "sha256": "c" * 64}, "motion_adapter": motion},
+                           f"single file /m/model.safetensors (sha256 {'a' * 64}), not /m/model.safetensors (sha256 {'c' * 64})"),
+                          ({"model_file": file}, f"motion adapter /m/motion (sha256 {'b' * 64}), not none"),
+                          ({"model_file": file, "motion_adapter": {"id": "guoyww/animatediff-motion-adapter-v1-5-2"}},
+                           "not guoyww/animatediff-motion-adapter-v1-5-2;")):
+        with pytest.raises(UsageError) as error:
+            check_resumed_sources(recorded, current, checkpoint)
+        assert said in str(error.value) and str(error.value).startswith(f"the interrupted tune {checkpoint} was tuned with")

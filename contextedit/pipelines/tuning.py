@@ -39,15 +39,13 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     ``checkpoint``: a file to save the trainer to every ``checkpoint_every`` steps and on Ctrl-C
     or when ``stop()`` says so after a step (``resume`` continues from it;
     :meth:`~.training.Trainer.run`). ``sources`` (:attr:`ContextEditPipeline.sources`) go into
-    the checkpoint, and a resume is refused when its LoRAs are not the ones it was interrupted
-    with. The caller's components are not changed: the inflated UNet is a copy sharing their
+    the checkpoint, and a resume is refused when its weights' sources are not the ones it was
+    interrupted with (:func:`check_resumed_sources`). The caller's components are not changed: the inflated UNet is a copy sharing their
     frozen weights."""
     settings.resolve(comps.recommended)  # temporal_layers: SDXL's family recommends per-transformer
     recorded = Trainer.recorded_sources(checkpoint) if resume and checkpoint is not None and checkpoint.is_file() else None
     if recorded is not None:  # before any work
-        from ..models.lora import check_resumed_loras
-
-        check_resumed_loras(recorded.get("loras", []), (sources or {}).get("loras", []), checkpoint)
+        check_resumed_sources(recorded, sources or {}, checkpoint)
     if settings.controlnet is not None:  # edit will use them: refuse a mismatch now, not after tuning
         from .structure import structure_control
 
@@ -181,3 +179,22 @@ def grad_scaler_for(device: torch.device, dtype: torch.dtype):
     if device.type == "cuda" and dtype == torch.float16:
         return torch.amp.GradScaler("cuda")
     return None
+
+
+def check_resumed_sources(recorded: dict, current: dict, checkpoint: Path) -> None:
+    """A resumed tune on the sources (:attr:`ContextEditPipeline.sources`) it was interrupted with:
+    the same LoRAs, each unchanged, and the same single file and motion adapter (their sha256
+    were taken when they were loaded now); else one line."""
+    from ..models.lora import check_resumed_loras
+
+    check_resumed_loras(recorded.get("loras", []), current.get("loras", []), checkpoint)
+    for key, what in (("model_file", "single file"), ("motion_adapter", "motion adapter")):
+        was, now = recorded.get(key), current.get(key)
+        if was != now:
+            def name(source: dict | None) -> str:
+                if not source:
+                    return "none"
+                where = source.get("path") or source.get("folder") or source.get("id")
+                return f"{where} (sha256 {source['sha256']})" if source.get("sha256") else str(where)
+            raise UsageError(f"the interrupted tune {checkpoint} was tuned with the {what} {name(was)}, not {name(now)}; "
+                             "resume with the same one, or start again (`overwrite`)")
