@@ -111,6 +111,7 @@ def test_manifest_fields_are_checked_by_type(tuned, tmp_path, key, value, words)
 # --------------------------------------------------------------------------- 4: a tune replacing the run
 
 
+@pytest.mark.slow  # 6 s
 def test_edit_refuses_to_file_a_stale_edit_into_a_replaced_run(tuned, tmp_path):
     """A real ``tune --overwrite`` process replaces the run while the edit samples: the edit fails
     with one line and the new run holds no edit of the old weights."""

@@ -60,7 +60,7 @@ def _tol(*tensors) -> float:
     return 100 * T * F32_EPS * max(float(t.abs().max()) for t in tensors)
 
 
-@pytest.mark.parametrize("inversion", ["direct", "ddim", "null-text"])
+@pytest.mark.parametrize("inversion", ["direct", "ddim", pytest.param("null-text", marks=pytest.mark.slow)])  # null-text: 6 s
 def test_live_and_stored_give_the_same_latents(parts, inversion):
     kw = dict(inversion=inversion, null_text_steps=2, self_fusion=0.75, cross_fusion=0.5)
     stored, stored_pass = _edit(parts, "stored", **kw)
