@@ -206,6 +206,12 @@ def run_file(run_dir: str | os.PathLike, manifest: dict, key: str) -> Path:
     return path
 
 
+def source_clip(run_dir: str | os.PathLike, manifest: dict) -> Path:
+    """The run's clip as tuned: its lossless frames (``source-frames/``) where the run has them,
+    else ``source.mp4`` (runs tuned before the frames were kept; H.264 is lossy)."""
+    return run_file(run_dir, manifest, "frames" if "frames" in manifest["files"] else "clip")
+
+
 @contextlib.contextmanager
 def run_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Held by ``tune`` while it replaces a run folder and by ``edit`` while it writes into one, so

@@ -246,7 +246,7 @@ def test_score_is_evals_report_of_the_edit(tuned):
     report, result = outputs.score([m["frames"] for m in made], jobs.runs / name, ["clip", "psnr"], jobs.eval_models, "cpu")
     assert report == made[0]["frames"].parent / "report.html" and report.is_file()
     row = result["results"][0]
-    assert row["prompt"] == "a blue circle" and {"clip_text", "psnr"} <= set(row) and result["source"].endswith("source.mp4")
+    assert row["prompt"] == "a blue circle" and {"clip_text", "psnr"} <= set(row) and result["source"].endswith("source-frames")
     with zipfile.ZipFile(outputs.report_zip(report)) as archive:
         names = archive.namelist()
     assert "report.html" in names and "report_files/source.gif" in names

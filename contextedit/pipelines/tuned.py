@@ -19,7 +19,7 @@ from ..defaults import EVERY_BLOCK
 from ..errors import InputError
 from ..fileio import atomic_folder, load_safetensors, save_safetensors
 from ..models.adapter import ContextAdapter
-from ..runs import MANIFEST_VERSION, file_hashes, load_manifest, run_file, verify_files, write_manifest
+from ..runs import MANIFEST_VERSION, file_hashes, load_manifest, run_file, source_clip, verify_files, write_manifest
 
 # "frames": the clip as tuned, lossless (PNGs): edits paste kept pixels from it and must match an
 # edit in memory; "clip" is the same clip to watch (H.264 is lossy). Runs without "frames" read "clip".
@@ -117,7 +117,7 @@ class TunedClip:
         adapter = None
         if manifest.get("adapter"):
             adapter = load_adapter_folder(run_file(folder, manifest, "adapter"), "run adapter")[0]
-        clip = run_file(folder, manifest, "frames" if "frames" in manifest["files"] else "clip")
+        clip = source_clip(folder, manifest)
         known = {"version", "model", "source_prompt", "frames", "width", "height", "fps", "adapter", "final_loss",
                  "loss_curve", "files", "sha256"}
         settings = {k: manifest[k] for k in SETTINGS if k in manifest}

@@ -14,7 +14,7 @@ from PIL import Image
 from .. import video as vio
 from ..errors import UsageError
 from ..fileio import atomic_path
-from ..runs import load_manifest, run_file
+from ..runs import load_manifest, source_clip
 
 DRAWN = "masks"  # <run>/edits/masks/drawn-<sha256[:8]>.png
 
@@ -22,8 +22,7 @@ DRAWN = "masks"  # <run>/edits/masks/drawn-<sha256[:8]>.png
 def first_frame(run_dir: Path) -> np.ndarray:
     """The run's first frame as tuned (what the mask is drawn over), (H, W, 3) uint8."""
     manifest = load_manifest(run_dir)
-    clip = run_file(run_dir, manifest, "frames" if "frames" in manifest["files"] else "clip")
-    return vio.read_video(clip, frames=1, stride=1).frames[0]
+    return vio.read_video(source_clip(run_dir, manifest), frames=1, stride=1).frames[0]
 
 
 def canvas(run_dir: Path) -> dict:

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote
 from .. import video as vio
 from ..fileio import atomic_path
 from ..progress import ProgressFactory
-from ..runs import load_manifest, run_file
+from ..runs import load_manifest, source_clip
 
 KINDS = ("mp4", "gif", "zip", "source-edit")
 REPORT = "report.html"
@@ -43,7 +43,7 @@ def downloads(folders: list[Path], run_dir: Path) -> list[dict[str, Path]]:
                 frames = clip.frames
                 if kind == "source-edit":
                     if source is None:
-                        source = vio.read_video(run_file(run_dir, load_manifest(run_dir), "clip"), frames=None, stride=1).frames
+                        source = vio.read_video(source_clip(run_dir, load_manifest(run_dir)), frames=None, stride=1).frames
                     frames = vio.side_by_side(source[:len(frames)], frames)
                 vio.write_video(frames, outputs[kind], clip.fps)
         made.append(outputs)
@@ -67,7 +67,7 @@ def metric_names() -> list[str]:
 
 def score(folders: list[Path], run_dir: Path, metrics: list[str] | str, models: dict, device: str,
           mask: str | None = None, progress: ProgressFactory | None = None) -> tuple[Path, dict]:
-    """``contextedit eval FOLDERS --source <run>/source.mp4 --metrics M --report report.html`` (and
+    """``contextedit eval FOLDERS --source <run>/source-frames --metrics M --report report.html`` (and
     ``--mask``) for one edit's outputs: the report beside them and eval's result."""
     from ..commands.evaluate import evaluate
     from ..errors import UsageError
@@ -77,7 +77,7 @@ def score(folders: list[Path], run_dir: Path, metrics: list[str] | str, models: 
         raise UsageError("nothing to score yet: edit first, then score the edit")
     names = ",".join(metrics) if not isinstance(metrics, str) else metrics
     report = Path(folders[0]).parent / REPORT
-    opts = EvalOptions(paths=[str(f) for f in folders], metrics=names, source=str(run_file(run_dir, load_manifest(run_dir), "clip")),
+    opts = EvalOptions(paths=[str(f) for f in folders], metrics=names, source=str(source_clip(run_dir, load_manifest(run_dir))),
                        mask=mask, report=str(report), device=device, **models)
     return report, evaluate(opts, progress=progress)
 
