@@ -184,9 +184,8 @@ class EvalOptions:
 class UIOptions:
     """``contextedit ui``: the web UI's server (Gradio, the ``ui`` extra)."""
 
-    model: str | None = setting("Model the page tunes on: hub id, local diffusers folder, or 'tiny' (embedded).",
-                                default_text="$CONTEXTEDIT_MODEL, else stable-diffusion-v1-5/stable-diffusion-v1-5")
-    device: str = setting("auto | cpu | cuda | cuda:N | mps.", value="auto", default_text="auto")
+    model: str | None = same_as(RuntimeOptions, "model")  # what the page tunes on
+    device: str = device_setting()
     host: str = setting("Address to bind; 0.0.0.0 serves the network (no login: anyone who reaches it can run jobs).",
                         value="127.0.0.1", default_text="127.0.0.1")
     port: int = setting("Port to serve on.", value=7860, default_text="7860")

@@ -115,7 +115,8 @@ class ContextEditPipeline:
         temporal (tune | freeze its motion modules) — see
         :class:`~contextedit.pipelines.tuning.TuneSettings`.
         ``checkpoint``: a file for resumable training (written only when given); it records
-        :attr:`sources`, and ``resume`` refuses LoRAs other than those, or changed since (sha256).
+        :attr:`sources`, and ``resume`` refuses LoRAs, a single file or a motion adapter other than
+        those, or changed since (sha256).
         ``stop``: asked after each step; True checkpoints and ends the tune with
         :class:`~contextedit.errors.Interrupted` (a web page's Cancel; ``resume=True`` continues it)."""
         prompt = check_prompt(prompt, "`prompt`")

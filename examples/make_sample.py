@@ -12,22 +12,15 @@ import numpy as np
 
 from contextedit.video import write_video
 
-SIZE, FRAMES, FPS = 64, 16, 8
-DIAMETER, STEP = 20, 2
-RED = (220, 40, 40)
-
-
-def circle_frame(centre_x: float, centre_y: float) -> np.ndarray:
-    """One frame: the circle's pixels are those whose centres lie within the radius."""
-    frame = np.zeros((SIZE, SIZE, 3), np.uint8)
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    frame[(xs - centre_x) ** 2 + (ys - centre_y) ** 2 <= (DIAMETER / 2) ** 2] = RED
-    return frame
+FPS = 8
 
 
 def make_frames() -> np.ndarray:
-    """The circle starts touching the left edge, vertically centred."""
-    return np.stack([circle_frame(DIAMETER / 2 + STEP * i, SIZE / 2) for i in range(FRAMES)])
+    """The shapes world's red circle, touching the left edge, vertically centred, moving right
+    (the web UI makes the same clip when it has no examples folder: ``contextedit.ui.jobs.sample_frames``)."""
+    from contextedit.ui.jobs import sample_frames
+
+    return sample_frames()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,26 @@ def files(tmp_path_factory):
 # --------------------------------------------------------------------------- single files
 
 
+def assert_same_weights(a, b, parts: tuple[str, ...]) -> None:
+    """Components ``a`` and ``b`` hold the same tensors, bit for bit, in each of ``parts``."""
+    for part in parts:
+        x, y = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert x.keys() == y.keys(), part
+        assert all(torch.equal(x[k], y[k]) for k in x), part
+
+
+def assert_generates_the_same(folder: Path, file: Path, out: Path) -> dict:
+    """`generate` from the folder and from the single file mapped onto it: the same PNG, byte for
+    byte. Returns the file's generate.json."""
+    pngs = {}
+    for name, model in (("folder", [folder]), ("file", [file, "--model-config", folder])):
+        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", out / name, *CPU])
+        assert result.exit_code == 0, result.stderr
+        pngs[name] = next((out / name).glob("*.png")).read_bytes()
+    assert pngs["folder"] == pngs["file"]
+    return json.loads((out / "file" / "generate.json").read_text())
+
+
 def test_single_file_loads_the_folder_weights_exactly(files):
     folder = load_components(str(files / "folder"))
     single = ContextEditPipeline.from_single_file(files / "tiny.safetensors", config=files / "folder", device="cpu",
@@ -42,22 +62,12 @@ def test_single_file_loads_the_folder_weights_exactly(files):
     assert single.model_id == str((files / "tiny.safetensors").resolve())
     assert single.extra["single_file"]["family"] == "sd-1"
     assert single.extra["single_file"]["sha256"] == sha256(files / "tiny.safetensors")
-    for part in ("unet", "vae", "text_encoder"):
-        a, b = getattr(folder, part).state_dict(), getattr(single, part).state_dict()
-        assert a.keys() == b.keys(), part
-        assert all(torch.equal(a[k], b[k]) for k in a), part
+    assert_same_weights(folder, single, ("unet", "vae", "text_encoder"))
     assert folder.scheduler_config["prediction_type"] == single.scheduler_config["prediction_type"]
 
 
 def test_single_file_generates_the_folder_image(files, tmp_path):
-    outs = {}
-    for name, model in (("folder", [files / "folder"]), ("file", [files / "tiny.safetensors", "--model-config",
-                                                                  files / "folder"])):
-        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", tmp_path / name, *CPU])
-        assert result.exit_code == 0, result.stderr
-        outs[name] = next((tmp_path / name).glob("*.png")).read_bytes()
-    assert outs["folder"] == outs["file"]
-    record = json.loads((tmp_path / "file" / "generate.json").read_text())
+    record = assert_generates_the_same(files / "folder", files / "tiny.safetensors", tmp_path)
     assert record["model_file"]["sha256"] == sha256(files / "tiny.safetensors")
 
 
@@ -70,18 +80,9 @@ def test_sdxl_single_file_loads_the_folder_weights_and_generates_its_image(tmp_p
     single = ContextEditPipeline.from_single_file(tmp_path / "xl.safetensors", config=tmp_path / "xl", device="cpu",
                                                   dtype="fp32").components
     assert single.extra["single_file"]["family"] == "sdxl"
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        a, b = getattr(comps, part).state_dict(), getattr(single, part).state_dict()
-        assert a.keys() == b.keys(), part
-        assert all(torch.equal(a[k], b[k]) for k in a), part
-    outs = {}
-    for name, model in (("folder", [tmp_path / "xl"]), ("file", [tmp_path / "xl.safetensors", "--model-config",
-                                                                 tmp_path / "xl"])):
-        result = invoke(["generate", "--prompt", PROMPT, "--model", *model, "--steps", "2", "--out", tmp_path / name, *CPU])
-        assert result.exit_code == 0, result.stderr
-        outs[name] = next((tmp_path / name).glob("*.png")).read_bytes()
-    assert outs["folder"] == outs["file"]
-    assert json.loads((tmp_path / "file" / "generate.json").read_text())["model_file"]["family"] == "sdxl"
+    assert_same_weights(comps, single, ("unet", "vae", "text_encoder", "text_encoder_2"))
+    record = assert_generates_the_same(tmp_path / "xl", tmp_path / "xl.safetensors", tmp_path / "generated")
+    assert record["model_file"]["family"] == "sdxl"
 
 
 def test_pickle_and_unknown_files_are_refused(files, tmp_path):

@@ -6,6 +6,7 @@ frames as soon as they are decoded; nothing here writes files."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -205,16 +206,14 @@ def _composites(control: PromptControl, opts: EditSettings) -> bool:
 
 def _originals(comps, latents: torch.Tensor, source_frames) -> Callable[[], np.ndarray]:
     """The clip's frames the composites paste from, read (or decoded) once, on first use."""
-    held: list[np.ndarray] = []
 
+    @functools.cache
     def original() -> np.ndarray:
-        if not held:
-            frames = source_frames() if source_frames is not None else None
-            size = tuple(s * comps.vae_scale_factor for s in latents.shape[-2:])
-            if frames is None or len(frames) != latents.shape[0] or tuple(frames.shape[1:3]) != size:
-                frames = to_frames(decode_latents(comps.vae, latents))
-            held.append(frames)
-        return held[0]
+        frames = source_frames() if source_frames is not None else None
+        size = tuple(s * comps.vae_scale_factor for s in latents.shape[-2:])
+        if frames is None or len(frames) != latents.shape[0] or tuple(frames.shape[1:3]) != size:
+            frames = to_frames(decode_latents(comps.vae, latents))
+        return frames
     return original
 
 

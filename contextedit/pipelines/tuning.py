@@ -40,8 +40,8 @@ def tune_clip(comps: Components, frames: np.ndarray, prompt: str, settings: Tune
     or when ``stop()`` says so after a step (``resume`` continues from it;
     :meth:`~.training.Trainer.run`). ``sources`` (:attr:`ContextEditPipeline.sources`) go into
     the checkpoint, and a resume is refused when its weights' sources are not the ones it was
-    interrupted with (:func:`check_resumed_sources`). The caller's components are not changed: the inflated UNet is a copy sharing their
-    frozen weights."""
+    interrupted with (:func:`check_resumed_sources`). The caller's components are not changed:
+    the inflated UNet is a copy sharing their frozen weights."""
     settings.resolve(comps.recommended)  # temporal_layers: SDXL's family recommends per-transformer
     recorded = Trainer.recorded_sources(checkpoint) if resume and checkpoint is not None and checkpoint.is_file() else None
     if recorded is not None:  # before any work
@@ -191,10 +191,13 @@ def check_resumed_sources(recorded: dict, current: dict, checkpoint: Path) -> No
     for key, what in (("model_file", "single file"), ("motion_adapter", "motion adapter")):
         was, now = recorded.get(key), current.get(key)
         if was != now:
-            def name(source: dict | None) -> str:
-                if not source:
-                    return "none"
-                where = source.get("path") or source.get("folder") or source.get("id")
-                return f"{where} (sha256 {source['sha256']})" if source.get("sha256") else str(where)
-            raise UsageError(f"the interrupted tune {checkpoint} was tuned with the {what} {name(was)}, not {name(now)}; "
-                             "resume with the same one, or start again (`overwrite`)")
+            raise UsageError(f"the interrupted tune {checkpoint} was tuned with the {what} {_source_name(was)}, not "
+                             f"{_source_name(now)}; resume with the same one, or start again (`overwrite`)")
+
+
+def _source_name(source: dict | None) -> str:
+    """A recorded single file or motion adapter as an error line names it: where, and its sha256."""
+    if not source:
+        return "none"
+    where = source.get("path") or source.get("folder") or source.get("id")
+    return f"{where} (sha256 {source['sha256']})" if source.get("sha256") else str(where)

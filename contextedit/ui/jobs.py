@@ -23,6 +23,7 @@ from ..progress import ProgressFactory, silent
 from ..runs import MANIFEST, clip_name, plain_name_under, slugify
 
 SAMPLE = "red-circle.mp4"
+SAMPLE_START = (10, 32)  # the circle (diameter 20) touching the left edge of 64 px, centred
 # The page's edit settings beyond guidance, by their EditOptions names (the /edit endpoint leaves
 # them to edit's defaults).
 EDIT_SETTINGS = ("inversion", "self_fusion", "cross_fusion", "blend")
@@ -278,13 +279,12 @@ def _value_text(value) -> str:
     return f"{value:g}" if isinstance(value, float) else slugify(str(value))
 
 
-def sample_frames(size: int = 64, frames: int = 16, diameter: int = 20, step: int = 2) -> np.ndarray:
-    """examples/make_sample.py's clip: a red circle moving right on black."""
-    ys, xs = np.mgrid[0:size, 0:size] + 0.5
-    out = np.zeros((frames, size, size, 3), np.uint8)
-    for i in range(frames):
-        out[i][(xs - diameter / 2 - step * i) ** 2 + (ys - size / 2) ** 2 <= (diameter / 2) ** 2] = (220, 40, 40)
-    return out
+def sample_frames() -> np.ndarray:
+    """examples/red-circle.mp4's clip: the shapes world's red circle moving right on black, 16 frames
+    from the left edge (:func:`~contextedit.worlds.shapes.make_clip`)."""
+    from ..worlds import shapes
+
+    return shapes.make_clip("circle", "red", "black", "right", start=SAMPLE_START, frames=16)[0]
 
 
 def _int(value, name: str) -> int:

@@ -51,10 +51,14 @@ def downloads(folders: list[Path], run_dir: Path) -> list[dict[str, Path]]:
 
 
 def _zip(folder: Path, out: Path) -> Path:
+    return _write_zip(out, [(file, f"{folder.name}/{file.name}") for file in sorted(folder.iterdir()) if file.is_file()])
+
+
+def _write_zip(out: Path, entries: list[tuple[Path, str]]) -> Path:
+    """``out``, atomically: each ``(file, name in the archive)``, deflated."""
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(folder.iterdir()):
-            if file.is_file():
-                archive.write(file, f"{folder.name}/{file.name}")
+        for file, name in entries:
+            archive.write(file, name)
     return out
 
 
@@ -85,12 +89,8 @@ def score(folders: list[Path], run_dir: Path, metrics: list[str] | str, models: 
 def report_zip(report: Path) -> Path:
     """``report.zip``: the page and its ``report_files/`` folder, as eval wrote them."""
     files = report.with_name(f"{report.stem}_files")
-    out = report.with_suffix(".zip")
-    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(report, report.name)
-        for file in sorted(files.iterdir()) if files.is_dir() else []:
-            archive.write(file, f"{files.name}/{file.name}")
-    return out
+    entries = [(file, f"{files.name}/{file.name}") for file in (sorted(files.iterdir()) if files.is_dir() else [])]
+    return _write_zip(report.with_suffix(".zip"), [(report, report.name), *entries])
 
 
 def report_frame(report: Path, height: int = 640) -> str:
