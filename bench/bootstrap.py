@@ -40,30 +40,30 @@ def fmt(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
+def per_clip(rows: list[dict], clips: list[str], variant: str, measure: str, kinds: tuple[str, ...]) -> list:
+    """One arm's ``measure`` per clip (None where it has none): ``success_<kind>`` (``success_mean``:
+    over every kind) or a measure's mean over the clip's edits of ``kinds``."""
+    out = []
+    for clip in clips:
+        mine = [r for r in rows if r["clip"] == clip and r["variant"] == variant and r["kind"] in kinds]
+        if measure.startswith("success_"):
+            kind = measure[len("success_"):]
+            values = [r["success"] for r in mine if kind == "mean" or r["kind"] == kind]
+        else:
+            values = [r.get(measure) for r in mine]
+        values = [float(v) for v in values if v is not None]
+        out.append(float(np.mean(values)) if values else None)
+    return out
+
+
 def arm_intervals(rows: list[dict], kinds: tuple[str, ...]) -> dict:
     """bench/quality.py's rows → per arm, each measure's mean over clips with its interval, and
     the adapter's paired lead on each (adapter − no adapter, clips resampled)."""
     clips = sorted({r["clip"] for r in rows})
     measures = [f"success_{kind}" for kind in kinds] + ["success_mean", "background_kept", "object_kept", "motion_error_px", "temporal_iou"]
-
-    def clip_mean(values) -> float | None:
-        values = [float(v) for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
-    def per_clip(variant: str, measure: str) -> list:
-        out = []
-        for clip in clips:
-            mine = [r for r in rows if r["clip"] == clip and r["variant"] == variant and r["kind"] in kinds]
-            if measure.startswith("success_"):
-                kind = measure[len("success_"):]
-                out.append(clip_mean([r["success"] for r in mine if kind == "mean" or r["kind"] == kind]))
-            else:
-                out.append(clip_mean([r.get(measure) for r in mine]))
-        return out
-
     variants = sorted({r["variant"] for r in rows})
-    result = {v: {m: interval(per_clip(v, m)) for m in measures} for v in variants}
+    result = {v: {m: interval(per_clip(rows, clips, v, m, kinds)) for m in measures} for v in variants}
     if {"adapter", "no-adapter"} <= set(variants):
-        result["adapter_minus_no_adapter"] = {m: paired(per_clip("adapter", m), per_clip("no-adapter", m)) for m in measures}
+        result["adapter_minus_no_adapter"] = {m: paired(per_clip(rows, clips, "adapter", m, kinds),
+                                                        per_clip(rows, clips, "no-adapter", m, kinds)) for m in measures}
     return result
-
