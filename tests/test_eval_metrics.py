@@ -188,3 +188,24 @@ def test_eval_command_with_every_metric_and_a_report(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     refs = re.findall(r'(?:src|href)="([^"#:]+)"', page)
     assert refs and all((tmp_path / "out" / ref).is_file() for ref in refs)
+
+
+def test_oracle_reads_scenes_world_edits_and_their_leakage(tmp_path):
+    """A two-object edit on a panning texture: the right edit changes the circle only; the leaky one
+    also recolours the square the prompt keeps, in every frame."""
+    from contextedit.worlds import scenes
+
+    def clip(circle: str, square: str) -> np.ndarray:
+        things = (scenes.Thing("circle", circle, "right", (24, 30)), scenes.Thing("square", square, "down", (66, 24)))
+        return scenes.make_clip(scenes.Scene(things, "checkered", pan="left"), frames=6)[0]
+
+    for name, frames in {"source": clip("red", "blue"), "right": clip("green", "blue"), "leaky": clip("green", "yellow")}.items():
+        write_video(frames, tmp_path / name, fps=8)
+    prompt = "a green circle moving right and a blue square moving down on a checkered background"
+    rows = evaluate([tmp_path / "right", tmp_path / "leaky"], metrics="oracle", prompt=prompt,
+                    source=tmp_path / "source")["results"]
+    right, leaky = rows
+    assert (right["oracle_success"], right["oracle_shape"], right["oracle_leakage"]) == (1.0, 1.0, 0.0)
+    assert right["oracle_centroid_error"] == 0.0 and right["oracle_background_kept"] == 1.0
+    assert (leaky["oracle_success"], leaky["oracle_colour"], leaky["oracle_leakage"]) == (0.0, 0.0, 1.0)
+    assert right["oracle_temporal_iou"] is None  # the shapes world's one-object shift test does not apply
