@@ -136,3 +136,39 @@ def test_edit_records_the_branch_it_chose(tmp_path, runs):
         files[source] = record["timings"]["source"]
         assert (record["timings"]["fusion_store_mib"] == 0) == (files[source] == "live")
     assert files == {"live": "live", "auto": "stored"}  # the tiny store fits anywhere
+
+
+def test_one_guided_pass_is_the_inversion_and_the_replay(parts):
+    """guided_inversion equals the two passes written out here (each level inverted with ε at its
+    own timestep, then replay_source on those levels), with UNet calls of F + T·2F frames in all
+    where the two passes make T·F + T·2F."""
+    from contextedit.pipelines.inversion import guided_inversion, replay_source
+    from contextedit.pipelines.loop import Denoiser, context_for
+
+    comps, unet, adapter, x0 = parts
+    scheduler = ContextualDDIMScheduler.from_config(comps.scheduler_config)
+    scheduler.set_timesteps(T)
+    src_text, uncond = (encode_text(comps, [p]) for p in (SOURCE, ""))
+    batches = []
+    hook = unet.register_forward_pre_hook(
+        lambda m, args, kwargs: batches.append((args[0] if args else kwargs["sample"]).shape[0]), with_kwargs=True)
+    try:
+        levels, outputs = guided_inversion(unet, scheduler, x0, src_text, uncond, adapter=adapter)
+    finally:
+        hook.remove()
+    assert batches == [FRAMES] + [2 * FRAMES] * T
+
+    context = context_for(adapter, x0, src_text, FRAMES, fixed=True)
+    reference, x = [x0], x0
+    with torch.no_grad():
+        for j, t in enumerate(scheduler.timesteps.flip(0)):
+            own = t if j == 0 else scheduler.timesteps[T - j]  # level j's timestep: sampling step T−j's
+            x, _ = scheduler.invert_step(Denoiser(unet, src_text, num_frames=FRAMES)(x, own), int(t), x, context=context,
+                                         return_dict=False)
+            reference.append(x)
+    replayed = replay_source(unet, scheduler, reference, src_text, uncond)
+    for got, want in zip(levels, reference):
+        torch.testing.assert_close(got, want, rtol=0, atol=_tol(want))
+    for got, want in zip(outputs, replayed):
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=0, atol=_tol(w))

@@ -27,7 +27,7 @@ from ..video import to_frames
 from .common import decode_latents, encode_text, placement, token_ids
 from .edit_options import EditSettings, parse_fusion_layers
 from .inversion_modes import mode
-from .inversion import Recording, SourcePass, ddim_inversion, null_text_optimisation, replay_source
+from .inversion import Recording, SourcePass, ddim_inversion, guided_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
 from .source_branch import LiveBranch, LiveDenoiser, choose_source, free_bytes, store_bytes
 from .composite import composite
@@ -252,9 +252,14 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     how = mode(opts.inversion)
     replayed = how.replay
     seconds = {}
-    with progress("inverting", steps) as advance:
-        levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter,
-                                store=None if replayed or live else store, record=record, callback=lambda _: advance())
+    one_pass = how.one_pass and not how.null_text
+    with progress("inverting" + (" (guided)" if one_pass else ""), steps) as advance:
+        if one_pass:
+            levels, outputs = guided_inversion(unet, scheduler, x0, src_text, uncond, adapter=adapter,
+                                               store=None if live else store, record=record, callback=lambda _: advance())
+        else:
+            levels = ddim_inversion(unet, scheduler, x0, src_text, adapter=adapter,
+                                    store=None if replayed or live else store, record=record, callback=lambda _: advance())
     source = SourcePass(levels=levels, store=None if live else store, seconds=seconds)
     if how.null_text:
         t = time.perf_counter()
@@ -264,18 +269,19 @@ def prepare_source(unet, scheduler, x0, src_text, uncond, opts: EditSettings, *,
     if live:
         source.branch = LiveBranch(levels, src_text, (source.null_text or uncond) if replayed else None, record,
                                    scheduler.timesteps, x0.shape[0])
-        if how.offsets:  # filled by each sampling step's source part: no replay
-            source.outputs = {}
+        if how.offsets:  # one pass: filled already; else by each sampling step's source part, no replay
+            source.outputs = dict(enumerate(outputs)) if one_pass else {}
             source.context = context_for(adapter, None, src_text, x0.shape[0], uncond=uncond, scale=opts.context_guidance)
     elif replayed:
-        t = time.perf_counter()
-        with progress("source branch", steps) as advance:
-            outputs = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, store=store,
-                                    record=record, callback=lambda _: advance())
+        if not one_pass:  # one pass has the source branch's outputs already
+            t = time.perf_counter()
+            with progress("source branch", steps) as advance:
+                outputs = replay_source(unet, scheduler, levels, src_text, source.null_text or uncond, store=store,
+                                        record=record, callback=lambda _: advance())
+            seconds["replay_s"] = time.perf_counter() - t
         if how.offsets:
             source.outputs = outputs
             source.context = context_for(adapter, None, src_text, x0.shape[0], uncond=uncond, scale=opts.context_guidance)
-        seconds["replay_s"] = time.perf_counter() - t
     return source
 
 

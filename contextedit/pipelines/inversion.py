@@ -17,6 +17,10 @@ from the source. The modes (``contextedit edit --inversion``):
 
 For ``null-text`` and ``direct`` the source attention comes from that guided replay at the same
 level and timestep as the target's step (the conditional half), not from the inversion.
+
+``direct`` needs no second pass (:func:`guided_inversion`): the UNet is evaluated on each level at
+that level's own timestep, where sampling will evaluate it, with both halves in one call; the
+conditional half takes the inversion step, and the pair is the source branch's output there.
 """
 
 from __future__ import annotations
@@ -118,6 +122,41 @@ def replay_source(unet, scheduler, levels: list[torch.Tensor], source_text: torc
             # where the source branch's step i lands: level T−i−1 of the trajectory (direct inversion)
             callback({"i": i, "t": int(t), "x": levels[len(levels) - 2 - i], "denoised": None})
     return outputs
+
+
+@torch.no_grad()
+def guided_inversion(unet, scheduler, x0: torch.Tensor, source_text: torch.Tensor, uncond: torch.Tensor, *,
+                     adapter=None, store: FusionStore | None = None, record: Recording = Recording(),
+                     callback=None) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Direct inversion's source pass in one pass (issue 31): the levels x_0 … x_T and the source
+    branch's (unconditional, conditional) output of every sampling step, as :func:`replay_source`
+    gives them, for T·2F + F frames of UNet work instead of T·F + T·2F.
+
+    Level j ≥ 1 is evaluated at its own timestep, the one sampling step T−j sees there (plain
+    inversion evaluates it at the next level's): the guided pair is step T−j's source output and
+    its attention is recorded under that step, and its conditional half takes the inversion step
+    (a DDIM inverse step with ε of the level it leaves, as exact as plain inversion's). Level 0
+    needs only the conditional half; level T, the pair (sampling step 0)."""
+    steps, frames = len(scheduler.timesteps), x0.shape[0]
+    levels: list[torch.Tensor] = []
+    outputs: list = [None] * steps
+    pair = Denoiser(unet, source_text, uncond, num_frames=frames)
+
+    def source_branch(i: int, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with record.scope(unet, store, i, cond_only=True):
+            outputs[i] = pair.halves(latents, scheduler.timesteps[i])
+        return outputs[i]
+
+    def model(latents: torch.Tensor, t) -> torch.Tensor:
+        j = len(levels) - 1  # invert() has appended levels 0 … j
+        if j == 0:
+            return Denoiser(unet, source_text, num_frames=frames)(latents, t)
+        return source_branch(steps - j, latents)[1]
+
+    invert(scheduler, model, x0, context=context_for(adapter, x0, source_text, frames, fixed=True),
+           callback=callback, trajectory=levels)
+    source_branch(0, levels[-1])
+    return levels, outputs
 
 
 @torch.no_grad()

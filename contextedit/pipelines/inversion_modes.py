@@ -18,6 +18,7 @@ class InversionMode:
     replay: bool = False           # replay the guided source branch on the inversion trajectory: the fusion store is recorded there
     null_text: bool = False        # first fit one unconditional embedding per step (Mokady et al.), cached in the run
     offsets: bool = False          # the replay's step offsets steer sampling (direct inversion, Ju et al.)
+    one_pass: bool = False         # with replay: one guided pass inverts and replays (inversion.guided_inversion)
     source_negative: bool = False  # sampling's unconditional branch is the source prompt (Miyake et al.)
     region_negative: bool = True   # a background region may take the source prompt as its negative
 
@@ -45,4 +46,4 @@ register(InversionMode("negative-prompt", "the same inversion; sampling guides f
 register(InversionMode("null-text", "per-step null-text embeddings retrace the inversion under guidance",
                        replay=True, null_text=True, region_negative=False))
 register(InversionMode("direct", "the guided source branch's offsets steer sampling back onto the source",
-                       replay=True, offsets=True))
+                       replay=True, offsets=True, one_pass=True))
