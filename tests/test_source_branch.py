@@ -60,7 +60,8 @@ def _tol(*tensors) -> float:
     return 100 * T * F32_EPS * max(float(t.abs().max()) for t in tensors)
 
 
-@pytest.mark.parametrize("inversion", ["direct", "ddim", pytest.param("null-text", marks=pytest.mark.slow)])  # null-text: 6 s
+@pytest.mark.parametrize("inversion", ["direct", "direct-one-pass", "ddim",
+                                       pytest.param("null-text", marks=pytest.mark.slow)])  # null-text: 6 s
 def test_live_and_stored_give_the_same_latents(parts, inversion):
     kw = dict(inversion=inversion, null_text_steps=2, self_fusion=0.75, cross_fusion=0.5)
     stored, stored_pass = _edit(parts, "stored", **kw)
@@ -72,12 +73,15 @@ def test_live_and_stored_give_the_same_latents(parts, inversion):
     assert (unfused - stored).abs().max() > 100 * _tol(stored)
 
 
-def test_live_direct_inversion_reconstructs_the_source_exactly(parts):
-    """Sampling the source prompt with the offsets of the live branch lands on x0 (guidance 7.5)."""
+@pytest.mark.parametrize("source", ["live", "stored"])
+def test_direct_inversion_reconstructs_the_source_exactly(parts, source):
+    """Sampling the source prompt with direct inversion's offsets lands on x0 (guidance 7.5), live
+    or stored, in either form of the source pass."""
     x0 = parts[3]
-    out, _ = _edit(parts, "live", prompt=SOURCE, inversion="direct", blend=False)
-    torch.testing.assert_close(out, x0, rtol=0, atol=_tol(x0))
-    drift, _ = _edit(parts, "live", prompt=SOURCE, inversion="ddim", blend=False)
+    for inversion in ("direct", "direct-one-pass"):
+        out, _ = _edit(parts, source, prompt=SOURCE, inversion=inversion, blend=False)
+        torch.testing.assert_close(out, x0, rtol=0, atol=_tol(x0))
+    drift, _ = _edit(parts, source, prompt=SOURCE, inversion="ddim", blend=False)
     assert (drift - x0).abs().max() > 100 * _tol(x0)  # plain DDIM under guidance does not
 
 

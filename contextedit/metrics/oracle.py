@@ -35,7 +35,7 @@ def oracle_target(prompt: str) -> dict | None:
 def check_prompts(prompts: list[str]) -> None:
     """At least one prompt must be a shapes- or scenes-world caption; the others get None."""
     if not any(oracle_target(p) or scenes.parse_caption(p.split(",")[0]) for p in prompts):
-        raise InputError(f"`metrics` oracle scores shapes- and scenes-world clips; no prompt ({prompts[0]!r}…) is a caption "
+        raise InputError(f"`metrics` oracle scores shapes-world and scenes-world clips; no prompt ({prompts[0]!r}…) is a caption "
                          f"like {shapes.clip_caption('circle', 'red', 'black', 'right')!r}")
 
 

@@ -18,9 +18,9 @@ from the source. The modes (``contextedit edit --inversion``):
 For ``null-text`` and ``direct`` the source attention comes from that guided replay at the same
 level and timestep as the target's step (the conditional half), not from the inversion.
 
-``direct`` needs no second pass (:func:`guided_inversion`): the UNet is evaluated on each level at
-that level's own timestep, where sampling will evaluate it, with both halves in one call; the
-conditional half takes the inversion step, and the pair is the source branch's output there.
+``direct-one-pass`` needs no second pass (:func:`guided_inversion`): the UNet is evaluated on each
+level at that level's own timestep, where sampling will evaluate it, with both halves in one call;
+the conditional half takes the inversion step, and the pair is the source branch's output there.
 """
 
 from __future__ import annotations

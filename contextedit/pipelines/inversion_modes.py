@@ -46,4 +46,8 @@ register(InversionMode("negative-prompt", "the same inversion; sampling guides f
 register(InversionMode("null-text", "per-step null-text embeddings retrace the inversion under guidance",
                        replay=True, null_text=True, region_negative=False))
 register(InversionMode("direct", "the guided source branch's offsets steer sampling back onto the source",
+                       replay=True, offsets=True))
+# A third cheaper source pass, but its trajectory (ε of the level it leaves) keeps motion less well
+# on the shapes benchmark (docs: benchmarks, "Direct inversion in one pass"): not the default.
+register(InversionMode("direct-one-pass", "direct inversion whose inversion and replay are one guided pass",
                        replay=True, offsets=True, one_pass=True))

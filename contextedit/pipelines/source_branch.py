@@ -1,12 +1,12 @@
 """Where the source attention an edit fuses comes from (``edit --source``).
 
-- ``stored``: recorded once by the source pass (the inversion, direct inversion's one guided pass,
-  or null-text's replay) into a :class:`~contextedit.attention.fusion.FusionStore` that every
-  prompt reads;
-- ``live``: the source branch runs in a sampling step's own UNet batch, PnP Inversion's way
-  (:mod:`contextedit.attention.live`), in the steps that fuse its attention. No store is kept;
-  direct inversion's offsets come from its one guided pass. Each prompt pays the source's share of
-  those batches again;
+- ``stored``: recorded once by the source pass (the inversion, or the guided replay of direct and
+  null-text inversion, or ``direct-one-pass``'s one guided pass) into a
+  :class:`~contextedit.attention.fusion.FusionStore` that every prompt reads;
+- ``live``: the source branch runs in each sampling step's own UNet batch, PnP Inversion's way
+  (:mod:`contextedit.attention.live`). No store is kept and direct inversion needs no replay: its
+  offsets come from the same call (``direct-one-pass``'s from its inversion pass, so the source
+  rides along only where a step fuses it). Each prompt pays the source's share of its batch again;
 - ``auto``: ``stored`` while :func:`store_bytes` fits in half the device's free memory, else ``live``.
 
 Both give the same frames: the source part of a live call is exactly the call the stored branch
