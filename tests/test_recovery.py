@@ -145,7 +145,9 @@ def test_sigint_mid_edit_then_rerun_finishes(tuned, tmp_path):
     """SIGINT after the first of three outputs → exit 130; the same command then makes only the
     other two, and all three equal an uninterrupted edit's byte for byte."""
     run = _copy(tuned, tmp_path)
-    args = _edit_args(run, "--steps", "12", "--format", "frames", prompts=EDIT)
+    # 30 steps: the two outputs still to make outlast the poll below by far (with 12 a fast idle
+    # machine finished them before the signal landed, and the edit exited 0)
+    args = _edit_args(run, "--steps", "30", "--format", "frames", prompts=EDIT)
     proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
         deadline = time.monotonic() + 180
@@ -165,7 +167,7 @@ def test_sigint_mid_edit_then_rerun_finishes(tuned, tmp_path):
     record = json.loads((run / "edits" / "edits.json").read_text())
     assert sorted(o["prompt"] for o in record["outputs"]) == sorted(EDIT)
     assert len(record["timings"]["sampling_s_per_prompt"]) == 3 - len(first)  # only the rest was sampled
-    again = invoke(_edit_args(run, "--steps", "12", "--format", "frames", "--out", tmp_path / "whole", prompts=EDIT))
+    again = invoke(_edit_args(run, "--steps", "30", "--format", "frames", "--out", tmp_path / "whole", prompts=EDIT))
     assert again.exit_code == 0, again.stderr
     whole = _snapshot(tmp_path / "whole")
     assert {k: v for k, v in _snapshot(run / "edits").items() if "edits.json" not in k} == \

@@ -75,7 +75,6 @@ def test_sample_tune_edit_and_score_in_headless_chromium(browser, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     model = os.environ.get("CONTEXTEDIT_UI_MODEL", "tiny-random")
-    t0 = time.monotonic()
     with ui_server(tmp_path, "--caption-model", "tiny", "--clip-model", "tiny", model=model, edit_steps=5) as (url, runs, _):
         wait = WebDriverWait(browser, 60, poll_frequency=0.1)
         css = browser.find_elements
@@ -139,4 +138,3 @@ def test_sample_tune_edit_and_score_in_headless_chromium(browser, tmp_path):
         wait.until(lambda _: list(edits.glob("*_mask-*/*.source-edit.mp4")))
         drawn = np.asarray(Image.open(next((edits / "masks").glob("drawn-*.png"))))
         assert drawn.shape == (64, 64) and 0 < drawn.mean() < 255  # the run's frame size, partly painted
-        assert time.monotonic() - t0 < 60
