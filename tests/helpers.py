@@ -31,6 +31,15 @@ def bench_script(name: str):
         sys.modules.pop(spec.name, None)
 
 
+def interruptible() -> None:
+    """``preexec_fn`` of a CLI child a test sends SIGINT to: Ctrl-C's default disposition, as in a
+    user's shell, whatever the test process inherited (a child started with SIGINT ignored keeps
+    it ignored, and Python then installs no KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def write_clip(path: Path, frames: int = 8, shape="circle", colour="red", background="black", direction="right", fps=8.0) -> Path:
     clip, _ = shapes.make_clip(shape, colour, background, direction, start=(20, 30), frames=frames)
     return video.write_video(clip, path, fps)

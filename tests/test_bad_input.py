@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from contextedit.cli import app
 from contextedit.fileio import load_safetensors, save_safetensors
 
-from helpers import MODEL, write_clip, write_images
+from helpers import MODEL, interruptible, write_clip, write_images
 
 runner = CliRunner()
 PROMPT = "a red circle moving right on a black background"
@@ -483,7 +483,7 @@ def test_sigint_mid_tune_then_resume(tmp_path, clip):
             "--checkpoint-every", "1", "--no-checkpointing", "--out", str(run), "--device", "cpu", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "contextedit.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 120
         while not (run / "checkpoint.safetensors").exists():

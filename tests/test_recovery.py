@@ -20,7 +20,7 @@ from contextedit import video as vio
 from contextedit.commands.edit_record import merge_output
 from contextedit.fileio import HOST
 
-from helpers import MODEL, write_clip
+from helpers import MODEL, interruptible, write_clip
 from test_bad_input import CPU, PROMPT, ROOT, _snapshot, _tune_args, fails, invoke
 
 EDIT = ["a blue circle moving right on a black background", "a green circle moving right on a black background",
@@ -145,16 +145,16 @@ def test_sigint_mid_edit_then_rerun_finishes(tuned, tmp_path):
     """SIGINT after the first of three outputs → exit 130; the same command then makes only the
     other two, and all three equal an uninterrupted edit's byte for byte."""
     run = _copy(tuned, tmp_path)
-    # 30 steps: the two outputs still to make outlast the poll below by far (with 12 a fast idle
-    # machine finished them before the signal landed, and the edit exited 0)
-    args = _edit_args(run, "--steps", "30", "--format", "frames", prompts=EDIT)
-    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    args = _edit_args(run, "--steps", "12", "--format", "frames", prompts=EDIT)
+    proc = subprocess.Popen(_cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=interruptible)
     try:
         deadline = time.monotonic() + 180
         while not (run / "edits" / "edits.json").exists():
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.02)
+        assert proc.poll() is None, ("finished before the signal", proc.communicate())
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -167,7 +167,7 @@ def test_sigint_mid_edit_then_rerun_finishes(tuned, tmp_path):
     record = json.loads((run / "edits" / "edits.json").read_text())
     assert sorted(o["prompt"] for o in record["outputs"]) == sorted(EDIT)
     assert len(record["timings"]["sampling_s_per_prompt"]) == 3 - len(first)  # only the rest was sampled
-    again = invoke(_edit_args(run, "--steps", "30", "--format", "frames", "--out", tmp_path / "whole", prompts=EDIT))
+    again = invoke(_edit_args(run, "--steps", "12", "--format", "frames", "--out", tmp_path / "whole", prompts=EDIT))
     assert again.exit_code == 0, again.stderr
     whole = _snapshot(tmp_path / "whole")
     assert {k: v for k, v in _snapshot(run / "edits").items() if "edits.json" not in k} == \
