@@ -8,7 +8,6 @@ import pytest
 from contextedit.worlds import scenes
 
 
-@pytest.mark.slow
 def test_every_random_scene_is_read_back_by_the_oracle():
     rng = np.random.default_rng(0)
     for objects in (1, 2):

@@ -165,15 +165,17 @@ def background_image(background: str, offset: tuple[int, int] = (0, 0), size: in
     _check(background, BACKGROUNDS, "background")
     if background in PLAIN:
         return np.broadcast_to(np.array(PLAIN[background], np.uint8), (size, size, 3)).copy()
+    grey = np.where(_dark(background, offset, size), DARK, LIGHT).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def _dark(texture: str, offset: tuple[int, int], size: int) -> np.ndarray:
+    """(size, size) bool: where ``texture``, moved by ``offset``, is its dark grey."""
     rows = np.arange(size)[:, None] - offset[1]
     cols = np.arange(size)[None, :] - offset[0]
-    if background == "striped":
-        dark = (rows // STRIPE_HEIGHT) % 2 == 0
-        dark = np.broadcast_to(dark, (size, size))
-    else:
-        dark = ((rows // CHECK_SIDE) + (cols // CHECK_SIDE)) % 2 == 0
-    grey = np.where(dark, DARK, LIGHT).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    if texture == "striped":
+        return np.broadcast_to((rows // STRIPE_HEIGHT) % 2 == 0, (size, size))
+    return ((rows // CHECK_SIDE) + (cols // CHECK_SIDE)) % 2 == 0
 
 
 def render_frame(scene: Scene, frame: int = 0) -> np.ndarray:
@@ -304,7 +306,8 @@ def texture_match(classes: np.ndarray, background: str, offset: tuple[int, int],
     """Share of the pixels ``where`` whose class is the one ``background`` has there at ``offset``."""
     if not where.any():
         return 1.0
-    expected = classify_pixels(background_image(background, offset, classes.shape[0]))
+    # a texture has only its two greys, whose classes are known: no need to classify its image
+    expected = np.where(_dark(background, offset, classes.shape[0]), PALETTE_NAMES.index("dark"), PALETTE_NAMES.index("light"))
     return float((classes[where] == expected[where]).mean())
 
 
