@@ -257,3 +257,26 @@ def test_loveu_csv_becomes_a_prompt_file(tmp_path):
     (prompt_set,) = load_prompt_sets(tmp_path / "p" / "loveu.json")
     assert prompt_set.video == "../frames/blackswan" and prompt_set.source_prompt == "a black swan"
     assert prompt_set.types == ["style", "object", "background", "multiple"]
+
+
+def test_method_table_recipes_resolve_and_the_lead_is_the_paired_difference():
+    """Every recipe is a valid edit whose own settings win over the model's recommendations, with
+    contextedit's own region treatment off; the table's best recipe and contextedit's lead over it
+    are read off constructed rows whose answer is known."""
+    from contextedit.pipelines.edit_options import EditSettings
+
+    with bench_script("methods") as methods:
+        for name, recipe in methods.RECIPES.items():
+            settings = EditSettings(**methods.recipe_settings(name, "tiny")).resolve({"guidance": 3.0, "offset_inside": 0.5})
+            assert all(getattr(settings, key) == value for key, value in recipe["edit"].items()), name
+            assert (settings.composite, settings.background_noise, settings.background_guidance) == ("off", 0.0, 3.0)
+        kinds = methods.quality.EDIT_KINDS
+        success = {"a": {"adapter": 1, "Tune-A-Video": 0, "FateZero": 0}, "b": {"adapter": 1, "Tune-A-Video": 1, "FateZero": 0}}
+        rows = [{"clip": clip, "variant": arm, "kind": kind, "success": ok}
+                for clip, arms in success.items() for arm, ok in arms.items() for kind in kinds]
+        out = methods.table({"rows": [r for r in rows if r["variant"] != "adapter"]},
+                            {"rows": [r for r in rows if r["variant"] == "adapter"]})
+    assert out["best_recipe"] == "Tune-A-Video"  # 0.5 against FateZero's 0
+    assert out["arms"]["contextedit (defaults)"]["success_mean"]["mean"] == 1.0
+    lead = out["lead_over_best_recipe"]["contextedit (defaults)"]
+    assert lead["mean"] == 0.5 and lead["n"] == 2  # (1 − 0 + 1 − 1) / 2 clips
