@@ -67,8 +67,7 @@ def recipe_settings(name: str, model: str) -> dict:
     guidance = _recommended(model).get("guidance")
     same = {"guidance": guidance, "background_guidance": guidance} if guidance is not None else {}
     edit = RECIPES[name]["edit"]
-    offset = {"background_offset_inside": edit["offset_inside"]} if "offset_inside" in edit else {"background_offset_inside": 1.0}
-    return {**WITHOUT_OURS, **same, **offset, **edit}
+    return {**WITHOUT_OURS, **same, "background_offset_inside": edit.get("offset_inside", 1.0), **edit}
 
 
 def run(args) -> dict:

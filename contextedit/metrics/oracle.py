@@ -45,9 +45,11 @@ def oracle_scores(frames: np.ndarray, prompt: str, source: np.ndarray | None = N
     ``oracle_centroid_error`` and ``oracle_temporal_iou``; all None for a prompt of another world.
     A scenes-world prompt is scored by :func:`.scene_oracle.scores` (with ``oracle_leakage``)."""
     count = len(frames) if source is None else min(len(frames), len(source))
+    if source is not None:
+        source = resize_frames(source[:count], *frames.shape[1:3])
     scene = scene_oracle.target(prompt, frames)
     if scene is not None:
-        return scene_oracle.scores(frames[:count], scene, None if source is None else resize_frames(source[:count], *frames.shape[1:3]))
+        return scene_oracle.scores(frames[:count], scene, source)
     target = oracle_target(prompt)
     if target is None:
         keys = [f"oracle_{k}" for k in ATTRIBUTES] + ([] if source is None else SOURCE_KEYS)
@@ -56,7 +58,6 @@ def oracle_scores(frames: np.ndarray, prompt: str, source: np.ndarray | None = N
     row = {f"oracle_{key}": float(np.mean([r[key] == target[key] for r in readings])) for key in ATTRIBUTES}
     if source is None:
         return row
-    source = resize_frames(source[:count], *frames.shape[1:3])
     before = _majority(shapes.oracle_clip(source))
     changed = [key for key in ATTRIBUTES if before[key] != target[key]]
     direction = target.get("direction")

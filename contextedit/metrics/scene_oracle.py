@@ -75,8 +75,7 @@ def _majority_things(readings: list[dict]) -> list[tuple[str, str]]:
 
 def _background_kept(source: np.ndarray, edited: np.ndarray) -> float:
     a, b = scenes.classify_pixels(source), scenes.classify_pixels(edited)
-    first_colour = len(scenes.PLAIN) + 2  # palette order: plain backgrounds, the texture greys, colours
-    off = (a < first_colour) & (b < first_colour)
+    off = scenes.background_pixels(a) & scenes.background_pixels(b)
     return float((a[off] == b[off]).mean()) if off.any() else 1.0
 
 

@@ -311,10 +311,15 @@ def texture_match(classes: np.ndarray, background: str, offset: tuple[int, int],
     return float((classes[where] == expected[where]).mean())
 
 
+def background_pixels(classes: np.ndarray) -> np.ndarray:
+    """Where a frame's classes (:func:`classify_pixels`) are of no object colour."""
+    return classes < _FIRST_COLOUR
+
+
 def read_background(classes: np.ndarray, where: np.ndarray | None = None) -> dict:
     """The background kind off the objects (``where``: the pixels to read; default every pixel of no
     object colour), the texture's offset, and the share of those pixels that match it."""
-    where = classes < _FIRST_COLOUR if where is None else where
+    where = background_pixels(classes) if where is None else where
     counts = np.bincount(classes[where], minlength=len(PALETTE_NAMES))
     dark, light = PALETTE_NAMES.index("dark"), PALETTE_NAMES.index("light")
     if counts[dark] + counts[light] <= counts[:len(PLAIN)].max(initial=0):
