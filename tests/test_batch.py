@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 import contextedit.commands.batch as batch_module
 import contextedit.commands.jobs as jobs_module
+import contextedit.commands.workers as workers_module
 from contextedit.cli import app
 from contextedit.commands.batch import plan_jobs
 from contextedit.commands.workers import pinned_device
@@ -109,6 +110,9 @@ def test_local_batch_isolates_a_failure_resumes_and_skips_done_jobs(tmp_path, mo
     stamp = (out / "a" / "run" / "manifest.json").stat().st_mtime_ns
 
     write_clip(tmp_path / "jobs" / "clips" / "b.mp4", frames=6, colour="green")
+    # the runs above went through a spawned worker; resuming and skipping are the parent's, so the
+    # runs below do their jobs in this process (a spawned worker costs seconds of imports)
+    monkeypatch.setattr(workers_module, "local_runner", in_process)
     again = runner.invoke(app, ["batch", str(jobs), "--out", str(out), "--workers", "1", *FAST])
     assert again.exit_code == 0, again.stderr
     now = json.loads((out / "batch.json").read_text())["jobs"]
@@ -142,7 +146,7 @@ def test_batch_on_a_local_ray(tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))
     jobs = two_clips(tmp_path)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)  # one Ray worker: both jobs, one import of torch
     try:
         result = runner.invoke(app, ["batch", str(jobs), "--out", str(tmp_path / "out"), "--ray", *FAST])
     finally:
@@ -173,8 +177,6 @@ def in_process(jobs, out, workers=None):  # batch's jobs run here, not in a spaw
 
 @pytest.mark.slow
 def test_batch_keeps_dot_named_clips_and_dotdot_folders_inside_out(tmp_path, monkeypatch):
-    import contextedit.commands.workers as workers_module
-
     monkeypatch.setenv("CONTEXTEDIT_RUNS", str(tmp_path / "runs"))  # tune's runs/latest pointer: outside work
     monkeypatch.setattr(workers_module, "local_runner", in_process)
     work = tmp_path / "work"

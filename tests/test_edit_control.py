@@ -96,24 +96,24 @@ def test_direct_inversion_reconstructs_the_source_under_guidance(tmp_path, runs)
         mse = [np.mean((a.astype(float) - b.astype(float)) ** 2) for a, b in zip(frames, source)]
         return float(np.mean([10 * np.log10(255**2 / max(m, 1e-10)) for m in mse]))
 
-    def reconstruction(inversion, prompt=SOURCE, name=None, **kw):
-        result = edit(EditOptions(prompts=[prompt], run=str(run), guidance=7.5, inversion=inversion, format="frames", steps=10,
-                                  out=str(tmp_path / (name or inversion)), device="cpu", **kw), comps=comps)
+    def reconstruction(inversion, prompts=(SOURCE,), name=None, **kw):  # one inversion serves every prompt
+        result = edit(EditOptions(prompts=list(prompts), run=str(run), guidance=7.5, inversion=inversion, format="frames",
+                                  steps=10, out=str(tmp_path / (name or inversion)), device="cpu", **kw), comps=comps)
         assert result.record["settings"]["inversion"] == inversion
-        return vio.read_video(result.files[0], frames=4, stride=1).frames
+        frames = [vio.read_video(path, frames=4, stride=1).frames for path in result.files]
+        return frames if len(prompts) > 1 else frames[0]
 
-    direct = reconstruction("direct")
+    blue = "a blue circle moving right on a black background"
+    direct, plain = reconstruction("direct", prompts=(SOURCE, blue))
     from contextedit.fileio import load_safetensors
 
     with torch.no_grad():  # the run's own latents, decoded: what an exact reconstruction gives
         decoded = vio.to_frames(decode_latents(comps.vae, load_safetensors(run / "latents.safetensors")["latents"]))
     assert np.abs(direct.astype(int) - decoded.astype(int)).max() <= 1  # uint8 rounding of equal floats
     # the adapter's bias guided like the noise: the source branch uses it too, so still exact ...
-    guided_bias = reconstruction("direct", name="direct-cg", context_guidance=4.0)
+    guided_bias, guided = reconstruction("direct", prompts=(SOURCE, blue), name="direct-cg", context_guidance=4.0)
     assert np.abs(guided_bias.astype(int) - decoded.astype(int)).max() <= 1
     # ... while a target prompt's edit moves with it (the base adapter reads the text)
-    blue = "a blue circle moving right on a black background"
-    plain, guided = (reconstruction("direct", prompt=blue, name=f"blue-{g}", context_guidance=g) for g in (1.0, 4.0))
     assert np.abs(plain.astype(int) - guided.astype(int)).max() > 0
     # source.mp4 went through the codec after encoding, so the round trip of its frames differs a little
     assert psnr(direct) == pytest.approx(psnr(round_trip), abs=0.5)

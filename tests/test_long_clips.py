@@ -57,15 +57,16 @@ def long_run():
     for f in range(40):
         frames[f, (yy - 32) ** 2 + (xx - 12 - f) ** 2 < 80, 0] = 220
     tuned = pipe.tune(frames, SOURCE, steps=2, window=8, checkpointing=False)
-    return pipe, tuned
+    timings = {}
+    (edited,) = pipe.edit(tuned, TARGET, steps=2, overlap=2, timings=timings)  # both tests below read this edit
+    return pipe, tuned, edited, timings
 
 
 @pytest.mark.slow
 def test_a_long_clip_edits_window_by_window_with_flat_memory(long_run):
-    pipe, tuned = long_run
+    pipe, tuned, edited, timings = long_run
     assert tuned.settings["window"] == 8
-    timings, half = {}, {}
-    (edited,) = pipe.edit(tuned, TARGET, steps=2, overlap=2, timings=timings)
+    half = {}
     assert edited.shape == (40, 64, 64, 3) and edited.dtype == np.uint8 and timings["windows"] == 8
     short = dataclasses.replace(tuned, frames=tuned.frames[:20], latents=tuned.latents[:20], cache={})
     pipe.edit(short, TARGET, steps=2, overlap=2, timings=half)
@@ -76,8 +77,7 @@ def test_a_long_clip_edits_window_by_window_with_flat_memory(long_run):
 def test_frames_before_the_first_overlap_are_the_first_windows_own(long_run):
     """Frame 0 (the anchor) and the frames only window 0 covers come from window 0 alone: the
     same as editing the first W frames as a clip of their own."""
-    pipe, tuned = long_run
-    (long,) = pipe.edit(tuned, TARGET, steps=2, overlap=2)
+    pipe, tuned, long, _ = long_run
     first = dataclasses.replace(tuned, frames=tuned.frames[:8], latents=tuned.latents[:8], cache={})
     (alone,) = pipe.edit(first, TARGET, steps=2, overlap=2)
     assert np.array_equal(long[:6], alone[:6])

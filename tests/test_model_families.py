@@ -44,6 +44,7 @@ def tune_edit_generate(tmp_path: Path, model: str, folder: Path) -> None:
 
 
 # SD-1.x (tiny-random) has the same checks in test_bad_input.py::test_tune_edit_generate_are_bit_identical_on_cpu
+@pytest.mark.slow  # 5–6 s each under -n auto
 @pytest.mark.parametrize("model", FAMILIES[1:])
 def test_every_command_runs_and_reruns_bit_identically(tmp_path, model):
     tune_edit_generate(tmp_path, model, tmp_path / "a")
