@@ -218,3 +218,20 @@ def test_null_text_is_cached_in_the_run(tmp_path, runs):
     assert "null_text_s" not in second.record["timings"]  # read back, not optimised again
     a, b = (vio.read_video(r.files[0], frames=4, stride=1).frames for r in (first, second))
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("background, window", [(False, 2), (True, 4)])
+def test_a_background_edit_takes_its_own_cross_fusion_window(tmp_path, runs, monkeypatch, background, window):
+    """--background-cross-fusion: the cross-attention window of an edit whose changed words edit the
+    rest of the frame; any other edit keeps --cross-fusion (issue 27: per-region settings)."""
+    from contextedit.pipelines.prompt_control import PromptControl
+
+    run = _tune(tmp_path)
+    monkeypatch.setattr(PromptControl, "background", property(lambda self: background))  # the side, fixed
+    fused, real = [], edit_module.FusionPlan
+    monkeypatch.setattr(edit_module, "FusionPlan", lambda **kw: fused.append(kw["cross_attention"]) or real(**kw))
+    T = 6
+    result = edit(EditOptions(prompts=["a blue circle moving right on a black background"], run=str(run), steps=T,
+                              device="cpu", cross_fusion=1 / 3, background_cross_fusion=2 / 3, out=str(tmp_path / "e")))
+    assert fused == [i < window for i in range(T)]  # 1/3 of 6 steps is 2, 2/3 is 4, from the noisy end
+    assert result.record["settings"]["background_cross_fusion"] == pytest.approx(2 / 3)

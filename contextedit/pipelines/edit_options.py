@@ -26,7 +26,8 @@ NEGATIVES = ("source", "empty")
 SOURCE_BRANCHES = ("auto", "live", "stored")  # :mod:`.source_branch`
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
 # The settings that are a share between 0 and 1, and what the share is of (for their error line).
-SHARES = {"self_fusion": _WINDOW, "cross_fusion": _WINDOW, "blend_stop": _WINDOW,
+SHARES = {"self_fusion": _WINDOW, "cross_fusion": _WINDOW, "background_cross_fusion": _WINDOW,
+          "blend_stop": _WINDOW,
           "blend_threshold": "a share of the mask's per-frame attention range",
           "offset_inside": "the share of direct inversion's offset the edited region gets",
           "background_offset_inside": "the share of direct inversion's offset a background region gets",
@@ -66,6 +67,7 @@ class EditSettings:
                                           "(edited) region gets.", 1.0)
     background_guidance: float | None = setting(f"Guidance {_REGION}.", default_text="as --guidance")
     background_offset_inside: float | None = setting(f"--offset-inside {_REGION}.", default_text="as --offset-inside")
+    background_cross_fusion: float | None = setting(f"--cross-fusion {_REGION}.", default_text="as --cross-fusion")
     background_noise: float | None = setting(f"Share of fresh noise mixed into the inverted x_T {_REGION}.", 0.5)
     background_negative: str | None = setting(f"The negative prompt of the guidance {_REGION}.", "source",
                                               choices=NEGATIVES)
@@ -105,6 +107,7 @@ class EditSettings:
             self.overlap = min(self.overlap, max(0, self.window - 2))
         if not self.fusion:
             self.self_fusion = self.cross_fusion = 0.0
+            self.background_cross_fusion = None  # as --cross-fusion: none
         if self.control == "none":  # the run's structure control switched off
             self.control = self.controlnet = None
         self.validate()

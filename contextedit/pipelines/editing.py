@@ -309,8 +309,10 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     source attention fused in (its windows from the noisy end), direct inversion's offsets and
     LocalBlend applied after each step."""
     steps, frames = len(scheduler.timesteps), source.x_T.shape[0]
-    n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, opts.cross_fusion)
     control = control or PromptControl()
+    # a background edit may take its own window (the source records cross-attention at every step
+    # wherever there are masks, and only a masked edit has a background side)
+    n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, control.setting(opts, "cross_fusion"))
     guidance, offset_inside = control.setting(opts, "guidance"), control.setting(opts, "offset_inside")
     outside = control.outside  # fixed before sampling: the OUTSIDE groups' regions take the background settings
     offsets = source.offsets(scheduler, guidance)
