@@ -220,18 +220,21 @@ def test_null_text_is_cached_in_the_run(tmp_path, runs):
     assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("background, window", [(False, 2), (True, 4)])
-def test_a_background_edit_takes_its_own_cross_fusion_window(tmp_path, runs, monkeypatch, background, window):
+@pytest.mark.slow
+def test_a_background_edit_takes_its_own_cross_fusion_window(tmp_path, runs, monkeypatch):
     """--background-cross-fusion: the cross-attention window of an edit whose changed words edit the
     rest of the frame; any other edit keeps --cross-fusion (issue 27: per-region settings)."""
     from contextedit.pipelines.prompt_control import PromptControl
 
-    run = _tune(tmp_path)
-    monkeypatch.setattr(PromptControl, "background", property(lambda self: background))  # the side, fixed
+    run, comps = _tune(tmp_path), tiny()
     fused, real = [], edit_module.FusionPlan
     monkeypatch.setattr(edit_module, "FusionPlan", lambda **kw: fused.append(kw["cross_attention"]) or real(**kw))
     T = 6
-    result = edit(EditOptions(prompts=["a blue circle moving right on a black background"], run=str(run), steps=T,
-                              device="cpu", cross_fusion=1 / 3, background_cross_fusion=2 / 3, out=str(tmp_path / "e")))
-    assert fused == [i < window for i in range(T)]  # 1/3 of 6 steps is 2, 2/3 is 4, from the noisy end
+    for background, window in ((False, 2), (True, 4)):  # 1/3 of 6 steps is 2, 2/3 is 4, from the noisy end
+        monkeypatch.setattr(PromptControl, "background", property(lambda self, b=background: b))  # the side, fixed
+        fused.clear()
+        result = edit(EditOptions(prompts=["a blue circle moving right on a black background"], run=str(run), steps=T,
+                                  device="cpu", cross_fusion=1 / 3, background_cross_fusion=2 / 3,
+                                  out=str(tmp_path / f"e{window}")), comps=comps)
+        assert fused == [i < window for i in range(T)], background
     assert result.record["settings"]["background_cross_fusion"] == pytest.approx(2 / 3)
