@@ -30,4 +30,3 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto``: one worker per core, at most 4 (each loads torch and the tiny models; past 4
     the suite's few long tests, not the workers, set its length)."""
     return max(1, min(os.cpu_count() or 1, 4))
-
