@@ -6,8 +6,12 @@ once, with the adapter, in ``--work``), in ``--jobs`` shard processes; the figur
 setting to ``bench/results/sweep.png``; with ``--update-docs`` also a table into BENCHMARKS.md
 (between the sweep markers).
 
+Issue 27's remedies (``REGION_SETTINGS``) are a second table and plot (``sweep-regions.png``, the
+sweep-regions markers), run on the shipped model's tuned runs: pass quality.py's ``--work``.
+
     python bench/sweep.py --update-docs         # the recorded sweep (8 clips, 2 processes)
     python bench/sweep.py --only direct ddim    # some settings
+    python bench/sweep.py --regions --work bench/work/q --update-docs   # the remedies, on tiny's defaults
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 import update_docs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep"
-MARK_BEGIN, MARK_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+MARKS = {"settings": ("<!-- sweep:begin -->", "<!-- sweep:end -->", "sweep.png", "Edit settings sweep (shapes world)"),
+         "regions": ("<!-- sweep-regions:begin -->", "<!-- sweep-regions:end -->", "sweep-regions.png",
+                     "Issue 27's remedies on the shipped model")}
 
 # Every setting below ran on top of BASE (edit's built-in defaults with guidance 7.5 for every edit);
 # the last one is what `edit --model tiny` does now (the model's contextedit.json, nothing overridden).
@@ -64,6 +70,7 @@ SETTINGS: dict[str, dict] = {
 # fresh noise in the edited complement, the source prompt as its negative, LocalBlend on the kept
 # object until blend_stop, and the kept object composited in pixel space with the seam inpainted.
 REGION_SETTINGS: dict[str, dict] = {
+    "tiny's defaults (every remedy on)": {},
     "regions: no pixel composite": {"composite": "off"},
     "regions: no fresh noise outside": {"background_noise": 0.0},
     "regions: fresh noise 1.0 outside": {"background_noise": 1.0},
@@ -73,6 +80,8 @@ REGION_SETTINGS: dict[str, dict] = {
     "regions: background guidance 5": {"background_guidance": 5.0},
     "regions: fresh noise 1.0 and empty negative outside": {"background_noise": 1.0, "background_negative": "empty"},
     "regions: composite seam 2": {"composite_seam": 2},
+    "regions: one word-swap window, 0.2 T (no --background-cross-fusion)": {"background_cross_fusion": 0.2},
+    "regions: the earlier word-swap window for object edits, 0.5 T": {"cross_fusion": 0.5},
 }
 
 
@@ -105,8 +114,10 @@ def _options(name: str, options: dict | None) -> dict:
     return dict(options) if name in REGION_SETTINGS else {**BASE, **options}
 
 
-def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> None:
-    lines = [MARK_BEGIN, "", f"Command: `python bench/sweep.py --update-docs` — {args.clips} clips × 4 edits + 1 reconstruction, "
+def write_table(results: dict[str, dict], path: Path, args, seconds: float, table: str = "settings") -> None:
+    begin, end, picture, heading = MARKS[table]
+    command = "python bench/sweep.py" + (f" --regions --work {args.work}" if table == "regions" else "") + " --update-docs"
+    lines = [begin, "", f"Command: `{command}` — {args.clips} clips × 4 edits + 1 reconstruction, "
              f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}. How the rows were run and what "
              "they show: below the table.", "",
              "| setting | colour | shape | background | multiple | mean success | background kept | object kept | motion px "
@@ -118,10 +129,10 @@ def write_table(results: dict[str, dict], path: Path, args, seconds: float) -> N
                                     "background_kept", "object_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells)
                      + f" | {r['seconds'] / max(r['clips'], 1):.0f} |")
-    lines += ["", "![mean edit success against background kept](bench/results/sweep.png)", "", MARK_END]
+    lines += ["", f"![mean edit success against background kept](bench/results/{picture})", "", end]
     from quality import write_block  # bench/ is on the path when this script runs
 
-    write_block(path, "\n".join(lines), "Edit settings sweep (shapes world)")
+    write_block(path, "\n".join(lines), heading)
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
@@ -158,6 +169,7 @@ def main(argv=None) -> dict:
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "bench" / "work" / "sweep"), help="tuned runs and edits (scratch)")
+    p.add_argument("--regions", action="store_true", help="issue 27's remedies (REGION_SETTINGS) instead of SETTINGS")
     p.add_argument("--only", nargs="*", default=None, help="slugs or names of settings to run (others are read back)")
     p.add_argument("--rescore", action="store_true", help="score the edits left in --work again, run nothing")
     p.add_argument("--benchmarks", default=None,
@@ -167,7 +179,8 @@ def main(argv=None) -> dict:
     update_docs.check(args, args.benchmarks)
     RESULTS.mkdir(parents=True, exist_ok=True)
     start, results = time.perf_counter(), {}
-    for name, options in {**SETTINGS, **REGION_SETTINGS}.items():
+    table = "regions" if args.regions else "settings"
+    for name, options in (REGION_SETTINGS if args.regions else SETTINGS).items():
         out = RESULTS / f"{slug(name)}.json"
         if args.rescore and out.is_file():
             from quality import rescore, write_json
@@ -179,10 +192,10 @@ def main(argv=None) -> dict:
             print(f"[{time.perf_counter() - start:6.0f}s] {name}: {json.dumps(results[name]['summary']['adapter'])}", flush=True)
         elif out.is_file():
             results[name] = json.loads(out.read_text())
-    plot(results, ROOT / "bench" / "results" / "sweep.png")
+    plot(results, ROOT / "bench" / "results" / MARKS[table][2])
     benchmarks = update_docs.benchmarks_file(args)
     if benchmarks:
-        write_table(results, benchmarks, args, time.perf_counter() - start)
+        write_table(results, benchmarks, args, time.perf_counter() - start, table)
     return results
 
 
