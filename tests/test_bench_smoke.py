@@ -280,3 +280,33 @@ def test_method_table_recipes_resolve_and_the_lead_is_the_paired_difference():
     assert out["arms"]["contextedit (defaults)"]["success_mean"]["mean"] == 1.0
     lead = out["lead_over_best_recipe"]["contextedit (defaults)"]
     assert lead["mean"] == 0.5 and lead["n"] == 2  # (1 − 0 + 1 − 1) / 2 clips
+
+
+def test_the_remedies_sweep_writes_its_own_table_beside_the_settings_one(tmp_path):
+    """bench/sweep.py --regions: its rows go between their own markers, and the recorded settings
+    sweep's block is left as it was (it was run on an earlier model)."""
+    import argparse
+
+    with bench_script("sweep") as sweep:
+        names = list(sweep.REGION_SETTINGS)[:2]
+        keys = ("success_colour", "success_shape", "success_background", "success_multiple", "success_mean",
+                "background_kept", "object_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")
+        results = {names[0]: {"summary": {"adapter": dict(zip(keys, (1, 0.875, 0.75, 0.625, 0.8125, 0.999, 0.96, 0.93, 0.91, -0.073)))},
+                              "seconds": 160.0, "clips": 8},
+                   names[1]: {"summary": {"adapter": dict(zip(keys[:4], (0.5, 0.25, 0.125, 0.0)))}, "seconds": 84.0, "clips": 8}}
+        page = tmp_path / "BENCHMARKS.md"
+        page.write_text("# Benchmarks\n\n<!-- sweep:begin -->\nthe issue-15 table\n<!-- sweep:end -->\n")
+        args = argparse.Namespace(clips=8, tune_steps=100, edit_steps=20, work="bench/work/q")
+        sweep.write_table(results, page, args, 0.0, "regions")
+        sweep.plot(results, tmp_path / "plot.png")
+    text = page.read_text()
+    assert "<!-- sweep:begin -->\nthe issue-15 table\n<!-- sweep:end -->" in text
+    block = text.split("<!-- sweep-regions:begin -->")[1].split("<!-- sweep-regions:end -->")[0]
+    assert "`python bench/sweep.py --regions --work bench/work/q --update-docs` — 8 clips" in block
+    assert "(bench/results/sweep-regions.png)" in block
+    rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
+    assert rows == [f"| {names[0]} | 1.000 | 0.875 | 0.750 | 0.625 | 0.812 | 0.999 | 0.960 | 0.930 | 0.910 | -0.073 | 20 |",
+                    f"| {names[1]} | 0.500 | 0.250 | 0.125 | 0.000 | – | – | – | – | – | – | 10 |"]
+    from PIL import Image
+
+    assert Image.open(tmp_path / "plot.png").size == (1100, 600)
