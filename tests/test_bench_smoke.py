@@ -298,12 +298,12 @@ def test_the_remedies_sweep_writes_its_own_table_beside_the_settings_one(tmp_pat
         page.write_text("# Benchmarks\n\n<!-- sweep:begin -->\nthe issue-15 table\n<!-- sweep:end -->\n")
         args = argparse.Namespace(clips=8, tune_steps=100, edit_steps=20, work="bench/work/q")
         sweep.write_table(results, page, args, 0.0, "regions")
-        sweep.plot(results, tmp_path / "plot.png")
+        sweep.plot(results, tmp_path / "plot.png", "object_kept")
     text = page.read_text()
     assert "<!-- sweep:begin -->\nthe issue-15 table\n<!-- sweep:end -->" in text
     block = text.split("<!-- sweep-regions:begin -->")[1].split("<!-- sweep-regions:end -->")[0]
     assert "`python bench/sweep.py --regions --work bench/work/q --update-docs` — 8 clips" in block
-    assert "(bench/results/sweep-regions.png)" in block
+    assert "![mean edit success against object kept](bench/results/sweep-regions.png)" in block
     rows = [line for line in block.splitlines() if line.startswith("| ") and not line.startswith("| setting")]
     assert rows == [f"| {names[0]} | 1.000 | 0.875 | 0.750 | 0.625 | 0.812 | 0.999 | 0.960 | 0.930 | 0.910 | -0.073 | 20 |",
                     f"| {names[1]} | 0.500 | 0.250 | 0.125 | 0.000 | – | – | – | – | – | – | 10 |"]
