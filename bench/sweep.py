@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,12 +34,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 import update_docs  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sweep"
-# per table: its markers, its plot, the heading it is appended under, and the plot's x axis (the
-# remedies keep the background in every row, so theirs is how well the kept object survives)
-MARKS = {"settings": ("<!-- sweep:begin -->", "<!-- sweep:end -->", "sweep.png", "Edit settings sweep (shapes world)",
-                      "background_kept"),
-         "regions": ("<!-- sweep-regions:begin -->", "<!-- sweep-regions:end -->", "sweep-regions.png",
-                     "Issue 27's remedies on the shipped model", "object_kept")}
+
+
+class Table(NamedTuple):
+    """One sweep's block in BENCHMARKS.md and its plot."""
+
+    begin: str
+    end: str
+    picture: str       # under bench/results/
+    heading: str       # the section the block is appended under when BENCHMARKS.md has no markers yet
+    x_measure: str     # the plot's x axis
+    flags: str         # the command's flags besides --update-docs
+    settings: dict     # its rows: name → edit options
+
+
 
 # Every setting below ran on top of BASE (edit's built-in defaults with guidance 7.5 for every edit);
 # the last one is what `edit --model tiny` does now (the model's contextedit.json, nothing overridden).
@@ -88,6 +97,14 @@ REGION_SETTINGS: dict[str, dict] = {
 }
 
 
+# The remedies keep the background in every row, so their plot's x axis is how well the kept object survives.
+TABLES = {"settings": Table("<!-- sweep:begin -->", "<!-- sweep:end -->", "sweep.png", "Edit settings sweep (shapes world)",
+                            "background_kept", "", SETTINGS),
+          "regions": Table("<!-- sweep-regions:begin -->", "<!-- sweep-regions:end -->", "sweep-regions.png",
+                           "Issue 27's remedies on the shipped model", "object_kept", "--regions --work {work}",
+                           REGION_SETTINGS)}
+
+
 def slug(name: str) -> str:
     return re.sub(r"-+", "-", "".join(c if c.isalnum() else "-" for c in name.lower())).strip("-")
 
@@ -118,9 +135,9 @@ def _options(name: str, options: dict | None) -> dict:
 
 
 def write_table(results: dict[str, dict], path: Path, args, seconds: float, table: str = "settings") -> None:
-    begin, end, picture, heading, x_measure = MARKS[table]
-    command = "python bench/sweep.py" + (f" --regions --work {args.work}" if table == "regions" else "") + " --update-docs"
-    lines = [begin, "", f"Command: `{command}` — {args.clips} clips × 4 edits + 1 reconstruction, "
+    t = TABLES[table]
+    command = " ".join(filter(None, ["python bench/sweep.py", t.flags.format(work=args.work), "--update-docs"]))
+    lines = [t.begin, "", f"Command: `{command}` — {args.clips} clips × 4 edits + 1 reconstruction, "
              f"adapter arm, {args.tune_steps} tune steps, T = {args.edit_steps}. How the rows were run and what "
              "they show: below the table.", "",
              "| setting | colour | shape | background | multiple | mean success | background kept | object kept | motion px "
@@ -132,10 +149,10 @@ def write_table(results: dict[str, dict], path: Path, args, seconds: float, tabl
                                     "background_kept", "object_kept", "motion_error_px", "temporal_iou", "reconstruction_gap_db")]
         lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells)
                      + f" | {r['seconds'] / max(r['clips'], 1):.0f} |")
-    lines += ["", f"![mean edit success against {x_measure.replace('_', ' ')}](bench/results/{picture})", "", end]
+    lines += ["", f"![mean edit success against {t.x_measure.replace('_', ' ')}](bench/results/{t.picture})", "", t.end]
     from quality import write_block  # bench/ is on the path when this script runs
 
-    write_block(path, "\n".join(lines), heading)
+    write_block(path, "\n".join(lines), t.heading)
 
 
 def plot(results: dict[str, dict], path: Path, x_measure: str = "background_kept") -> None:
@@ -189,7 +206,7 @@ def main(argv=None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     start, results = time.perf_counter(), {}
     table = "regions" if args.regions else "settings"
-    for name, options in (REGION_SETTINGS if args.regions else SETTINGS).items():
+    for name, options in TABLES[table].settings.items():
         out = RESULTS / f"{slug(name)}.json"
         if args.rescore and out.is_file():
             from quality import rescore, write_json
@@ -201,7 +218,7 @@ def main(argv=None) -> dict:
             print(f"[{time.perf_counter() - start:6.0f}s] {name}: {json.dumps(results[name]['summary']['adapter'])}", flush=True)
         elif out.is_file():
             results[name] = json.loads(out.read_text())
-    plot(results, ROOT / "bench" / "results" / MARKS[table][2], MARKS[table][4])
+    plot(results, ROOT / "bench" / "results" / TABLES[table].picture, TABLES[table].x_measure)
     benchmarks = update_docs.benchmarks_file(args)
     if benchmarks:
         write_table(results, benchmarks, args, time.perf_counter() - start, table)
