@@ -116,14 +116,15 @@ def test_two_prompts_one_inversion_and_outputs_decode(tmp_path, runs):
     result = edit(EditOptions(prompts=prompts, steps=4, device="cpu"), comps=comps)  # no --run: the latest
     assert len(result.files) == 2 and all(p.exists() for p in result.files)
     # one inversion (batch F) and one guided source-branch replay (direct inversion, batch 2F), then
-    # per prompt: the region probe (3 levels × change groups, batch 2F) and T guided calls (batch 2F);
-    # a prompt whose groups edit both sides runs one pass per side, each with its own probe
+    # per prompt: the region probe (one call per change group at each probed step, batch 2F) and T
+    # guided calls (batch 2F); a prompt whose groups edit both sides runs one pass per side, each with
+    # its own probe. At T = 4 the probe's fractions 0, 0.1 and 0.2 of T all fall on step 0: one step.
     expected = 0
     for output in result.record["outputs"]:
         sides = [r["side"] for r in output["control"]["regions"]]
-        expected += 3 * len(sides) + 4
+        expected += len(sides) + 4
         if len(set(sides)) > 1:
-            expected += 4 + 3 * len(sides)
+            expected += 4 + len(sides)
     assert calls == [4] * 4 + [8] * 4 + [8] * expected
     for path in result.files:
         clip = vio.read_video(path, frames=4, stride=1)

@@ -109,8 +109,9 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
     probes = [BlendMask(g.words, latent_hw, threshold=opts.blend_threshold) for g in control.groups]
     denoisers = [Denoiser(unet, encode([g.partial_prompt]), src_text, guidance=2.0, num_frames=frames) for g in control.groups]
     responses = [0.0] * len(probes)
-    for frac in PROBE_LEVELS:
-        i = min(steps - 1, int(frac * steps))
+    # At few steps the fractions fall on one step: it is read once (the maps are averaged and only
+    # the response's inside/outside ratio is used, so a repeated read would change nothing).
+    for i in sorted({min(steps - 1, int(frac * steps)) for frac in PROBE_LEVELS}):
         t, x = scheduler.timesteps[i], source.levels[len(source.levels) - 1 - i]
         for k, denoiser in enumerate(denoisers):
             plan = FusionPlan(self_attention=False, cross_attention=False, blend=probes[k], guided=True)
