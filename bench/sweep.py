@@ -48,7 +48,6 @@ class Table(NamedTuple):
     settings: dict     # its rows: name → edit options
 
 
-
 # Every setting below ran on top of BASE (edit's built-in defaults with guidance 7.5 for every edit);
 # the last one is what `edit --model tiny` does now (the model's contextedit.json, nothing overridden).
 BASE = {"guidance": 7.5, "offset_inside": 1.0, "background_guidance": 7.5, "background_offset_inside": 1.0}

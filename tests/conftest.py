@@ -23,13 +23,9 @@ def _scratch_runs(tmp_path_factory):
     """Run folders and the ``runs/latest`` pointer of a test that does not take ``runs`` go to a
     scratch folder, never the checkout's (or the user's $CONTEXTEDIT_RUNS): a CLI tune given only
     ``--out`` still writes ``runs/latest`` there."""
-    old = os.environ.get("CONTEXTEDIT_RUNS")
-    os.environ["CONTEXTEDIT_RUNS"] = str(tmp_path_factory.mktemp("runs"))
-    yield
-    if old is None:
-        os.environ.pop("CONTEXTEDIT_RUNS", None)
-    else:
-        os.environ["CONTEXTEDIT_RUNS"] = old
+    with pytest.MonkeyPatch.context() as mp:  # restores the variable, or its absence, afterwards
+        mp.setenv("CONTEXTEDIT_RUNS", str(tmp_path_factory.mktemp("runs")))
+        yield
 
 
 @pytest.fixture()
