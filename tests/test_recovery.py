@@ -235,12 +235,16 @@ def test_a_killed_process_leftovers_go_a_live_ones_stay(tuned, tmp_path):
 
 def test_concurrent_record_merges_keep_every_entry(tmp_path):
     """Four real processes merge 15 outputs each into one edits.json at the same moment."""
+    # A barrier, not a fixed delay: each process says it has imported, then waits for "go".
     code = ("import sys, time; from pathlib import Path; from contextedit.commands.edit_record import merge_output\n"
-            "start = float(sys.argv[2])\n"
-            "while time.time() < start: pass\n"
-            "for i in range(15): merge_output(Path(sys.argv[3]), {'run': 'r'}, {'file': f'{sys.argv[1]}-{i}.mp4'})\n")
-    start = time.time() + 3
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(n), str(start), str(tmp_path)], env=ENV) for n in range(4)]
+            "out = Path(sys.argv[2]); (out / f'ready-{sys.argv[1]}').touch()\n"
+            "while not (out / 'go').exists(): time.sleep(0.001)\n"
+            "for i in range(15): merge_output(out, {'run': 'r'}, {'file': f'{sys.argv[1]}-{i}.mp4'})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n), str(tmp_path)], env=ENV) for n in range(4)]
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 4 and time.time() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.01)
+    (tmp_path / "go").touch()
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     files = {o["file"] for o in json.loads((tmp_path / "edits.json").read_text())["outputs"]}
     assert files == {f"{n}-{i}.mp4" for n in range(4) for i in range(15)}
