@@ -7,7 +7,8 @@ tuned) and runs it through contextedit's pipeline. All rows share the tune (100 
 seed: a recipe without an adapter edits the ``--no-adapter`` run, Tune-A-Video's own tuning), the
 model's guidance, the mask reading of the blend (which region a changed word edits), T and seeds.
 What contextedit adds and no peer has — guidance, noise and negative prompt of their own for a
-background region, the pixel composite — is switched off in every recipe row.
+background region, the background's words as its prompt and only the object's core pinned, the
+pixel composite — is switched off in every recipe row.
 
 The fusion windows are the peers' published example settings, as fractions of T:
 FateZero (self 0.6, cross 0.8, self-attention of the conditional half, blend masks),
@@ -46,7 +47,8 @@ from contextedit.models.loading import load_components  # noqa: E402
 
 MARK_BEGIN, MARK_END = "<!-- methods:begin -->", "<!-- methods:end -->"
 # What every peer lacks: contextedit's own treatment of a background region and the pixel composite.
-WITHOUT_OURS = {"background_noise": 0.0, "background_negative": "empty", "composite": "off"}
+WITHOUT_OURS = {"background_noise": 0.0, "background_negative": "empty", "composite": "off",
+                "background_prompt": "full", "background_noise_area": "region", "background_pin": "object"}
 RECIPES = {
     "Tune-A-Video": {"variant": "no-adapter", "edit": {"inversion": "ddim", "fusion": False, "blend": False,
                                                        "local_blend": "off"}},

@@ -223,7 +223,8 @@ def test_null_text_is_cached_in_the_run(tmp_path, runs):
 @pytest.mark.slow
 def test_a_background_edit_takes_its_own_cross_fusion_window(tmp_path, runs, monkeypatch):
     """--background-cross-fusion: the cross-attention window of an edit whose changed words edit the
-    rest of the frame; any other edit keeps --cross-fusion (issue 27: per-region settings)."""
+    rest of the frame; any other edit keeps --cross-fusion (issue 27: per-region settings). With the
+    full prompt sampled: the background's words alone have no word swap to fuse."""
     from contextedit.pipelines.prompt_control import PromptControl
 
     run, comps = _tune(tmp_path), tiny()
@@ -235,6 +236,6 @@ def test_a_background_edit_takes_its_own_cross_fusion_window(tmp_path, runs, mon
         fused.clear()
         result = edit(EditOptions(prompts=["a blue circle moving right on a black background"], run=str(run), steps=T,
                                   device="cpu", cross_fusion=1 / 3, background_cross_fusion=2 / 3,
-                                  out=str(tmp_path / f"e{window}")), comps=comps)
+                                  background_prompt="full", out=str(tmp_path / f"e{window}")), comps=comps)
         assert fused == [i < window for i in range(T)], background
     assert result.record["settings"]["background_cross_fusion"] == pytest.approx(2 / 3)

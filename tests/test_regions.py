@@ -14,6 +14,7 @@ from contextedit.attention import control as control_module
 from contextedit.attention.control import BlendMask, BlendWords
 from contextedit.attention.regions import INSIDE, OUTSIDE, RegionMask, change_groups, region_side
 from contextedit.pipelines import editing
+from contextedit.pipelines.background import RegionalOffsets, renoised
 from contextedit.pipelines.common import token_ids
 from contextedit.pipelines.composite import composite
 
@@ -112,13 +113,13 @@ def test_two_regions_are_blended_each_with_its_own_settings():
     assert torch.equal(regions.outside(), 1 - obj)
     # offsets: outside ← share_out · offset at the background guidance; the object ← offset_inside · its own
     inner, outer = [torch.full((FRAMES, 4, H, W), 2.0)], [torch.full((FRAMES, 4, H, W), 10.0)]
-    offsets = editing._RegionalOffsets(inner, outer, regions.outside(), offset_inside=0.5, share_out=0.25)
+    offsets = RegionalOffsets(inner, outer, regions.outside(), offset_inside=0.5, share_out=0.25)
     got = offsets.at(0, regions.mask())
     assert torch.allclose(got[:, :, 2, 2], torch.tensor(2.0 * 0.5))     # inside the object
     assert torch.allclose(got[:, :, 6, 6], torch.tensor(10.0 * 0.25))   # the background
     # fresh noise goes into the outside region only, one draw for every frame
     x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
-    mixed = editing.renoised(x_T, regions.outside(), 0.5)
+    mixed = renoised(x_T, regions.outside(), 0.5)
     inside = obj.bool().expand_as(x_T)
     assert torch.equal(mixed[inside], x_T[inside])
     noise = torch.randn(x_T.shape[1:], generator=torch.Generator().manual_seed(0))

@@ -131,3 +131,22 @@ def test_oracle_ignores_specks_of_a_few_pixels_but_not_a_blob():
     blob = image.copy()
     blob[58:62, 58:62] = shapes.PALETTE[shapes.PALETTE_NAMES.index("red")]  # 16 px > SPECK_PX
     assert shapes.oracle(blob)["area"] == square.sum() + 16
+
+
+def test_a_background_edit_counts_only_frames_that_keep_the_object():
+    """Four frames of a red circle on black, edited to white: right where the circle is kept; a frame
+    whose circle was repainted green is wrong, and a smudge the reading lets through lowers ``background_flat``."""
+    spec = dict(shape="circle", colour="red", direction="right", start=(20, 30), frames=4)
+    source, _ = shapes.make_clip(background="black", **spec)
+    edited, _ = shapes.make_clip(background="white", **spec)
+    repainted, _ = shapes.make_clip(background="white", **{**spec, "colour": "green"})
+    edited[2:] = repainted[2:]                                  # frames 2 and 3: the object repainted
+    edited[1, :8, :8] = (215, 215, 215)                         # frame 1: a faint gray smudge in a corner
+    target = {"shape": "circle", "colour": "red", "background": "white"}
+    s = shapes.score_edit(source, edited, "background", target)
+    assert s["object_kept"] == 0.5 and s["frames_right"] == 0.5 and s["success"] is False
+    # off the circle's path (its masks grown by 2 px) every pixel is white but the smudge's 64
+    path = shapes.grow_mask(np.any([r["mask"] for r in shapes.oracle_clip(source)], axis=0), 2)
+    assert s["background_flat"] == pytest.approx(1 - 64 / (4 * (~path).sum()), abs=1e-12)
+    edited[2:] = shapes.make_clip(background="white", **spec)[0][2:]
+    assert shapes.score_edit(source, edited, "background", target)["success"] is True

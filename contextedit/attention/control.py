@@ -146,9 +146,11 @@ class BlendMask:
     """
 
     def __init__(self, words: BlendWords, latent_hw: tuple[int, int], threshold: float = 0.5,
-                 user_mask: torch.Tensor | None = None):
+                 user_mask: torch.Tensor | None = None, track: Sequence[int] = ()):
         self.words, self.latent_hw, self.threshold = words, latent_hw, threshold
         self.user_mask = user_mask        # (F, 1, h, w) in [0, 1]: replaces the attention mask
+        self.track = list(track)          # source positions whose own signed deviation is kept (token_deviation)
+        self._tracked: dict[int, torch.Tensor] = {}
         self._sum: torch.Tensor | None = None
         self._signed: torch.Tensor | None = None  # the signed deviation, summed like _sum: which way the word stands out
         self._count = 0
@@ -175,6 +177,14 @@ class BlendMask:
         self._add(self._to_latent(m))
         signed = torch.stack([deviation(x) for x in maps]).mean(0)[-frames:]
         self._signed = self._to_latent(signed) + (0 if self._signed is None else self._signed)
+        if source_probs is not None:
+            for p in self.track:
+                dev = self._to_latent(deviation(source_probs[..., p].float().mean(1))[-frames:])
+                self._tracked[p] = dev + self._tracked.get(p, 0)
+
+    def token_deviation(self, position: int) -> torch.Tensor | None:
+        """A tracked source token's mean signed attention deviation (F, 1, h, w), like :meth:`deviation`."""
+        return self._tracked[position] / self._count if position in self._tracked else None
 
     def _to_latent(self, m: torch.Tensor) -> torch.Tensor:
         h, w = self.latent_hw

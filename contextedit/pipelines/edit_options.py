@@ -22,7 +22,10 @@ POLARITIES = ("more", "less")
 SELF_HALVES = ("cond", "both")
 LOCAL_BLENDS = ("auto", "on", "off")
 COMPOSITES = ("auto", "on", "off")
-NEGATIVES = ("source", "empty")
+NEGATIVES = ("source", "words", "empty")
+BACKGROUND_PROMPTS = ("words", "full")
+NOISE_AREAS = ("frame", "region")
+PINS = ("core", "object")
 SOURCE_BRANCHES = ("auto", "live", "stored")  # :mod:`.source_branch`
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
 # The settings that are a share between 0 and 1, and what the share is of (for their error line).
@@ -69,8 +72,19 @@ class EditSettings:
     background_offset_inside: float | None = setting(f"--offset-inside {_REGION}.", default_text="as --offset-inside")
     background_cross_fusion: float | None = setting(f"--cross-fusion {_REGION}.", default_text="as --cross-fusion")
     background_noise: float | None = setting(f"Share of fresh noise mixed into the inverted x_T {_REGION}.", 0.5)
-    background_negative: str | None = setting(f"The negative prompt of the guidance {_REGION}.", "source",
-                                              choices=NEGATIVES)
+    background_negative: str | None = setting(
+        f"The negative prompt of the guidance {_REGION}: source (the source prompt), words (with --background-prompt "
+        "words: the source's counterpart of the background's words; else as source) or empty.", "source",
+        choices=NEGATIVES)
+    background_prompt: str | None = setting(
+        f"The prompt {_REGION}: words (the changed words and the words whose cross-attention sides with them on "
+        "the source, the kept object's left out) or full (the whole target prompt).", "words", choices=BACKGROUND_PROMPTS)
+    background_noise_area: str | None = setting(
+        "Where a background edit's fresh noise goes: frame (one draw over the whole frame, the kept object's too) or "
+        "region (the background only).", "frame", choices=NOISE_AREAS)
+    background_pin: str | None = setting(
+        "What of the kept object follows the source while a background edit samples: core (all but its rim of one "
+        "latent cell) or object (all of it); its pixels are composited from the source either way.", "core", choices=PINS)
     local_blend: str | None = setting("Latents outside the mask follow the source (auto: on wherever there is a mask).",
                                       "auto", choices=LOCAL_BLENDS)
     region_attention: str | None = setting(

@@ -6,6 +6,7 @@ frames as soon as they are decoded; nothing here writes files."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from ..attention.fusion import FusionPlan, FusionStore, fuse_attention
-from ..attention.regions import OUTSIDE, RegionMask, applied
+from ..attention.regions import OUTSIDE, CorePinned, RegionMask, applied
 from ..device import oom_guard
 from ..fileio import load_safetensors, save_safetensors
 from ..progress import ProgressFactory, silent
@@ -30,6 +31,7 @@ from .inversion_modes import mode
 from .inversion import Recording, SourcePass, ddim_inversion, guided_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
 from .source_branch import LiveBranch, LiveDenoiser, choose_source, free_bytes, store_bytes
+from .background import RegionalOffsets, renoised
 from .composite import composite
 from .prompt_control import PromptControl, assign_regions, prompt_control
 from .windows import WindowBlender, window_plan
@@ -131,10 +133,9 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
 
                     def sample_prompt(text_prompt: str, what: str, control: PromptControl | None = None):
                         control = control if control is not None else control_for(text_prompt)
-                        negative = src_text if mode(opts.inversion).source_negative or _source_negative(control, opts) else uncond
-                        text = texts[text_prompt] if text_prompt in texts else encode([text_prompt])
+                        text, negative, sampled = _pass_prompt(control, opts, text_prompt, texts, encode, src_text, uncond)
                         with progress(f"editing: {what[:40]}{label}", opts.steps) as advance:
-                            out = sample_edit(unet, scheduler, source, text, negative, opts, control, adapter=adapter,
+                            out = sample_edit(unet, scheduler, source, text, negative, opts, sampled, adapter=adapter,
                                               callback=lambda _: advance())
                         if source.store is not None:
                             timings["fusion_store_mib"] = max(timings["fusion_store_mib"], source.store.nbytes / 2**20)
@@ -191,11 +192,25 @@ def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps,
     return frames if region is None else composite(frames, objects, region, opts.composite_seam)
 
 
+def _pass_prompt(control: PromptControl, opts: EditSettings, prompt: str, texts: dict, encode, src_text, uncond):
+    """The text a pass samples with, its negative and the control it samples under. A background
+    edit with ``background_prompt`` words samples the background's words alone (``background_negative``
+    words: guided from their source counterpart); its word swap and reweighting address the full
+    prompt's tokens, so they are left out of that pass."""
+    source_negative = _source_negative(control, opts)
+    negative = src_text if mode(opts.inversion).source_negative or source_negative else uncond
+    if opts.background_prompt == "words" and control.background_prompt is not None:
+        if source_negative and opts.background_negative == "words" and not mode(opts.inversion).source_negative:
+            negative = encode([control.background_source])
+        return encode([control.background_prompt]), negative, dataclasses.replace(control, edit=None, aligned=False)
+    return (texts[prompt] if prompt in texts else encode([prompt])), negative, control
+
+
 def _source_negative(control: PromptControl, opts: EditSettings) -> bool:
     """Guide OUTSIDE regions away from the source prompt (ε_src + g·(ε_tgt − ε_src)): the difference
     of the prompts is what changes there; with the empty prompt as the negative the tuned model
     redraws its clip's own background (measured: black → white stays dark)."""
-    return control.outside is not None and opts.background_negative == "source" \
+    return control.outside is not None and opts.background_negative in ("source", "words") \
         and mode(opts.inversion).region_negative
 
 
@@ -312,7 +327,8 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     control = control or PromptControl()
     # a background edit may take its own window (the source records cross-attention at every step
     # wherever there are masks, and only a masked edit has a background side)
-    n_self, n_cross = fused_steps(steps, opts.self_fusion), fused_steps(steps, control.setting(opts, "cross_fusion"))
+    n_self = fused_steps(steps, opts.self_fusion)
+    n_cross = fused_steps(steps, control.setting(opts, "cross_fusion")) if control.aligned else 0
     guidance, offset_inside = control.setting(opts, "guidance"), control.setting(opts, "offset_inside")
     outside = control.outside  # fixed before sampling: the OUTSIDE groups' regions take the background settings
     offsets = source.offsets(scheduler, guidance)
@@ -322,10 +338,14 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         g_out = opts.background_guidance if opts.background_guidance is not None else opts.guidance
         g_in = opts.guidance
         guidance = g_in + (g_out - g_in) * outside          # a guidance scale per latent cell
-        regional = _RegionalOffsets(source.offsets(scheduler, g_in), source.offsets(scheduler, g_out), outside,
+        regional = RegionalOffsets(source.offsets(scheduler, g_in), source.offsets(scheduler, g_out), outside,
                                     offset_inside, opts.background_offset_inside)
         offsets = regional if regional.inner is not None else None
-        x_T = renoised(x_T, outside, opts.background_noise)
+        x_T = renoised(x_T, torch.ones_like(outside) if opts.background_noise_area == "frame" else outside,
+                       opts.background_noise)
+    blend = control.blend
+    if outside is not None and opts.background_pin == "core":
+        blend = CorePinned(blend)
     branch = source.branch
     denoiser = (LiveDenoiser if branch is not None else Denoiser)(unet, text, uncond, guidance, num_frames=frames)
     blend_steps = blend_window(steps, opts.blend_stop)
@@ -335,11 +355,11 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     def step_context(i: int, t: int):
         if source.null_text is not None:
             denoiser.uncond = source.null_text[i]
-        if control.blend is not None:
-            control.blend.begin_step()
+        if blend is not None:
+            blend.begin_step()
         plan = FusionPlan(self_attention=i < n_self, cross_attention=i < n_cross, self_half=opts.self_half,
-                          max_tokens=max_tokens, edit=control.edit, blend=control.blend, guided=denoiser.guided)
-        active = plan.self_attention or plan.cross_attention or control.blend is not None or control.reweights
+                          max_tokens=max_tokens, edit=control.edit, blend=blend, guided=denoiser.guided)
+        active = plan.self_attention or plan.cross_attention or blend is not None or control.reweights
         if branch is None:
             with fuse_attention(unet, source.store, step=i, plan=plan) if active else contextlib.nullcontext():
                 yield
@@ -357,7 +377,7 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
     local_blend = control.local_blend(opts.local_blend)
 
     def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
-        mask = control.blend.mask() if control.blend is not None else None  # with this step's maps
+        mask = blend.mask() if blend is not None else None  # with this step's maps
         if mask is not None:
             mask = mask.to(latents.device, latents.dtype)
         if offsets is not None:
@@ -380,34 +400,3 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
 def blend_window(steps: int, stop: float) -> range:
     """The sampling steps LocalBlend acts on: i < round(stop·T), so the last steps may heal the seam."""
     return range(int(round(stop * steps)))
-
-
-def renoised(x_T: torch.Tensor, region: torch.Tensor, share: float, seed: int = 0) -> torch.Tensor:
-    """x_T with fresh noise mixed into ``region`` (F, 1, h, w): √(1−λ)·x_T + √λ·ε, variance kept.
-    One ε for every frame (seeded: edits stay deterministic), so a new background is one background."""
-    if share <= 0:
-        return x_T
-    generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x_T.shape[1:], generator=generator).to(x_T.device, x_T.dtype).expand_as(x_T)
-    mixed = (1 - share) ** 0.5 * x_T + share ** 0.5 * noise
-    return region * mixed + (1 - region) * x_T
-
-
-@dataclass
-class _RegionalOffsets:
-    """Direct inversion's offsets per region: OUTSIDE regions get ``share_out`` of the offset at
-    their guidance; the rest the offset at the prompt's guidance, ``offset_inside`` of it where an
-    INSIDE group edits (``mask``)."""
-
-    inner: list | None
-    outer: list | None
-    outside: torch.Tensor
-    offset_inside: float
-    share_out: float | None
-
-    def at(self, i: int, mask: torch.Tensor | None) -> torch.Tensor:
-        share_out = self.share_out if self.share_out is not None else self.offset_inside
-        rest = 1 - self.outside
-        if mask is not None:
-            rest = rest * (1 - mask * (1 - self.offset_inside))
-        return rest * self.inner[i] + self.outside * share_out * self.outer[i]

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..attention.control import BlendMask, BlendWords, PromptEdit, prompt_edit, word_positions
+from ..attention.control import BlendMask, BlendWords, PromptEdit, content_positions, prompt_edit, word_positions
 from ..attention.fusion import FusionPlan
-from ..attention.regions import OUTSIDE, ChangeGroup, RegionMask, change_groups, region_side, response_map
+from ..attention.regions import (OUTSIDE, ChangeGroup, RegionMask, background_prompts, change_groups, region_side,
+                                 response_map, word_score)
 from ..errors import InputError
 from .common import token_ids
 from .edit_options import EditSettings, parse_reweight
@@ -24,6 +25,11 @@ class PromptControl:
     edit: PromptEdit | None = None
     blend: BlendMask | RegionMask | None = None
     groups: list[ChangeGroup] | None = None   # the changed words, before their regions are assigned
+    source_prompt: str | None = None
+    word_tokens: dict[int, list[int]] | None = None  # source word index → its content tokens' positions
+    background_prompt: str | None = None      # a background edit's pass prompt (regions.background_prompts)…
+    background_source: str | None = None      # …and its source counterpart, the negative of that pass
+    aligned: bool = True                       # the sampled text is the prompt ``edit`` aligns (False: no word swap)
 
     @property
     def reweights(self) -> bool:
@@ -59,6 +65,8 @@ class PromptControl:
             out["mask_inverted"] = self.blend.words.invert
             if isinstance(self.blend, RegionMask):
                 out["regions"] = [{"words": g.partial_prompt, "side": g.side, **g.evidence} for g in self.groups or []]
+                if self.background_prompt is not None:
+                    out["background_prompt"], out["background_source"] = self.background_prompt, self.background_source
             if tokenizer is not None and source_ids is not None and self.blend.words.source:
                 out["blend_source_words"] = tokenizer.convert_ids_to_tokens([int(source_ids[p]) for p in self.blend.words.source])
         return out
@@ -91,7 +99,12 @@ def prompt_control(tokenizer, source_ids, prompt: str, opts: EditSettings, laten
         blend = BlendMask(words, latent_hw, threshold=opts.blend_threshold)
     elif opts.blend and source_prompt is not None:
         groups = change_groups(tokenizer, source_prompt, prompt, source_ids, target_ids) or None
-    return PromptControl(edit=edit, blend=blend, groups=groups)
+    word_tokens = None
+    if groups:
+        word_tokens = {j: content_positions(tokenizer, source_ids, word_positions(tokenizer, source_ids, w))
+                       for j, w in enumerate(source_prompt.split())}
+        word_tokens = {j: ps for j, ps in word_tokens.items() if ps}
+    return PromptControl(edit=edit, blend=blend, groups=groups, source_prompt=source_prompt, word_tokens=word_tokens)
 
 
 @torch.no_grad()
@@ -106,7 +119,10 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
         return control
     latent_hw = tuple(source.x_T.shape[-2:])
     steps = len(scheduler.timesteps)
-    probes = [BlendMask(g.words, latent_hw, threshold=opts.blend_threshold) for g in control.groups]
+    # the first probe also keeps each source word's own attention, which words a background pass keeps
+    track = sorted({p for ps in (control.word_tokens or {}).values() for p in ps})
+    probes = [BlendMask(g.words, latent_hw, threshold=opts.blend_threshold, track=track if k == 0 else ())
+              for k, g in enumerate(control.groups)]
     denoisers = [Denoiser(unet, encode([g.partial_prompt]), src_text, guidance=2.0, num_frames=frames) for g in control.groups]
     responses = [0.0] * len(probes)
     # At few steps the fractions fall on one step: it is read once (the maps are averaged and only
@@ -128,6 +144,16 @@ def assign_regions(control: PromptControl, unet, scheduler, source, src_text, en
         # an OUTSIDE group edits the complement of its segment: the object is kept, neither grown nor shrunk
         fixed.append(1 - segment if group.side == OUTSIDE else None)
     control.blend = RegionMask(masks, sides, fixed)
+    outside = control.blend.outside()
+    if outside is not None and not control.blend.mixed and control.source_prompt is not None:
+        scores = {}
+        for j, positions in (control.word_tokens or {}).items():
+            maps = [probes[0].token_deviation(p) for p in positions]
+            if all(m is not None for m in maps):
+                scores[j] = sum(word_score(m, outside) for m in maps) / len(maps)
+        prompts = background_prompts(control.source_prompt, control.groups, scores)
+        if prompts is not None:
+            control.background_prompt, control.background_source = prompts
     return control
 
 

@@ -250,13 +250,18 @@ def agrees(reading: dict, shape: str, colour: str, background: str) -> dict[str,
     }
 
 
+FLAT = 24  # levels of 255 per channel: a background this close to its colour reads as flat on a sheet
+
+
 def score_edit(source: np.ndarray, edited: np.ndarray, kind: str | None, target: dict, direction: str | None = None,
                target_frames: np.ndarray | None = None, stride: int = 1) -> dict:
     """The oracle's verdict on an edit of a shapes-world clip (the quality benchmark's and ``eval``'s scorer).
 
     ``kind`` is the attribute the edit changes (colour, shape or background; several joined by "+"
     for a multiple edit; None: judge all three against ``target``). A background edit also gets
-    ``object_kept``: the share of frames whose object keeps its colour and shape within 1.5 px.
+    ``object_kept``: the share of frames whose object keeps its colour and shape within 1.5 px, and
+    its frame is right only where both hold; ``background_flat``: the share of background pixels off
+    the object's path within ``FLAT`` levels of the target colour (textures and ghosts).
     ``frames_right`` is the share of edited frames whose reading agrees;
     ``background_kept`` the share of background pixels off the object's path (the source's masks,
     and ``target_frames``' when given, grown by 2 px) still of the source's background colour;
@@ -266,13 +271,23 @@ def score_edit(source: np.ndarray, edited: np.ndarray, kind: str | None, target:
     src, out = oracle_clip(source), oracle_clip(edited)
     keys = tuple(kind.split("+")) if kind else ("colour", "shape", "background")
     hits = [all(reading[k] == target[k] for k in keys) for reading in out]
-    scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits))}
     masks = [r["mask"] for r in src] + ([r["mask"] for r in oracle_clip(target_frames)] if target_frames is not None else [])
+    scores = {}
     if keys == ("background",):  # the object must stay as it was: colour, shape, and place within 1.5 px
-        scores["object_kept"] = float(np.mean([
-            o["colour"] == s["colour"] and o["shape"] == s["shape"] and bool(o["centroid"]) and bool(s["centroid"])
-            and math.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1]) <= 1.5
-            for o, s in zip(out, src)]))
+        kept = [o["colour"] == s["colour"] and o["shape"] == s["shape"] and bool(o["centroid"]) and bool(s["centroid"])
+                and math.hypot(o["centroid"][0] - s["centroid"][0], o["centroid"][1] - s["centroid"][1]) <= 1.5
+                for o, s in zip(out, src)]
+        scores["object_kept"] = float(np.mean(kept))
+        # a frame is right only with its object kept: a new background drawn with a ghost or a
+        # repainted object in it is not the edit asked for (issue 27)
+        hits = [h and k for h, k in zip(hits, kept)]
+        # off the object's path, the share of pixels within FLAT of the target's colour: textures
+        # and ghosts the background reading (a majority colour) lets through
+        path = grow_mask(np.any(masks, axis=0), 2)
+        colour = PALETTE[PALETTE_NAMES.index(target["background"])]
+        scores["background_flat"] = float(np.mean([
+            (np.abs(np.asarray(frame, np.float32)[..., :3] - colour).max(-1)[~path] <= FLAT).mean() for frame in edited]))
+    scores = {"success": float(np.mean(hits)) > 0.5, "frames_right": float(np.mean(hits)), **scores}
     if not kind or "background" not in keys:
         path = grow_mask(np.any(masks, axis=0), 2)
         background_index = PALETTE_NAMES.index(src[0]["background"])

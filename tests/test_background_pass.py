@@ -1,0 +1,162 @@
+"""How a background edit samples (issue 27): the background's words alone as its prompt, chosen
+from the source's cross-attention; one fresh draw over the whole frame; only the kept object's
+core pinned to the source."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from contextedit.attention.control import BlendMask, BlendWords
+from contextedit.attention.regions import OUTSIDE, CorePinned, RegionMask, background_prompts, change_groups, word_score
+from contextedit.pipelines import editing
+from contextedit.pipelines.common import token_ids
+
+from helpers import tiny
+
+H = W = 8
+FRAMES = 2
+
+
+def _object() -> torch.Tensor:
+    m = torch.zeros(FRAMES, 1, H, W)
+    m[:, :, 1:4, 1:4] = 1
+    return m
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny().tokenizer
+
+
+def _corner() -> torch.Tensor:
+    """(F, 1, H, W): a 3×3 patch in the lower right, away from the object."""
+    m = torch.zeros(FRAMES, 1, H, W)
+    m[:, :, 5:8, 5:8] = 1
+    return m
+
+
+def _prompts_from_attention(tokenizer, source: str, target: str, stands_out: dict) -> tuple[str, str] | None:
+    """The background prompts :func:`assign_regions` would build, from constructed source attention:
+    each named source word 0.1 everywhere and 0.1 + its value on the object (or on the region given
+    with it)."""
+    s_ids, t_ids = token_ids(tokenizer, [source])[0], token_ids(tokenizer, [target])[0]
+    groups = change_groups(tokenizer, source, target, s_ids, t_ids)
+    from contextedit.attention.control import content_positions, word_positions
+
+    words = {j: content_positions(tokenizer, s_ids, word_positions(tokenizer, s_ids, w)) for j, w in enumerate(source.split())}
+    words = {j: ps for j, ps in words.items() if ps}
+    track = sorted(p for ps in words.values() for p in ps)
+    probe = BlendMask(groups[0].words, (H, W), track=track)
+    probs = torch.full((FRAMES, 2, H * W, 77), 0.1)
+    obj = _object()
+    for j, w in enumerate(source.split()):
+        for p in words.get(j, []):
+            value, region = stands_out[w] if isinstance(stands_out.get(w), tuple) else (stands_out.get(w, 0.0), obj)
+            probs[..., p] += value * region.flatten(1).unsqueeze(1)
+    probe.add(probs, probs, frames=FRAMES)
+    scores = {j: sum(word_score(probe.token_deviation(p), 1 - obj) for p in ps) / len(ps) for j, ps in words.items()}
+    return background_prompts(source, groups, scores)
+
+
+@pytest.mark.parametrize("names", [1.0, -1.0])  # a model that marks what a word names with more or with less attention
+def test_the_background_prompt_leaves_the_objects_words_out(tokenizer, names):
+    """The words that stand out on the object the way the object's own words do are left out; the
+    changed words and those siding with them stay, in order, and the source counterpart has the
+    old words in their place. No word list: a surfing scene too."""
+    shapes = _prompts_from_attention(tokenizer, "a red circle moving left on a black background",
+                                    "a red circle moving left on a white background",
+                                    {"red": 0.08 * names, "circle": 0.06 * names, "left": (0.05 * names, _corner()),
+                                     "black": -0.05 * names, "background": -0.04 * names})
+    # "left" stands out on a patch of the background: its side, but a sixth of the changed word's score
+    assert shapes == ("a white background", "a black background")
+    surf = _prompts_from_attention(tokenizer, "a man surfing a wave in the sea", "a man surfing a wave in a snowstorm",
+                                  {"man": 0.08 * names, "surfing": 0.05 * names, "wave": -0.03 * names, "sea": -0.06 * names})
+    assert surf == ("a wave a snowstorm", "a wave the sea")
+
+
+def test_no_background_prompt_for_an_insertion(tokenizer):
+    """An inserted background has no source words to compare the others with: the full prompt is kept."""
+    assert _prompts_from_attention(tokenizer, "a man surfing", "a man surfing in a snowstorm", {"man": 0.08}) is None
+
+
+def test_only_the_kept_objects_core_is_pinned_while_sampling():
+    """The edited region grows by one latent cell into the 3×3 object: its centre cell alone follows
+    the source; the composite still keeps the whole object (the RegionMask itself is unchanged)."""
+    obj = _object()
+    regions = RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj])
+    pinned = CorePinned(regions)
+    expected = torch.ones(FRAMES, 1, H, W)
+    expected[:, :, 2, 2] = 0
+    assert torch.equal(pinned.mask(), expected)
+    assert torch.equal(regions.mask(), 1 - obj) and torch.equal(pinned.outside(), 1 - obj)
+    pinned.begin_step()
+    assert torch.equal(pinned.tokens(H * W), expected.flatten(1).unsqueeze(-1))
+
+
+@pytest.mark.parametrize("area", ["frame", "region"])
+def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area):
+    """The first UNet call sees x_T with fresh noise mixed in: everywhere (one draw, as a plain
+    sample starts) or outside the object only."""
+    from contextedit.attention.fusion import FusionStore
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.pipelines.inversion import SourcePass
+    from contextedit.pipelines.prompt_control import PromptControl
+    from contextedit.schedulers import ContextualDDIMScheduler
+
+    seen = []
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, t, encoder_hidden_states=None, cross_attention_kwargs=None, return_dict=False):
+            seen.append(x.clone())
+            return (torch.zeros_like(x),)
+
+    x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
+    source = SourcePass(levels=[torch.zeros_like(x_T), x_T], store=FusionStore())
+    obj = _object()
+    control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]))
+    scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(1)
+    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_noise=0.5, background_noise_area=area).resolve()
+    text = torch.zeros(1, 77, 8)
+    editing.sample_edit(Zero(), scheduler, source, text, text, opts, control)
+    first = seen[0][-FRAMES:]  # the conditional half of the guided batch
+    noise = torch.randn(x_T.shape[1:], generator=torch.Generator().manual_seed(0))
+    mixed = 0.5 ** 0.5 * x_T + 0.5 ** 0.5 * noise
+    region = torch.ones_like(obj) if area == "frame" else 1 - obj
+    expected = region * mixed + (1 - region) * x_T
+    assert torch.allclose(first, expected, atol=4 * torch.finfo(torch.float32).eps * 8)
+
+
+def test_a_background_pass_samples_its_words_without_the_word_swap():
+    """With ``background_prompt`` words the pass samples the background's words (``background_negative``
+    words: guided from their source counterpart instead of the source prompt), and its control
+    neither swaps nor reweights (both address the full prompt's tokens); with full, the prompt and
+    the source prompt as before."""
+    from contextedit.attention.control import PromptEdit
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.pipelines.prompt_control import PromptControl
+
+    prompt = "a red circle moving left on a white background"
+    obj = _object()
+    control = PromptControl(edit=PromptEdit(torch.tensor([0]), torch.tensor([1.0])),
+                            blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]),
+                            background_prompt="a white background", background_source="a black background")
+    texts = {prompt: "the prompt's states"}
+    encode = lambda ps: f"states of {ps}"  # noqa: E731
+    args = (prompt, texts, encode, "the source prompt's states", "the empty prompt's states")
+    opts = lambda **kw: EditSettings(**{"inversion": "direct", "background_negative": "source", **kw})  # noqa: E731
+    text, negative, sampled = editing._pass_prompt(control, opts(background_prompt="words"), *args)
+    assert (text, negative) == ("states of ['a white background']", "the source prompt's states")
+    assert sampled.edit is None and not sampled.aligned
+    text, negative, _ = editing._pass_prompt(control, opts(background_prompt="words", background_negative="words"), *args)
+    assert (text, negative) == ("states of ['a white background']", "states of ['a black background']")
+    assert control.edit is not None and control.aligned  # the prompt's own control is left as it was
+    for negative_setting in ("source", "words"):  # the full prompt's counterpart is the source prompt
+        text, negative, sampled = editing._pass_prompt(control, opts(background_prompt="full", background_negative=negative_setting), *args)
+        assert (text, negative, sampled) == ("the prompt's states", "the source prompt's states", control)
+    text, negative, _ = editing._pass_prompt(control, opts(background_prompt="words", background_negative="empty"), *args)
+    assert (text, negative) == ("states of ['a white background']", "the empty prompt's states")
+    plain = PromptControl(edit=control.edit)  # not a background edit: its prompt, whatever the setting
+    assert editing._pass_prompt(plain, opts(background_prompt="words"), *args) == ("the prompt's states",
+                                                                                    "the empty prompt's states", plain)
