@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contextedit.attention.control import BlendMask, BlendWords
-from contextedit.attention.regions import OUTSIDE, CorePinned, RegionMask, background_prompts, change_groups, word_score
+from contextedit.attention.regions import OUTSIDE, CorePinned, RegionMask, background_prompts, word_score
 from contextedit.pipelines import editing
 from contextedit.pipelines.common import token_ids
 
@@ -40,12 +40,12 @@ def _prompts_from_attention(tokenizer, source: str, target: str, stands_out: dic
     """The background prompts :func:`assign_regions` would build, from constructed source attention:
     each named source word 0.1 everywhere and 0.1 + its value on the object (or on the region given
     with it)."""
-    s_ids, t_ids = token_ids(tokenizer, [source])[0], token_ids(tokenizer, [target])[0]
-    groups = change_groups(tokenizer, source, target, s_ids, t_ids)
-    from contextedit.attention.control import content_positions, word_positions
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.pipelines.prompt_control import prompt_control
 
-    words = {j: content_positions(tokenizer, s_ids, word_positions(tokenizer, s_ids, w)) for j, w in enumerate(source.split())}
-    words = {j: ps for j, ps in words.items() if ps}
+    control = prompt_control(tokenizer, token_ids(tokenizer, [source])[0], target, EditSettings().resolve(), (H, W),
+                             source_prompt=source)
+    groups, words = control.groups, control.word_tokens
     track = sorted(p for ps in words.values() for p in ps)
     probe = BlendMask(groups[0].words, (H, W), track=track)
     probs = torch.full((FRAMES, 2, H * W, 77), 0.1)

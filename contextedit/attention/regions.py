@@ -231,8 +231,6 @@ class CorePinned:
         m = self.regions.mask()
         return None if m is None else F.max_pool2d(m, 3, stride=1, padding=1)
 
-    def begin_step(self) -> None:
-        self._frozen = self.mask()
-
-    def tokens(self, n: int) -> torch.Tensor | None:
-        return mask_tokens(self._frozen, self.latent_hw, n)
+    # RegionMask's own, reading this mask (they use only mask(), _frozen and latent_hw)
+    begin_step = RegionMask.begin_step
+    tokens = RegionMask.tokens
