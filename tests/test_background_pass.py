@@ -94,10 +94,10 @@ def test_only_the_kept_objects_core_is_pinned_while_sampling():
     assert torch.equal(pinned.tokens(H * W), expected.flatten(1).unsqueeze(-1))
 
 
-@pytest.mark.parametrize("area", ["frame", "region"])
-def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area):
+@pytest.mark.parametrize(("area", "seed"), [("frame", 0), ("region", 0), ("frame", 7)])
+def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area, seed):
     """The first UNet call sees x_T with fresh noise mixed in: everywhere (one draw, as a plain
-    sample starts) or outside the object only."""
+    sample starts) or outside the object only, drawn from ``background_seed``."""
     from contextedit.attention.fusion import FusionStore
     from contextedit.pipelines.edit_options import EditSettings
     from contextedit.pipelines.inversion import SourcePass
@@ -117,11 +117,12 @@ def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area):
     control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]))
     scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
     scheduler.set_timesteps(1)
-    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_noise=0.5, background_noise_area=area).resolve()
+    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_noise=0.5, background_noise_area=area,
+                        background_seed=seed).resolve()
     text = torch.zeros(1, 77, 8)
     editing.sample_edit(Zero(), scheduler, source, text, text, opts, control)
     first = seen[0][-FRAMES:]  # the conditional half of the guided batch
-    noise = torch.randn(x_T.shape[1:], generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(x_T.shape[1:], generator=torch.Generator().manual_seed(seed))
     mixed = 0.5 ** 0.5 * x_T + 0.5 ** 0.5 * noise
     region = torch.ones_like(obj) if area == "frame" else 1 - obj
     expected = region * mixed + (1 - region) * x_T

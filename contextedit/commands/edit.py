@@ -1,8 +1,8 @@
 """``contextedit edit``: load a run folder, edit it in memory (:meth:`ContextEditPipeline.iter_edit`),
 write each prompt's video as soon as it is made, and record the settings in ``edits.json``.
 
-Edits are deterministic (DDIM with η = 0 from the inverted source): there is no seed, and output
-names are ``<prompt slug>.<format>``.
+Edits are deterministic (DDIM with η = 0 from the inverted source; a background edit's fresh noise
+comes from ``--background-seed``), and output names are ``<prompt slug>.<format>``.
 """
 
 from __future__ import annotations

@@ -79,6 +79,8 @@ class EditSettings:
     background_prompt: str | None = setting(
         f"The prompt {_REGION}: words (the changed words and the words whose cross-attention sides with them on "
         "the source, the kept object's left out) or full (the whole target prompt).", "words", choices=BACKGROUND_PROMPTS)
+    background_seed: int | None = setting(
+        "Seed of a background edit's fresh noise (--background-noise): another seed, another background.", 0)
     background_noise_area: str | None = setting(
         "Where a background edit's fresh noise goes: frame (one draw over the whole frame, the kept object's too) or "
         "region (the background only).", "frame", choices=NOISE_AREAS)

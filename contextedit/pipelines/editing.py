@@ -342,7 +342,7 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
                                     offset_inside, opts.background_offset_inside)
         offsets = regional if regional.inner is not None else None
         x_T = renoised(x_T, torch.ones_like(outside) if opts.background_noise_area == "frame" else outside,
-                       opts.background_noise)
+                       opts.background_noise, opts.background_seed)
     blend = control.blend
     if outside is not None and opts.background_pin == "core":
         blend = CorePinned(blend)
