@@ -48,7 +48,8 @@ from contextedit.models.loading import load_components  # noqa: E402
 MARK_BEGIN, MARK_END = "<!-- methods:begin -->", "<!-- methods:end -->"
 # What every peer lacks: contextedit's own treatment of a background region and the pixel composite.
 WITHOUT_OURS = {"background_noise": 0.0, "background_negative": "empty", "composite": "off",
-                "background_prompt": "full", "background_noise_area": "region", "background_pin": "object"}
+                "background_prompt": "full", "background_noise_area": "region", "background_pin": "object",
+                "background_bias": "frame"}
 RECIPES = {
     "Tune-A-Video": {"variant": "no-adapter", "edit": {"inversion": "ddim", "fusion": False, "blend": False,
                                                        "local_blend": "off"}},

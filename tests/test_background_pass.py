@@ -161,3 +161,30 @@ def test_a_background_pass_samples_its_words_without_the_word_swap():
     plain = PromptControl(edit=control.edit)  # not a background edit: its prompt, whatever the setting
     assert editing._pass_prompt(plain, opts(background_prompt="words"), *args) == ("the prompt's states",
                                                                                     "the empty prompt's states", plain)
+
+
+@pytest.mark.parametrize("area", ["object", "frame"])
+def test_the_adapters_bias_acts_on_the_kept_object_only(monkeypatch, area):
+    """With ``background_bias`` object the sampler's r_φ is the adapter's output on the kept object
+    and zero where the background is redrawn; with frame it is the adapter's output everywhere."""
+    from contextedit.attention.fusion import FusionStore
+    from contextedit.pipelines.edit_options import EditSettings
+    from contextedit.pipelines.inversion import SourcePass
+    from contextedit.pipelines.prompt_control import PromptControl
+    from contextedit.schedulers import ContextualDDIMScheduler
+
+    given = {}
+    monkeypatch.setattr(editing, "sample", lambda scheduler, model, x, *, context=None, **kw: given.setdefault("r", context) and x)
+    x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
+    obj = _object()
+    control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]))
+    scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(1)
+    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_bias=area).resolve()
+    text = torch.zeros(1, 77, 8)
+    adapter = lambda x, text, level, num_frames=None: x + 2.0  # noqa: E731  (r_φ of x̂0: not a constant)
+    editing.sample_edit(None, scheduler, SourcePass(levels=[torch.zeros_like(x_T), x_T], store=FusionStore()), text, text,
+                        opts, control, adapter=adapter)
+    x0_hat = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(2))
+    expected = (x0_hat + 2.0) * (obj if area == "object" else torch.ones_like(obj))
+    assert torch.equal(given["r"](x0_hat, 500), expected)

@@ -1,5 +1,6 @@
 """What an edit does differently where its changed words edit the rest of the frame (issue 27):
-direct inversion's offsets per region, and the fresh noise a new background is drawn from."""
+direct inversion's offsets per region, the fresh noise a new background is drawn from, and where
+the adapter's bias acts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ def renoised(x_T: torch.Tensor, region: torch.Tensor, share: float, seed: int = 
     noise = torch.randn(x_T.shape[1:], generator=generator).to(x_T.device, x_T.dtype).expand_as(x_T)
     mixed = (1 - share) ** 0.5 * x_T + share ** 0.5 * noise
     return region * mixed + (1 - region) * x_T
+
+
+def kept_only(context, outside: torch.Tensor):
+    """The adapter's bias r_φ (a ``Context``) zeroed where the background is redrawn (``outside``,
+    F × 1 × h × w). Trained on the clip's own frames, r_φ pulls the redrawn region back toward the
+    clip, its object included (measured: ghosts beside the kept object)."""
+    if context is None:
+        return None
+    return lambda x0_hat, t: context(x0_hat, t) * (1 - outside).to(x0_hat.dtype)
 
 
 @dataclass

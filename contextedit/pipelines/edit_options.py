@@ -26,6 +26,7 @@ NEGATIVES = ("source", "words", "empty")
 BACKGROUND_PROMPTS = ("words", "full")
 NOISE_AREAS = ("frame", "region")
 PINS = ("core", "object")
+BIAS_AREAS = ("object", "frame")
 SOURCE_BRANCHES = ("auto", "live", "stored")  # :mod:`.source_branch`
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
 # The settings that are a share between 0 and 1, and what the share is of (for their error line).
@@ -79,6 +80,9 @@ class EditSettings:
     background_prompt: str | None = setting(
         f"The prompt {_REGION}: words (the changed words and the words whose cross-attention sides with them on "
         "the source, the kept object's left out) or full (the whole target prompt).", "words", choices=BACKGROUND_PROMPTS)
+    background_bias: str | None = setting(
+        "Where the adapter's bias r_φ acts while a background edit samples: object (on the kept object only; off "
+        "where the background is redrawn) or frame (everywhere).", "object", choices=BIAS_AREAS)
     background_seed: int | None = setting(
         "Seed of a background edit's fresh noise (--background-noise): another seed, another background.", 0)
     background_noise_area: str | None = setting(

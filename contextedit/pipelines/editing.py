@@ -31,7 +31,7 @@ from .inversion_modes import mode
 from .inversion import Recording, SourcePass, ddim_inversion, guided_inversion, null_text_optimisation, replay_source
 from .loop import Denoiser, context_for, sample
 from .source_branch import LiveBranch, LiveDenoiser, choose_source, free_bytes, store_bytes
-from .background import RegionalOffsets, renoised
+from .background import RegionalOffsets, kept_only, renoised
 from .composite import composite
 from .prompt_control import PromptControl, assign_regions, prompt_control
 from .windows import WindowBlender, window_plan
@@ -393,6 +393,8 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         return latents
 
     context = context_for(adapter, None, text, frames, uncond=uncond, scale=opts.context_guidance)
+    if outside is not None and opts.background_bias == "object":
+        context = kept_only(context, outside)
     return sample(scheduler, denoiser, x_T, context=context,
                   step_context=step_context, after_step=after_step, callback=callback)
 
