@@ -94,16 +94,30 @@ def test_only_the_kept_objects_core_is_pinned_while_sampling():
     assert torch.equal(pinned.tokens(H * W), expected.flatten(1).unsqueeze(-1))
 
 
-@pytest.mark.parametrize(("area", "seed"), [("frame", 0), ("region", 0), ("frame", 7)])
-def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area, seed):
-    """The first UNet call sees x_T with fresh noise mixed in: everywhere (one draw, as a plain
-    sample starts) or outside the object only, drawn from ``background_seed``."""
+def _one_step_background_pass(unet, adapter=None, **settings) -> torch.Tensor:
+    """One DDIM step of :func:`editing.sample_edit` on a background edit of :func:`_object` (its
+    rest of the frame an OUTSIDE region), with ``settings``; returns the x_T it starts from."""
     from contextedit.attention.fusion import FusionStore
     from contextedit.pipelines.edit_options import EditSettings
     from contextedit.pipelines.inversion import SourcePass
     from contextedit.pipelines.prompt_control import PromptControl
     from contextedit.schedulers import ContextualDDIMScheduler
 
+    x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
+    control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - _object()]))
+    scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
+    scheduler.set_timesteps(1)
+    opts = EditSettings(steps=1, fusion=False, inversion="ddim", **settings).resolve()
+    text = torch.zeros(1, 77, 8)
+    editing.sample_edit(unet, scheduler, SourcePass(levels=[torch.zeros_like(x_T), x_T], store=FusionStore()), text, text,
+                        opts, control, adapter=adapter)
+    return x_T
+
+
+@pytest.mark.parametrize(("area", "seed"), [("frame", 0), ("region", 0), ("frame", 7)])
+def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area, seed):
+    """The first UNet call sees x_T with fresh noise mixed in: everywhere (one draw, as a plain
+    sample starts) or outside the object only, drawn from ``background_seed``."""
     seen = []
 
     class Zero(torch.nn.Module):
@@ -111,16 +125,8 @@ def test_fresh_noise_goes_over_the_whole_frame_or_the_background(area, seed):
             seen.append(x.clone())
             return (torch.zeros_like(x),)
 
-    x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
-    source = SourcePass(levels=[torch.zeros_like(x_T), x_T], store=FusionStore())
+    x_T = _one_step_background_pass(Zero(), background_noise=0.5, background_noise_area=area, background_seed=seed)
     obj = _object()
-    control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]))
-    scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
-    scheduler.set_timesteps(1)
-    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_noise=0.5, background_noise_area=area,
-                        background_seed=seed).resolve()
-    text = torch.zeros(1, 77, 8)
-    editing.sample_edit(Zero(), scheduler, source, text, text, opts, control)
     first = seen[0][-FRAMES:]  # the conditional half of the guided batch
     noise = torch.randn(x_T.shape[1:], generator=torch.Generator().manual_seed(seed))
     mixed = 0.5 ** 0.5 * x_T + 0.5 ** 0.5 * noise
@@ -167,24 +173,11 @@ def test_a_background_pass_samples_its_words_without_the_word_swap():
 def test_the_adapters_bias_acts_on_the_kept_object_only(monkeypatch, area):
     """With ``background_bias`` object the sampler's r_φ is the adapter's output on the kept object
     and zero where the background is redrawn; with frame it is the adapter's output everywhere."""
-    from contextedit.attention.fusion import FusionStore
-    from contextedit.pipelines.edit_options import EditSettings
-    from contextedit.pipelines.inversion import SourcePass
-    from contextedit.pipelines.prompt_control import PromptControl
-    from contextedit.schedulers import ContextualDDIMScheduler
-
     given = {}
     monkeypatch.setattr(editing, "sample", lambda scheduler, model, x, *, context=None, **kw: given.setdefault("r", context) and x)
-    x_T = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(1))
-    obj = _object()
-    control = PromptControl(blend=RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj]))
-    scheduler = ContextualDDIMScheduler(num_train_timesteps=1000)
-    scheduler.set_timesteps(1)
-    opts = EditSettings(steps=1, fusion=False, inversion="ddim", background_bias=area).resolve()
-    text = torch.zeros(1, 77, 8)
     adapter = lambda x, text, level, num_frames=None: x + 2.0  # noqa: E731  (r_φ of x̂0: not a constant)
-    editing.sample_edit(None, scheduler, SourcePass(levels=[torch.zeros_like(x_T), x_T], store=FusionStore()), text, text,
-                        opts, control, adapter=adapter)
+    _one_step_background_pass(None, adapter=adapter, background_bias=area)
+    obj = _object()
     x0_hat = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(2))
     expected = (x0_hat + 2.0) * (obj if area == "object" else torch.ones_like(obj))
     assert torch.equal(given["r"](x0_hat, 500), expected)

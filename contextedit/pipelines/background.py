@@ -26,7 +26,8 @@ def kept_only(context, outside: torch.Tensor):
     clip, its object included (measured: ghosts beside the kept object)."""
     if context is None:
         return None
-    return lambda x0_hat, t: context(x0_hat, t) * (1 - outside).to(x0_hat.dtype)
+    kept = 1 - outside  # once, not at every step
+    return lambda x0_hat, t: context(x0_hat, t) * kept.to(x0_hat.dtype)
 
 
 @dataclass
