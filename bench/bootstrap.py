@@ -40,9 +40,33 @@ def fmt(stat: dict | None, digits: int = 3) -> str:
     return f"{stat['mean']:.{digits}f} [{stat['low']:.{digits}f}, {stat['high']:.{digits}f}]"
 
 
+def per_edit(rows: list[dict]) -> list[dict]:
+    """bench/quality.py's rows with one edit made at several background seeds (``background_seed``)
+    joined into one row per clip, arm and kind: each measure the mean over the draws (success: the
+    share of draws that succeeded), so that a redrawn edit counts once, as every other edit does."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["clip"], r["variant"], r["kind"]), []).append(r)
+    out = []
+    for same in groups.values():
+        if len(same) == 1:
+            out.append(same[0])
+            continue
+        joined = {k: v for r in same for k, v in r.items() if k != "background_seed"}
+        for key in joined:
+            values = [r.get(key) for r in same]
+            if all(isinstance(v, (bool, int, float)) or v is None for v in values):
+                values = [float(v) for v in values if v is not None]
+                joined[key] = float(np.mean(values)) if values else None
+        out.append({**joined, "draws": len(same)})
+    return out
+
+
 def per_clip(rows: list[dict], clips: list[str], variant: str, measure: str, kinds: tuple[str, ...]) -> list:
     """One arm's ``measure`` per clip (None where it has none): ``success_<kind>`` (``success_mean``:
-    over every kind) or a measure's mean over the clip's edits of ``kinds``."""
+    over every kind) or a measure's mean over the clip's edits of ``kinds`` (an edit made at several
+    background seeds counts once: :func:`per_edit`)."""
+    rows = per_edit(rows)
     out = []
     for clip in clips:
         mine = [r for r in rows if r["clip"] == clip and r["variant"] == variant and r["kind"] in kinds]

@@ -111,6 +111,7 @@ def _other(options, current, rng) -> str:
 def summarise(rows: list[dict]) -> dict:
     """Means per variant: success by edit kind, and the other measures over all edits."""
     out = {}
+    rows = stats.per_edit(rows)  # an edit made at several background seeds counts once
     for variant in sorted({r["variant"] for r in rows}):
         mine = [r for r in rows if r["variant"] == variant]
         summary = {f"success_{kind}": _mean([r["success"] for r in mine if r["kind"] == kind]) for kind in EDIT_KINDS}
@@ -156,16 +157,30 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
     source = _source_frames(spec, entry["start"], args)
     extra = json.loads(args.edit_options) if args.edit_options else {}
     prompts = [e["prompt"] for e in entry["edits"]] + [entry["source_prompt"]]
-    settings = {"steps": args.edit_steps, "guidance": args.guidance, **extra}
+    seeds = background_seeds(args)
+    settings = {"steps": args.edit_steps, "guidance": args.guidance, **extra,
+                **({"background_seed": seeds[0]} if args.background_seeds else {})}
+    folder = work / f"{clip_path.stem}-{variant}-edits-{args.tag}"
     edits = edit(EditOptions(prompts=prompts, run=str(run_dir), format="frames", overwrite=True, device=args.device,
-                             out=str(work / f"{clip_path.stem}-{variant}-edits-{args.tag}"), seed=args.seed,
-                             **settings), comps=comps)
+                             out=str(folder), seed=args.seed, **settings), comps=comps)
     rows = []
-    for e, path in zip(entry["edits"], edits.files):
+
+    def score(e: dict, path, **extra_keys) -> None:
         edited = video.read_video(path, frames=args.frames, stride=1).frames
         target = _source_frames(e["target"], entry["start"], args)
-        rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"],
+        rows.append({"clip": entry["video"], "variant": variant, "kind": e["kind"], "prompt": e["prompt"], **extra_keys,
                      **shapes.score_edit(source, edited, _scored(e), e["target"], spec["direction"], target, args.stride)})
+
+    for e, path in zip(entry["edits"], edits.files):
+        score(e, path)
+    # a redrawn background comes from fresh noise: its figure is a mean over draws, not one draw's luck
+    redrawn = [e for e in entry["edits"] if redraws_background(e)]
+    for seed in seeds[1:]:
+        more = edit(EditOptions(prompts=[e["prompt"] for e in redrawn], run=str(run_dir), format="frames", overwrite=True,
+                                device=args.device, out=f"{folder}-bs{seed}", seed=args.seed,
+                                **{**settings, "background_seed": seed}), comps=comps)
+        for e, path in zip(redrawn, more.files):
+            score(e, path, background_seed=seed)
     rows.append({"clip": entry["video"], "variant": variant, "kind": "reconstruction", "prompt": entry["source_prompt"],
                  **reconstruction(run_dir, edits.files[-1], args, comps)})
     rows.append({"clip": entry["video"], "variant": variant, "kind": "tune", "prompt": entry["source_prompt"],
@@ -183,6 +198,8 @@ def rescore(result: dict, work: Path, tag: str, args) -> dict:
             continue
         entry = entries[row["clip"]]
         folder = work / f"{Path(row['clip']).stem}-{row['variant']}-edits-{tag}"
+        if "background_seed" in row:  # a further draw's edit (--background-seeds)
+            folder = folder.with_name(f"{folder.name}-bs{row['background_seed']}")
         files = {o["prompt"]: o["file"] for o in read_json(folder / "edits.json")["outputs"]}
         edited = video.read_video(folder / files[row["prompt"]], frames=args.frames, stride=1).frames
         e = next(e for e in entry["edits"] if e["kind"] == row["kind"])
@@ -190,6 +207,16 @@ def rescore(result: dict, work: Path, tag: str, args) -> dict:
         rows.append({**row, **shapes.score_edit(source, edited, _scored(e), e["target"], entry["spec"]["direction"], target,
                                          args.stride)})
     return {**result, "summary": summarise(rows), "rows": rows}
+
+
+def redraws_background(e: dict) -> bool:
+    """The edit changes the background, which ``edit`` draws from fresh noise (``--background-seed``)."""
+    return e["kind"] == "background" or (e["kind"] == "multiple" and "background" in e["changes"])
+
+
+def background_seeds(args) -> list[int]:
+    """``--background-seeds``: the first is every edit's, the rest redo the edits that redraw the background."""
+    return [int(s) for s in args.background_seeds.split(",")] if args.background_seeds else [0]
 
 
 def _scored(e: dict) -> str:
@@ -259,7 +286,7 @@ def write_table(result: dict, path: Path) -> None:
     s = result["summary"]
     lines = [MARK_BEGIN, "", f"Command: `{result['command']}` — {result['clips']} clips × {len(EDIT_KINDS)} edits, "
              f"{result['settings']['tune_steps']} tune steps, T = {result['settings']['edit_steps']}, "
-             f"{result['seconds']:.0f} s on {result['machine']}.", "",
+             f"{result['seconds']:.0f} s on {result['machine']}.{_seeds_line(result)}", "",
              "| measure | with adapter | no adapter (Tune-A-Video) | target |", "|---|---|---|---|"]
     targets = {"success_colour": "≥ 0.95", "success_shape": "≥ 0.95", "success_background": "≥ 0.90",
                "success_multiple": "≥ 0.85", "success_mean": "adapter ≥ no adapter", "background_kept": "≥ 0.97",
@@ -275,6 +302,14 @@ def write_table(result: dict, path: Path) -> None:
                       f"background {_fmt(g['background'])}); target ≥ 0.90."]
     lines += ["", MARK_END]
     write_block(path, "\n".join(lines), "Quality (shapes world)")
+
+
+def _seeds_line(result: dict) -> str:
+    seeds = result["settings"].get("background_seeds") or [0]
+    if len(seeds) < 2:
+        return ""
+    return (f" Edits that redraw the background (background, and two-change edits with a background change) are "
+            f"made at background seeds {', '.join(map(str, seeds))} and scored as the mean over them.")
 
 
 def write_block(path: Path, block: str, heading: str) -> None:
@@ -306,6 +341,9 @@ def parse_args(argv=None):
     p.add_argument("--edit-steps", type=int, default=20, help="T for inversion and sampling (the paper's 20)")
     p.add_argument("--guidance", type=float, default=None, help="default: edit's (the model's recommendation)")
     p.add_argument("--edit-options", default=None, help='JSON of further EditOptions, e.g. \'{"inversion": "ddim"}\'')
+    p.add_argument("--background-seeds", default=None,
+                   help="comma-separated background seeds (edit --background-seed): edits that redraw the background "
+                        "are made once per seed and scored as the mean (default: edit's seed alone)")
     p.add_argument("--variants", default="adapter,no-adapter", help="comma-separated: adapter, no-adapter")
     p.add_argument("--shard", default=None, help="i/n: run clips i, i+n, … only (merge the parts with --merge)")
     p.add_argument("--merge", nargs="+", default=None, help="shard JSON files to join into --out")
@@ -363,6 +401,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__, "clips": len(picked),
         "settings": {**{k: getattr(args, k) for k in ("model", "frames", "stride", "tune_steps", "lr", "edit_steps", "guidance",
                                                      "edit_options", "seed")},
+                     "background_seeds": background_seeds(args),
                      "adapter_lr": ADAPTER_LR, "adapter_init": "base"},
         "edit_settings": _edit_settings(work, args),
         "seconds": time.perf_counter() - start,

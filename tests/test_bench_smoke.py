@@ -74,7 +74,8 @@ def test_quality_bench_runs_and_writes_its_figures(tmp_path):
     with bench_script("quality") as quality:
         result = quality.main(["--clips", "1", "--model", "tiny-random", "--tune-steps", "1", "--edit-steps", "2",
                                "--generate-prompts", "1", "--generate-seeds", "1", "--out", str(tmp_path / "q.json"),
-                               "--benchmarks", str(benchmarks), "--gif", str(tmp_path / "edit.gif")])
+                               "--benchmarks", str(benchmarks), "--gif", str(tmp_path / "edit.gif"),
+                               "--background-seeds", "0,1", "--work", str(tmp_path / "work")])
         args = quality.parse_args([])
         entry = json.loads(quality.PROMPTS.read_text())[0]
         source = quality._source_frames(entry["spec"], entry["start"], args)
@@ -83,6 +84,13 @@ def test_quality_bench_runs_and_writes_its_figures(tmp_path):
     summary = written["summary"]
     assert set(summary) == {"adapter", "no-adapter"}
     assert result["clips"] == 1
+    # clip 0's background and two-change (colour + background) edits again at background seed 1, made so
+    assert entry["edits"][3]["changes"] == ["colour", "background"]
+    for variant in summary:
+        again = [r for r in written["rows"] if r["variant"] == variant and "background_seed" in r]
+        assert sorted((r["kind"], r["background_seed"]) for r in again) == [("background", 1), ("multiple", 1)]
+        record = json.loads((tmp_path / "work" / f"shapes-00-{variant}-edits-default-bs1" / "edits.json").read_text())
+        assert record["settings"]["background_seed"] == 1 and len(record["outputs"]) == 2
     # each variant's success rates and background kept, recomputed from the per-edit rows it wrote
     eps = np.finfo(float).eps
     for variant, means in summary.items():
@@ -146,6 +154,18 @@ def test_bootstrap_intervals():
     with bench_script("bootstrap") as bootstrap:
         stat = bootstrap.interval([1.0] * 10 + [0.0] * 10)
         assert stat["low"] < 0.5 < stat["high"] and stat["mean"] == 0.5 and stat["n"] == 20
+        # an edit made at three background seeds counts once: a clip's mean success is (1 + 1/3) / 2,
+        # not 2/4, and its motion error the colour edit's and the three draws' mean, half and half
+        rows = [{"clip": "a", "variant": "adapter", "kind": "colour", "success": True, "motion_error_px": 4.0}] + \
+            [{"clip": "a", "variant": "adapter", "kind": "background", "success": ok, "motion_error_px": px,
+              "background_seed": seed} for seed, ok, px in ((0, True, 1.0), (1, False, 2.0), (2, False, None))]
+        kinds = ("colour", "background")
+        joined = bootstrap.per_edit(rows)
+        assert joined[0] == rows[0] and joined[1]["success"] == 1 / 3 and joined[1]["draws"] == 3
+        assert "background_seed" not in joined[1]
+        assert bootstrap.per_clip(rows, ["a"], "adapter", "success_mean", kinds) == [(1 + 1 / 3) / 2]
+        assert bootstrap.per_clip(rows, ["a"], "adapter", "success_background", kinds) == [1 / 3]
+        assert bootstrap.per_clip(rows, ["a"], "adapter", "motion_error_px", kinds) == [(4.0 + 1.5) / 2]
         lead = bootstrap.paired([1, 1, 1, 1], [0, 0, 1, 0])
         assert lead["mean"] == 0.75 and lead["excludes_0"]
         assert bootstrap.paired([1, 0], [1, 0])["excludes_0"] is False
