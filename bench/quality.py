@@ -19,9 +19,11 @@ prompt. Writes ``bench/results/quality.json`` (``--out``); with ``--update-docs`
 in BENCHMARKS.md (between the quality markers), and ``--gif`` a side-by-side gif of one edit
 (into ``examples/`` only with ``--update-docs``). ``--shard i/n`` runs every n-th clip from the
 i-th (no table, no gif); ``--merge a.json b.json …`` joins shard files into the full result.
+``--background-seeds 0,1,2`` makes the edits that redraw the background (from fresh noise) once per
+seed and scores each as the mean over its draws (the recorded run's setting).
 ``prompts/shapes.json`` is rewritten only by ``--write-prompts --update-docs``.
 
-    python bench/quality.py --update-docs   # the recorded run (tiny model, 24 clips) + BENCHMARKS.md
+    python bench/quality.py --background-seeds 0,1,2 --update-docs   # the recorded run (tiny, 24 clips) + BENCHMARKS.md
     python bench/quality.py --clips 2 --tune-steps 2 --edit-steps 2 --generate-seeds 1   # smoke
 """
 
