@@ -11,6 +11,7 @@ from contextedit.attention.control import BlendMask, BlendWords
 from contextedit.attention.regions import OUTSIDE, CorePinned, RegionMask, background_prompts, word_score
 from contextedit.pipelines import editing
 from contextedit.pipelines.common import token_ids
+from contextedit.pipelines.edit_options import EditSettings
 
 from helpers import tiny
 
@@ -164,6 +165,12 @@ def test_a_background_pass_samples_its_words_without_the_word_swap():
         assert (text, negative, sampled) == ("the prompt's states", "the source prompt's states", control)
     text, negative, _ = editing._pass_prompt(control, opts(background_prompt="words", background_negative="empty"), *args)
     assert (text, negative) == ("states of ['a white background']", "the empty prompt's states")
+    # the background pass of a two-change prompt takes mixed_background_negative where it is set
+    both = opts(background_prompt="words", background_negative="source", mixed_background_negative="empty")
+    assert editing._pass_prompt(control, both, *args, mixed=True)[1] == "the empty prompt's states"
+    assert editing._pass_prompt(control, both, *args)[1] == "the source prompt's states"
+    unset = opts(background_prompt="words", background_negative="words")
+    assert editing._pass_prompt(control, unset, *args, mixed=True)[1] == "states of ['a black background']"
     plain = PromptControl(edit=control.edit)  # not a background edit: its prompt, whatever the setting
     assert editing._pass_prompt(plain, opts(background_prompt="words"), *args) == ("the prompt's states",
                                                                                     "the empty prompt's states", plain)
@@ -181,3 +188,28 @@ def test_the_adapters_bias_acts_on_the_kept_object_only(monkeypatch, area):
     x0_hat = torch.randn(FRAMES, 4, H, W, generator=torch.Generator().manual_seed(2))
     expected = (x0_hat + 2.0) * (obj if area == "object" else torch.ones_like(obj))
     assert torch.equal(given["r"](x0_hat, 500), expected)
+
+
+def test_only_the_background_pass_of_a_two_change_prompt_is_marked_mixed(monkeypatch):
+    """``_by_region`` samples the rest of the frame (marked ``mixed``: its negative may differ) and
+    then the objects (not marked), each with only its own changes applied to the source prompt."""
+    from contextedit.attention.regions import INSIDE, ChangeGroup
+    from contextedit.pipelines.prompt_control import PromptControl
+
+    source = "a red circle moving left on a black background"
+    words = BlendWords([0], [0])
+    control = PromptControl(groups=[ChangeGroup(words, "", (1, 2), ["blue"], side=INSIDE),
+                                    ChangeGroup(words, "", (7, 8), ["white"], side=OUTSIDE)])
+    calls = []
+
+    def sample_prompt(text, what, control=None, mixed=False):
+        calls.append((text, mixed))
+        return torch.zeros(FRAMES, 4, H, W), PromptControl()
+
+    monkeypatch.setattr(editing, "decode_latents", lambda vae, x: x)
+    monkeypatch.setattr(editing, "to_frames", lambda x: x)
+    opts = EditSettings(composite="off")
+    comps = type("Components", (), {"vae": None})()
+    editing._by_region(control, source, sample_prompt, comps, lambda: None, opts)
+    assert calls == [("a red circle moving left on a white background", True),
+                     ("a blue circle moving left on a black background", False)]

@@ -77,6 +77,10 @@ class EditSettings:
         f"The negative prompt of the guidance {_REGION}: source (the source prompt), words (with --background-prompt "
         "words: the source's counterpart of the background's words; else as source) or empty.", "source",
         choices=NEGATIVES)
+    mixed_background_negative: str | None = setting(
+        "The negative of the background pass of a prompt that changes objects and the rest of the frame (a two-change "
+        "edit; its objects are drawn by their own pass and pasted over it): source, words or empty.",
+        default_text="as --background-negative", choices=NEGATIVES)
     background_prompt: str | None = setting(
         f"The prompt {_REGION}: words (the changed words and the words whose cross-attention sides with them on "
         "the source, the kept object's left out) or full (the whole target prompt).", "words", choices=BACKGROUND_PROMPTS)

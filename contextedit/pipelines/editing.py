@@ -131,9 +131,11 @@ def edit_clip(comps, unet, adapter, latents: torch.Tensor, source_prompt: str, p
                                                  strict=text_prompt == prompt)
                         return assign_regions(control, unet, scheduler, source, src_text, encode, opts, x0.shape[0])
 
-                    def sample_prompt(text_prompt: str, what: str, control: PromptControl | None = None):
+                    def sample_prompt(text_prompt: str, what: str, control: PromptControl | None = None,
+                                      mixed: bool = False):
                         control = control if control is not None else control_for(text_prompt)
-                        text, negative, sampled = _pass_prompt(control, opts, text_prompt, texts, encode, src_text, uncond)
+                        text, negative, sampled = _pass_prompt(control, opts, text_prompt, texts, encode, src_text,
+                                                               uncond, mixed=mixed)
                         with progress(f"editing: {what[:40]}{label}", opts.steps) as advance:
                             out = sample_edit(unet, scheduler, source, text, negative, opts, sampled, adapter=adapter,
                                               callback=lambda _: advance())
@@ -184,7 +186,7 @@ def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps,
     objects' region of the second pass is composited over the first (:mod:`.composite`)."""
     outer = applied(source_prompt, [g for g in control.groups if g.side == OUTSIDE])
     inner = applied(source_prompt, [g for g in control.groups if g.side != OUTSIDE])
-    out_latents, out_control = sample_prompt(outer, f"{outer} (rest of the frame)")
+    out_latents, out_control = sample_prompt(outer, f"{outer} (rest of the frame)", mixed=True)
     frames = _composited(to_frames(decode_latents(comps.vae, out_latents)), original, out_control, opts)
     in_latents, in_control = sample_prompt(inner, f"{inner} (objects)")
     objects = to_frames(decode_latents(comps.vae, in_latents))
@@ -192,25 +194,28 @@ def _by_region(control: PromptControl, source_prompt: str, sample_prompt, comps,
     return frames if region is None else composite(frames, objects, region, opts.composite_seam)
 
 
-def _pass_prompt(control: PromptControl, opts: EditSettings, prompt: str, texts: dict, encode, src_text, uncond):
+def _pass_prompt(control: PromptControl, opts: EditSettings, prompt: str, texts: dict, encode, src_text, uncond, *,
+                 mixed: bool = False):
     """The text a pass samples with, its negative and the control it samples under. A background
     edit with ``background_prompt`` words samples the background's words alone (``background_negative``
     words: guided from their source counterpart); its word swap and reweighting address the full
-    prompt's tokens, so they are left out of that pass."""
-    source_negative = _source_negative(control, opts)
+    prompt's tokens, so they are left out of that pass. ``mixed``: the background pass of a
+    two-change prompt, whose negative is ``mixed_background_negative`` where set."""
+    choice = opts.mixed_background_negative if mixed and opts.mixed_background_negative else opts.background_negative
+    source_negative = _source_negative(control, opts, choice)
     negative = src_text if mode(opts.inversion).source_negative or source_negative else uncond
     if opts.background_prompt == "words" and control.background_prompt is not None:
-        if source_negative and opts.background_negative == "words" and not mode(opts.inversion).source_negative:
+        if source_negative and choice == "words" and not mode(opts.inversion).source_negative:
             negative = encode([control.background_source])
         return encode([control.background_prompt]), negative, dataclasses.replace(control, edit=None, aligned=False)
     return (texts[prompt] if prompt in texts else encode([prompt])), negative, control
 
 
-def _source_negative(control: PromptControl, opts: EditSettings) -> bool:
+def _source_negative(control: PromptControl, opts: EditSettings, choice: str) -> bool:
     """Guide OUTSIDE regions away from the source prompt (ε_src + g·(ε_tgt − ε_src)): the difference
     of the prompts is what changes there; with the empty prompt as the negative the tuned model
     redraws its clip's own background (measured: black → white stays dark)."""
-    return control.outside is not None and opts.background_negative in ("source", "words") \
+    return control.outside is not None and choice in ("source", "words") \
         and mode(opts.inversion).region_negative
 
 
