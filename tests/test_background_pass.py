@@ -95,6 +95,27 @@ def test_only_the_kept_objects_core_is_pinned_while_sampling():
     assert torch.equal(pinned.tokens(H * W), expected.flatten(1).unsqueeze(-1))
 
 
+def test_the_shrinking_pin_grows_from_a_core_to_the_whole_object():
+    """``background_pin`` shrink over six steps in three stages: on a 5×5 object the pinned part is
+    its centre cell at steps 0–1 (the edited region grown by two cells), its 3×3 core at steps 2–3
+    (one cell) and all of it at steps 4–5."""
+    from contextedit.attention.regions import ShrinkingPin
+
+    obj = torch.zeros(FRAMES, 1, H, W)
+    obj[:, :, 1:6, 1:6] = 1
+    regions = RegionMask([BlendMask(BlendWords([2], [2]), (H, W))], [OUTSIDE], [1 - obj])
+    pin = ShrinkingPin(regions, steps=6)
+    pinned = []
+    for _ in range(6):
+        pin.begin_step()
+        pinned.append([(r, c) for r in range(H) for c in range(W) if pin.mask()[0, 0, r, c] == 0])
+    centre, core = [(3, 3)], [(r, c) for r in range(2, 5) for c in range(2, 5)]
+    whole = [(r, c) for r in range(1, 6) for c in range(1, 6)]
+    assert pinned == [centre, centre, core, core, whole, whole]
+    assert torch.equal(pin.tokens(H * W), (1 - obj).flatten(1).unsqueeze(-1))  # this step's mask
+    assert torch.equal(regions.mask(), 1 - obj)
+
+
 def _one_step_background_pass(unet, adapter=None, **settings) -> torch.Tensor:
     """One DDIM step of :func:`editing.sample_edit` on a background edit of :func:`_object` (its
     rest of the frame an OUTSIDE region), with ``settings``; returns the x_T it starts from."""

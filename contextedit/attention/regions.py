@@ -234,3 +234,24 @@ class CorePinned:
     # RegionMask's own, reading this mask (they use only mask(), _frozen and latent_hw)
     begin_step = RegionMask.begin_step
     tokens = RegionMask.tokens
+
+
+class ShrinkingPin(CorePinned):
+    """Blended Latent Diffusion's progressive mask shrinking (Avrahami et al. 2023) for a background
+    edit: the steps fall in ``cells`` + 1 equal stages, and in stage s the edited region is grown by
+    ``cells`` − s latent cells into the kept object (in the last, all of the object follows the source)."""
+
+    def __init__(self, regions: RegionMask, steps: int, cells: int = 2):
+        super().__init__(regions)
+        self.steps, self.cells, self.step = steps, cells, -1  # begin_step counts from 0
+
+    def grown_by(self) -> int:
+        return self.cells - max(self.step, 0) * (self.cells + 1) // self.steps
+
+    def mask(self) -> torch.Tensor | None:
+        m, k = self.regions.mask(), self.grown_by()
+        return m if m is None or k == 0 else F.max_pool2d(m, 2 * k + 1, stride=1, padding=k)
+
+    def begin_step(self) -> None:  # once at the start of each sampling step
+        self.step += 1
+        RegionMask.begin_step(self)

@@ -25,7 +25,7 @@ COMPOSITES = ("auto", "on", "off")
 NEGATIVES = ("source", "words", "empty")
 BACKGROUND_PROMPTS = ("words", "full")
 NOISE_AREAS = ("frame", "region")
-PINS = ("core", "object")
+PINS = ("core", "object", "shrink")
 BIAS_AREAS = ("object", "frame")
 SOURCE_BRANCHES = ("auto", "live", "stored")  # :mod:`.source_branch`
 _WINDOW = "a fraction of the T sampling steps, from the noisy end"
@@ -94,7 +94,8 @@ class EditSettings:
         "region (the background only).", "frame", choices=NOISE_AREAS)
     background_pin: str | None = setting(
         "What of the kept object follows the source while a background edit samples: core (all but its rim of one "
-        "latent cell) or object (all of it); its pixels are composited from the source either way.", "core", choices=PINS)
+        "latent cell), object (all of it) or shrink (a core two cells in at the first step, growing to all of it at the "
+        "last: progressive mask shrinking); its pixels are composited from the source either way.", "core", choices=PINS)
     local_blend: str | None = setting("Latents outside the mask follow the source (auto: on wherever there is a mask).",
                                       "auto", choices=LOCAL_BLENDS)
     region_attention: str | None = setting(

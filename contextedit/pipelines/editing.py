@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..attention.fusion import FusionPlan, FusionStore, fuse_attention
-from ..attention.regions import OUTSIDE, CorePinned, RegionMask, applied
+from ..attention.regions import OUTSIDE, CorePinned, RegionMask, ShrinkingPin, applied
 from ..device import oom_guard
 from ..fileio import load_safetensors, save_safetensors
 from ..progress import ProgressFactory, silent
@@ -349,8 +349,8 @@ def sample_edit(unet, scheduler, source: SourcePass, text: torch.Tensor, uncond:
         x_T = renoised(x_T, torch.ones_like(outside) if opts.background_noise_area == "frame" else outside,
                        opts.background_noise, opts.background_seed)
     blend = control.blend
-    if outside is not None and opts.background_pin == "core":
-        blend = CorePinned(blend)
+    if outside is not None and opts.background_pin != "object":
+        blend = CorePinned(blend) if opts.background_pin == "core" else ShrinkingPin(blend, steps)
     branch = source.branch
     denoiser = (LiveDenoiser if branch is not None else Denoiser)(unet, text, uncond, guidance, num_frames=frames)
     blend_steps = blend_window(steps, opts.blend_stop)
