@@ -115,3 +115,38 @@ def test_cuda_without_cuda_exits_2(perf, capsys, monkeypatch):
     assert perf.main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "CUDA is not available" in err
+
+
+@pytest.mark.slow
+def test_tune_step_parts_times_every_arm(tmp_path):
+    """bench/tune_step_parts.py on tiny-random: four arms, each the median of its rounds and over the
+    floor by its own ratio; the arms train to_q (floor, sparse-causal), then the temporal layers'
+    parameters too, then the adapter's (counted here from freshly built modules)."""
+    import statistics
+
+    import torch
+
+    from contextedit.attention.processors import TemporalAttention
+    from contextedit.models.adapter import ContextAdapter, config_for_unet
+    from contextedit.models.inflate import inflate_unet, shared_copy
+    from contextedit.models.loading import load_components
+
+    with bench_script("tune_step_parts") as parts:
+        out = tmp_path / "parts.json"
+        assert parts.main(["--model", "tiny-random", "--rounds", "3", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    arms = ("floor", "sparse_causal", "temporal", "tune")
+    assert tuple(doc["step_ms"]) == arms and doc["model"] == "tiny-random"
+    for arm in arms:
+        assert len(doc["rounds_ms"][arm]) == 3
+        assert doc["step_ms"][arm] == pytest.approx(statistics.median(doc["rounds_ms"][arm]), rel=1e-12)
+        assert doc["over_floor"][arm] == pytest.approx(doc["step_ms"][arm] / doc["step_ms"]["floor"], rel=1e-12)
+        ratios = [a / f for a, f in zip(doc["rounds_ms"][arm], doc["rounds_ms"]["floor"])]
+        assert doc["paired_over_floor"][arm] == pytest.approx(statistics.median(ratios), rel=1e-12)
+    unet = inflate_unet(shared_copy(load_components("tiny-random", "cpu", torch.float32).unet),
+                        temporal_layers=doc["temporal_layers"])
+    temporal = sum(p.numel() for m in unet.modules() if isinstance(m, TemporalAttention) for p in m.parameters())
+    adapter = sum(p.numel() for p in ContextAdapter(**config_for_unet(unet)).parameters())
+    n = doc["trained_parameters"]
+    assert temporal > 0 and n["sparse_causal"] == n["floor"] > 0
+    assert (n["temporal"] - n["floor"], n["tune"] - n["temporal"]) == (temporal, adapter)
