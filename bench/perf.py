@@ -239,8 +239,17 @@ def measure_floor(s: Setup) -> dict:
         "floor_vae_encode_ms": 1e3 * timed(lambda: encode_latents(s.comps.vae, s.pixels), s.device, p.repeats),
         "floor_vae_decode_ms": 1e3 * timed(lambda: decode_latents(s.comps.vae, x0), s.device, p.repeats),
     }
-    # The same parameter set tune trains, minus the temporal layers that only inflation adds.
-    if p.checkpointing:
+    step, out["floor_trained_parameters"] = floor_step(s)
+    out["floor_train_step_ms"] = 1e3 * timed(step, s.device, max(p.repeats, p.step_repeats), p.warmup)
+    unet.eval()
+    return out
+
+
+def floor_step(s: Setup) -> tuple[Callable[[], None], int]:
+    """The bare training step (the 2-D UNet in train mode) and the number of parameters it trains:
+    the same parameter set tune trains, minus the temporal layers that only inflation adds."""
+    unet, x0 = s.comps.unet, s.x0
+    if s.preset.checkpointing:
         unet.enable_gradient_checkpointing()
     params = mark_trainable(unet)
     for param in params.values():
@@ -250,11 +259,8 @@ def measure_floor(s: Setup) -> dict:
     batch = Batch(x0=x0, text=s.text.expand(len(x0), -1, -1), num_frames=None)
     unet.train()
     loss_fn = lambda seed: contextual_loss(unet, None, scheduler, batch, seed)  # noqa: E731
-    out["floor_train_step_ms"] = 1e3 * timed(lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype)),
-                                             s.device, max(p.repeats, p.step_repeats), p.warmup)
-    unet.eval()
-    out["floor_trained_parameters"] = sum(param.numel() for param in params.values())
-    return out
+    step = lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype))  # noqa: E731
+    return step, sum(param.numel() for param in params.values())
 
 
 # -------------------------------------------------------------------------------------------------
@@ -268,6 +274,12 @@ def temporal_layers(s: Setup) -> str:
 def tune_setup(s: Setup, with_adapter: bool = True):
     """build_video_model and the Trainer exactly as ``tune`` builds them; returns (unet, adapter, step)."""
     unet, adapter = build_video_model(s.comps, with_adapter, s.preset.checkpointing, temporal_layers=temporal_layers(s))
+    return unet, adapter, video_step(s, unet, adapter)
+
+
+def video_step(s: Setup, unet, adapter) -> Callable[[], None]:
+    """Tune's training step on the clip for an inflated UNet (its trainable parameters marked) and
+    adapter (or None), with their own Trainer; the UNet is left in train mode."""
     params = trainable_parameters(unet)
     if adapter is not None:
         params.update({f"adapter.{n}": q for n, q in adapter.named_parameters()})
@@ -276,7 +288,7 @@ def tune_setup(s: Setup, with_adapter: bool = True):
     batch = Batch(x0=s.x0, text=s.text, num_frames=len(s.x0))
     unet.train()
     loss_fn = lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed)  # noqa: E731
-    return unet, adapter, lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype))
+    return lambda: _train_step(trainer, loss_fn, autocast_for(s.device, s.dtype))
 
 
 def measure_tune(s: Setup) -> tuple[dict, torch.nn.Module, torch.nn.Module]:

@@ -177,7 +177,7 @@ def run_clip(entry: dict, work: Path, args, variant: str, comps=None) -> list[di
         score(e, path)
     # a redrawn background comes from fresh noise: its figure is a mean over draws, not one draw's luck
     redrawn = [e for e in entry["edits"] if redraws_background(e)]
-    for seed in seeds[1:]:
+    for seed in seeds[1:] if redrawn else []:
         more = edit(EditOptions(prompts=[e["prompt"] for e in redrawn], run=str(run_dir), format="frames", overwrite=True,
                                 device=args.device, out=f"{folder}-bs{seed}", seed=args.seed,
                                 **{**settings, "background_seed": seed}), comps=comps)

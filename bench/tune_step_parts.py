@@ -34,44 +34,29 @@ import torch  # noqa: E402
 
 import perf  # noqa: E402
 from contextedit.fileio import write_json  # noqa: E402
-from contextedit.models.inflate import inflate_unet, mark_trainable, shared_copy  # noqa: E402
-from contextedit.pipelines.training import Batch, Trainer, contextual_loss  # noqa: E402
-from contextedit.pipelines.tuning import autocast_for, build_video_model  # noqa: E402
-from contextedit.schedulers import ContextualDDPMScheduler  # noqa: E402
+from contextedit.models.inflate import inflate_unet, mark_trainable, shared_copy, trainable_parameters  # noqa: E402
 
 ARMS = ("floor", "sparse_causal", "temporal", "tune")
 
 
 def steps(s: perf.Setup) -> dict:
-    """Per arm, a training-step callable with its own Trainer (the weights are shared copies) and the
-    number of parameters it trains."""
-    checkpointing = s.preset.checkpointing
-    scheduler = ContextualDDPMScheduler.from_config(s.comps.scheduler_config)
-    frames = len(s.x0)
+    """Per arm, its training-step callable (perf.py's floor and tune steps; the weights are shared
+    copies) and the number of parameters it trains."""
+    def trained(unet, adapter) -> int:
+        return sum(q.numel() for q in trainable_parameters(unet).values()) + \
+            (sum(q.numel() for q in adapter.parameters()) if adapter is not None else 0)
 
-    def step_for(unet, adapter, num_frames):
-        if checkpointing:
-            unet.enable_gradient_checkpointing()
-        params = mark_trainable(unet)
-        for param in params.values():
-            param.data = param.data.float()
-        if adapter is not None:
-            params.update({f"adapter.{n}": q for n, q in adapter.named_parameters()})
-        trainer = Trainer(params, lr=1e-5)
-        text = s.text.expand(frames, -1, -1) if num_frames is None else s.text
-        batch = Batch(x0=s.x0, text=text, num_frames=num_frames)
-        unet.train()
-        loss = lambda seed: contextual_loss(unet, adapter, scheduler, batch, seed)  # noqa: E731
-        step = lambda: perf._train_step(trainer, loss, autocast_for(s.device, s.dtype))  # noqa: E731
-        return step, sum(q.numel() for q in params.values())
-
-    layers = perf.temporal_layers(s)
-    return {
-        "floor": step_for(shared_copy(s.comps.unet), None, None),
-        "sparse_causal": step_for(inflate_unet(shared_copy(s.comps.unet), temporal=False), None, frames),
-        "temporal": step_for(*build_video_model(s.comps, False, False, temporal_layers=layers), frames),
-        "tune": step_for(*build_video_model(s.comps, True, False, temporal_layers=layers), frames),
-    }
+    arms = {"floor": perf.floor_step(s)}
+    sparse = inflate_unet(shared_copy(s.comps.unet), temporal=False)
+    if s.preset.checkpointing:
+        sparse.enable_gradient_checkpointing()
+    for param in mark_trainable(sparse).values():
+        param.data = param.data.float()
+    arms["sparse_causal"] = perf.video_step(s, sparse, None), trained(sparse, None)
+    for arm, with_adapter in (("temporal", False), ("tune", True)):
+        unet, adapter, step = perf.tune_setup(s, with_adapter)
+        arms[arm] = step, trained(unet, adapter)
+    return arms
 
 
 def measure(s: perf.Setup, rounds: int, warmup: int = 1) -> dict:
